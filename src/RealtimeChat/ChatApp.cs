@@ -1,0 +1,154 @@
+using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.AspNetCore.RateLimiting;
+using Microsoft.Extensions.Options;
+using Prometheus;
+using RealtimeChat.Conversations;
+using RealtimeChat.Identity;
+using RealtimeChat.Infrastructure;
+using RealtimeChat.Media;
+using RealtimeChat.Messages;
+using RealtimeChat.Realtime;
+using RealtimeChat.Storage;
+using Scalar.AspNetCore;
+
+namespace RealtimeChat;
+
+/// <summary>Builds the service; <c>Program</c> and the tests both start it through here.</summary>
+public static class ChatApp
+{
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://0.0.0.0:8086");
+        builder.WebHost.ConfigureKestrel(kestrel => kestrel.AddServerHeader = false);
+        configure?.Invoke(builder);
+        AddServices(builder.Services, builder.Configuration);
+        var app = builder.Build();
+        MapEndpoints(app);
+        return app;
+    }
+
+    /// <summary>Migrates (unless disabled) and checks the content keys against stored data; run before serving.</summary>
+    public static async Task InitializeAsync(WebApplication app, CancellationToken cancellationToken = default)
+    {
+        var services = app.Services;
+        if (services.GetRequiredService<IOptions<DatabaseOptions>>().Value.MigrateOnStartup)
+        {
+            services.GetRequiredService<DatabaseMigrator>().Migrate();
+        }
+        await services.GetRequiredService<ContentCipher>().VerifyAgainstStoredDataAsync(
+            services.GetRequiredService<ChatDatabase>(), services.GetRequiredService<TimeProvider>(), cancellationToken);
+    }
+
+    public static async Task RunAsync(string[] args)
+    {
+        var app = Build(args);
+        await InitializeAsync(app);
+        await app.RunAsync();
+    }
+
+    private static void AddServices(IServiceCollection services, IConfiguration configuration)
+    {
+        DapperTypeHandlers.Register();
+        services.AddOptions<StorageOptions>().Bind(configuration.GetSection(StorageOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<DatabaseOptions>().Bind(configuration.GetSection(DatabaseOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<EncryptionOptions>().Bind(configuration.GetSection(EncryptionOptions.Section));
+        services.AddOptions<ConversationOptions>().Bind(configuration.GetSection(ConversationOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<MessageOptions>().Bind(configuration.GetSection(MessageOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<RealtimeOptions>().Bind(configuration.GetSection(RealtimeOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<ChatDatabase>();
+        services.AddSingleton<DatabaseMigrator>();
+        services.AddSingleton(provider => ContentCipher.Create(
+            provider.GetRequiredService<IOptions<EncryptionOptions>>().Value,
+            provider.GetRequiredService<IOptions<StorageOptions>>().Value,
+            provider.GetRequiredService<ILoggerFactory>().CreateLogger<ContentCipher>()));
+
+        services.AddSingleton<RealtimeHub>();
+        services.AddSingleton<IChatEventPublisher>(provider => provider.GetRequiredService<RealtimeHub>());
+        services.AddSingleton<EventReplayer>();
+        services.AddSingleton<RealtimeSession>();
+        services.AddSingleton<MessageRenderer>();
+        services.AddSingleton<ConversationService>();
+        services.AddSingleton<MessageService>();
+        services.AddMedia(configuration);
+
+        services.AddChatAuthentication(configuration);
+        services.AddRateLimiter(limiter =>
+        {
+            limiter.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+            limiter.AddPolicy(MessageEndpoints.SendRateLimitPolicy, context =>
+            {
+                var settings = context.RequestServices.GetRequiredService<IOptions<MessageOptions>>().Value;
+                return RateLimitPartition.GetTokenBucketLimiter(
+                    context.User.FindFirst("sub")?.Value ?? "anonymous",
+                    _ => new TokenBucketRateLimiterOptions
+                    {
+                        TokenLimit = settings.SendBurst,
+                        TokensPerPeriod = settings.SendsPerSecond,
+                        ReplenishmentPeriod = TimeSpan.FromSeconds(1),
+                        QueueLimit = 0,
+                        AutoReplenishment = true,
+                    });
+            });
+            limiter.OnRejected = async (context, cancellationToken) =>
+            {
+                var retryAfter = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromSeconds(1);
+                context.HttpContext.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString();
+                await Problems.Create(StatusCodes.Status429TooManyRequests, "rate_limited", "Too many messages; retry after the Retry-After delay.")
+                    .ExecuteAsync(context.HttpContext);
+            };
+        });
+
+        services.Configure<JsonOptions>(json => ChatJson.Configure(json.SerializerOptions));
+        services.Configure<RouteHandlerOptions>(routes => routes.ThrowOnBadRequest = true);
+        services.AddProblemDetails(problems => problems.CustomizeProblemDetails = context =>
+        {
+            context.ProblemDetails.Extensions.TryAdd("code", Problems.DefaultCode(context.ProblemDetails.Status ?? 500));
+            context.ProblemDetails.Extensions["request_id"] = context.HttpContext.TraceIdentifier;
+        });
+        services.AddExceptionHandler<ChatExceptionHandler>();
+        services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
+        services.AddOpenApi();
+    }
+
+    private static void MapEndpoints(WebApplication app)
+    {
+        app.UseMiddleware<RequestIdMiddleware>();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.UseHttpMetrics();
+        app.UseWebSockets();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseRateLimiter();
+
+        // JSON endpoints take small bodies; media uploads set their own limit.
+        app.Use((context, next) =>
+        {
+            if (context.Request.Path.StartsWithSegments("/api") && !context.Request.HasFormContentType)
+            {
+                var limit = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>();
+                if (limit is { IsReadOnly: false })
+                {
+                    limit.MaxRequestBodySize = 64 * 1024;
+                }
+            }
+            return next(context);
+        });
+
+        app.MapConversations();
+        app.MapMessages();
+        app.MapMedia();
+        app.MapRealtime();
+
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready") });
+        app.MapMetrics("/metrics");
+        app.MapOpenApi();
+        app.MapScalarApiReference("/docs");
+    }
+}

@@ -1,0 +1,62 @@
+using System.Security.Claims;
+using Microsoft.AspNetCore.Http.HttpResults;
+using RealtimeChat.Identity;
+
+namespace RealtimeChat.Conversations;
+
+public static class ConversationEndpoints
+{
+    public static RouteGroupBuilder MapConversations(this IEndpointRouteBuilder routes)
+    {
+        var group = routes.MapGroup("/api/v1/conversations").WithTags("Conversations").RequireAuthorization();
+
+        group.MapPost("/", async Task<Results<Created<ConversationDto>, Ok<ConversationDto>>> (
+            CreateConversationRequest request, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+        {
+            var (conversation, created) = await conversations.CreateAsync(user.UserId(), request, ct);
+            return created
+                ? TypedResults.Created($"/api/v1/conversations/{conversation.Id}", conversation)
+                : TypedResults.Ok(conversation);
+        }).WithSummary("Create a direct or group conversation (a direct one is returned if it exists)");
+
+        group.MapGet("/", async (string? cursor, int? limit, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+            TypedResults.Ok(await conversations.ListAsync(user.UserId(), cursor, limit, ct)))
+            .WithSummary("My conversations, newest activity first, with last message preview and unread count");
+
+        group.MapGet("/{conversationId}", async (Guid conversationId, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+            TypedResults.Ok(await conversations.GetAsync(user.UserId(), conversationId, ct)));
+
+        group.MapPatch("/{conversationId}", async (Guid conversationId, UpdateConversationRequest request, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+            TypedResults.Ok(await conversations.RenameAsync(user.UserId(), conversationId, request, ct)))
+            .WithSummary("Rename a group conversation (owner or admin)");
+
+        group.MapGet("/{conversationId}/members", async (Guid conversationId, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+            TypedResults.Ok(await conversations.MembersAsync(user.UserId(), conversationId, ct)));
+
+        group.MapPost("/{conversationId}/members", async (Guid conversationId, AddMemberRequest request, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+        {
+            var member = await conversations.AddMemberAsync(user.UserId(), conversationId, request, ct);
+            return TypedResults.Created($"/api/v1/conversations/{conversationId}/members/{member.UserId}", member);
+        });
+
+        group.MapPatch("/{conversationId}/members/{userId}", async (Guid conversationId, Guid userId, UpdateMemberRequest request, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+        {
+            await conversations.UpdateMemberAsync(user.UserId(), conversationId, userId, request, ct);
+            return TypedResults.NoContent();
+        }).WithSummary("Change a member's role (owner only; making someone owner transfers ownership)");
+
+        group.MapDelete("/{conversationId}/members/{userId}", async (Guid conversationId, Guid userId, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+        {
+            await conversations.RemoveMemberAsync(user.UserId(), conversationId, userId, ct);
+            return TypedResults.NoContent();
+        });
+
+        group.MapPost("/{conversationId}/leave", async (Guid conversationId, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+        {
+            await conversations.RemoveMemberAsync(user.UserId(), conversationId, user.UserId(), ct);
+            return TypedResults.NoContent();
+        });
+
+        return group;
+    }
+}

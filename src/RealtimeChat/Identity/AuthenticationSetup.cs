@@ -1,0 +1,73 @@
+using System.Security.Claims;
+using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.Tokens;
+using RealtimeChat.Infrastructure;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Identity;
+
+public static class AuthenticationSetup
+{
+    public static IServiceCollection AddChatAuthentication(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+
+        services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
+        services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme)
+            .Configure<IOptions<AuthOptions>, IOptions<StorageOptions>, ILoggerFactory>((jwt, auth, storage, loggers) =>
+            {
+                var options = auth.Value;
+                var key = SigningKeys.Resolve(options, storage.Value, loggers.CreateLogger(typeof(AuthenticationSetup)));
+                jwt.MapInboundClaims = false;
+                jwt.Authority = options.Authority;
+                jwt.RequireHttpsMetadata = options.RequireHttpsMetadata;
+                jwt.TokenValidationParameters = new TokenValidationParameters
+                {
+                    ValidateIssuer = options.Issuer is not null,
+                    ValidIssuer = options.Issuer,
+                    ValidateAudience = options.Audience is not null,
+                    ValidAudience = options.Audience,
+                    ValidateLifetime = true,
+                    ClockSkew = TimeSpan.FromSeconds(30),
+                    NameClaimType = "sub",
+                    IssuerSigningKey = key is null ? null : new SymmetricSecurityKey(key),
+                    ValidAlgorithms = key is null ? [SecurityAlgorithms.RsaSha256] : [SecurityAlgorithms.HmacSha256],
+                };
+                jwt.Events = new JwtBearerEvents
+                {
+                    // Browsers cannot set headers on a WebSocket handshake.
+                    OnMessageReceived = context =>
+                    {
+                        if (context.Request.Path.StartsWithSegments("/ws") &&
+                            context.Request.Query.TryGetValue("access_token", out var token))
+                        {
+                            context.Token = token;
+                        }
+                        return Task.CompletedTask;
+                    },
+                    OnTokenValidated = context =>
+                    {
+                        if (!Guid.TryParse(context.Principal?.FindFirstValue("sub"), out _))
+                        {
+                            context.Fail("The token's sub claim is not a UUID.");
+                        }
+                        return Task.CompletedTask;
+                    },
+                    OnChallenge = async context =>
+                    {
+                        context.HandleResponse();
+                        var detail = context.AuthenticateFailure is SecurityTokenExpiredException
+                            ? "The access token has expired."
+                            : context.AuthenticateFailure is null ? "An access token is required." : "The access token is invalid.";
+                        context.Response.Headers.WWWAuthenticate = "Bearer";
+                        await Problems.Unauthorized(detail).ExecuteAsync(context.HttpContext);
+                    },
+                };
+            });
+        services.AddAuthorization();
+        return services;
+    }
+
+    public static Guid UserId(this ClaimsPrincipal user) => Guid.Parse(user.FindFirstValue("sub")!);
+}

@@ -1,0 +1,39 @@
+using System.Security.Cryptography;
+using System.Text;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Identity;
+
+public static class SigningKeys
+{
+    /// <summary>
+    /// The HS256 key: configured value, configured file, or (development default) a key generated into the data
+    /// directory so that the <c>token</c> command and the server agree without any set-up. Null with an Authority.
+    /// </summary>
+    public static byte[]? Resolve(AuthOptions auth, StorageOptions storage, ILogger? logger)
+    {
+        if (auth.SigningKey is not null)
+        {
+            return Encoding.UTF8.GetBytes(auth.SigningKey);
+        }
+        if (auth.SigningKeyFile is not null)
+        {
+            return Encoding.UTF8.GetBytes(File.ReadAllText(auth.SigningKeyFile).Trim());
+        }
+        if (auth.Authority is not null)
+        {
+            return null;
+        }
+
+        var path = Path.Combine(storage.DataDirectory, "jwt-signing.key");
+        if (!File.Exists(path))
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+            SecretFiles.WriteOwnerOnly(path, Convert.ToBase64String(RandomNumberGenerator.GetBytes(48)));
+            logger?.LogWarning(
+                "No Auth:SigningKey or Auth:Authority configured: generated a development signing key into {Path}. " +
+                "Configure a real one before exposing this service.", path);
+        }
+        return Encoding.UTF8.GetBytes(File.ReadAllText(path).Trim());
+    }
+}

@@ -1,0 +1,328 @@
+using System.ComponentModel.DataAnnotations;
+using System.Text;
+using Dapper;
+using Microsoft.Extensions.Options;
+using RealtimeChat.Conversations;
+using RealtimeChat.Infrastructure;
+using RealtimeChat.Media;
+using RealtimeChat.Realtime;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Messages;
+
+public sealed class MessageOptions
+{
+    public const string Section = "Messages";
+
+    /// <summary>Largest message body, in UTF-8 bytes.</summary>
+    [Range(1, 1_048_576)]
+    public int MaxContentBytes { get; set; } = 16 * 1024;
+
+    [Range(1, 1000)]
+    public int MaxPageSize { get; set; } = 100;
+
+    /// <summary>Sends a user may make per second (token bucket refill), and the burst above that.</summary>
+    [Range(1, 100_000)]
+    public int SendsPerSecond { get; set; } = 20;
+
+    [Range(1, 100_000)]
+    public int SendBurst { get; set; } = 40;
+}
+
+/// <summary>A new message's parts, whoever sends it (text endpoint, media upload, later the Matrix bridge).</summary>
+public sealed record NewMessage(string Kind, string Content, string? ClientMessageId, Guid? ReplyTo, Guid? MediaId = null);
+
+public sealed class MessageService(
+    ChatDatabase database,
+    IChatEventPublisher publisher,
+    MessageRenderer renderer,
+    ContentCipher cipher,
+    IMediaStore mediaStore,
+    TimeProvider time,
+    IOptions<MessageOptions> options,
+    ILogger<MessageService> logger)
+{
+    private const int MaxClientMessageIdLength = 128;
+    private const int MaxReactionLength = 64;
+
+    public Task<(MessageDto Message, bool Created)> SendTextAsync(
+        Guid userId, Guid conversationId, SendMessageRequest request, CancellationToken cancellationToken) =>
+        SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, ValidContent(request.Content), request.ClientMessageId, request.ReplyTo), cancellationToken);
+
+    /// <param name="beforeInsert">Runs in the message's transaction once membership is checked (e.g. to store its media row).</param>
+    /// <returns>The stored message; Created is false when <c>client_message_id</c> matched an earlier send.</returns>
+    public async Task<(MessageDto Message, bool Created)> SendAsync(
+        Guid userId, Guid conversationId, NewMessage message, CancellationToken cancellationToken,
+        Func<ChatTransaction, Task>? beforeInsert = null)
+    {
+        if (message.ClientMessageId is { Length: 0 or > MaxClientMessageIdLength })
+        {
+            throw ApiException.BadRequest("invalid_client_message_id", $"client_message_id must be 1 to {MaxClientMessageIdLength} characters.");
+        }
+
+        try
+        {
+            return await InsertAsync(userId, conversationId, message, beforeInsert, cancellationToken);
+        }
+        catch (Exception ex) when (DbErrors.IsUniqueViolation(ex) && message.ClientMessageId is not null)
+        {
+            // A concurrent retry with the same client_message_id committed first: answer with its message.
+            await using var connection = await database.OpenAsync(cancellationToken);
+            return ((await FindByClientIdAsync(connection, null, conversationId, userId, message.ClientMessageId))!, false);
+        }
+    }
+
+    private async Task<(MessageDto, bool)> InsertAsync(
+        Guid userId, Guid conversationId, NewMessage message, Func<ChatTransaction, Task>? beforeInsert, CancellationToken cancellationToken)
+    {
+        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
+
+        if (message.ClientMessageId is not null &&
+            await FindByClientIdAsync(write.Connection, write, conversationId, userId, message.ClientMessageId) is { } original)
+        {
+            return (original, false);
+        }
+        if (message.ReplyTo is { } replyTo && !await ExistsAsync(write, conversationId, replyTo))
+        {
+            throw ApiException.BadRequest("reply_target_not_found", "reply_to does not name a message of this conversation.");
+        }
+
+        if (beforeInsert is not null)
+        {
+            await beforeInsert(write);
+        }
+
+        var id = Guid.CreateVersion7();
+        var now = time.UtcNowMicros();
+        var seq = await write.NextSequenceAsync(conversationId, now, id);
+        await write.ExecuteAsync(
+            """
+            INSERT INTO messages (id, conversation_id, seq, sender_id, kind, content, media_id, reply_to, client_message_id, created_at)
+            VALUES (@id, @conversationId, @seq, @userId, @Kind, @content, @MediaId, @ReplyTo, @ClientMessageId, @now)
+            """,
+            new { id, conversationId, seq, userId, message.Kind, content = cipher.EncryptText(message.Content, id), message.MediaId, message.ReplyTo, message.ClientMessageId, now });
+
+        var dto = (await renderer.LoadAsync(write.Connection, [id], write.Transaction))[0];
+        await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MessageNew, userId, now, new MessageReference(id), dto, id);
+        await write.CommitAsync(cancellationToken);
+        ChatMetrics.MessagesSent.WithLabels(message.Kind).Inc();
+        return (dto, true);
+    }
+
+    public async Task<MessagePage> ListAsync(
+        Guid userId, Guid conversationId, long? before, long? after, int? limit, CancellationToken cancellationToken)
+    {
+        var max = options.Value.MaxPageSize;
+        var take = limit ?? Math.Min(50, max);
+        if (take < 1 || take > max)
+        {
+            throw ApiException.BadRequest("invalid_limit", $"limit must be between 1 and {max}.");
+        }
+        if (before is not null && after is not null)
+        {
+            throw ApiException.BadRequest("invalid_cursor", "Use either before or after, not both.");
+        }
+
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await connection.RequireMemberAsync(conversationId, userId);
+        // Newest first when paging back (or from the end), oldest first when paging forward; always returned oldest first.
+        var sql = after is not null
+            ? MessageRow.Select + " WHERE m.conversation_id = @conversationId AND m.seq > @after ORDER BY m.seq LIMIT @take"
+            : MessageRow.Select + " WHERE m.conversation_id = @conversationId" + (before is not null ? " AND m.seq < @before" : "") + " ORDER BY m.seq DESC LIMIT @take";
+        var rows = (await connection.QueryAsync<MessageRow>(sql, new { conversationId, before, after, take = take + 1 })).AsList();
+        var hasMore = rows.Count > take;
+        var page = rows.Take(take).OrderBy(r => r.Seq).ToList();
+        return new MessagePage(await renderer.RenderAsync(connection, page), hasMore);
+    }
+
+    public async Task<MessageDto> GetAsync(Guid userId, Guid conversationId, Guid messageId, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await connection.RequireMemberAsync(conversationId, userId);
+        var rows = await connection.QueryAsync<MessageRow>(
+            MessageRow.Select + " WHERE m.id = @messageId AND m.conversation_id = @conversationId", new { messageId, conversationId });
+        return (await renderer.RenderAsync(connection, rows.AsList())).SingleOrDefault() ?? throw ApiException.MessageNotFound();
+    }
+
+    public async Task<MessageDto> EditAsync(Guid userId, Guid conversationId, Guid messageId, EditMessageRequest request, CancellationToken cancellationToken)
+    {
+        var content = ValidContent(request.Content);
+        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
+        var row = await LoadRowAsync(write, conversationId, messageId);
+        if (row.SenderId != userId)
+        {
+            throw ApiException.Forbidden("not_sender", "Only the sender can edit a message.");
+        }
+        if (row.DeletedAt is not null)
+        {
+            throw ApiException.Conflict("message_deleted", "A deleted message cannot be edited.");
+        }
+        if (row.Kind != MessageKinds.Text)
+        {
+            throw ApiException.BadRequest("not_editable", "Only text messages can be edited.");
+        }
+
+        var now = time.UtcNowMicros();
+        await write.ExecuteAsync(
+            "UPDATE messages SET content = @content, edited_at = @now WHERE id = @messageId",
+            new { content = cipher.EncryptText(content, messageId), now, messageId });
+        var seq = await write.NextSequenceAsync(conversationId, now);
+        var dto = (await renderer.LoadAsync(write.Connection, [messageId], write.Transaction))[0];
+        await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MessageEdited, userId, now, new MessageReference(messageId), dto, messageId);
+        await write.CommitAsync(cancellationToken);
+        return dto;
+    }
+
+    /// <summary>Leaves a tombstone: content, reactions and any media (with its key) are erased from storage.</summary>
+    public async Task DeleteAsync(Guid userId, Guid conversationId, Guid messageId, CancellationToken cancellationToken)
+    {
+        string? storageKey;
+        await using (var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken))
+        {
+            var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
+            var row = await LoadRowAsync(write, conversationId, messageId);
+            if (row.SenderId != userId && !role.CanManage())
+            {
+                throw ApiException.Forbidden("not_allowed", "Only the sender, the owner or an admin can delete a message.");
+            }
+            if (row.DeletedAt is not null)
+            {
+                return;
+            }
+            var now = time.UtcNowMicros();
+            await write.ExecuteAsync(
+                "UPDATE messages SET content = NULL, media_id = NULL, deleted_at = @now WHERE id = @messageId",
+                new { now, messageId });
+            await write.ExecuteAsync("DELETE FROM message_reactions WHERE message_id = @messageId", new { messageId });
+            if (row.MediaId is { } mediaId)
+            {
+                await write.ExecuteAsync("DELETE FROM media WHERE id = @mediaId", new { mediaId });
+            }
+            var seq = await write.NextSequenceAsync(conversationId, now);
+            await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MessageDeleted, userId, now, new MessageDeleted(messageId, userId), messageId: messageId);
+            await write.CommitAsync(cancellationToken);
+            storageKey = row.MediaStorageKey;
+        }
+
+        if (storageKey is not null)
+        {
+            try
+            {
+                await mediaStore.DeleteAsync(storageKey, CancellationToken.None);
+            }
+            catch (Exception ex)
+            {
+                // The row and its wrapped key are gone, so the remaining ciphertext is unreadable; only space is lost.
+                logger.LogWarning(ex, "Could not delete media object {StorageKey} of deleted message {MessageId}", storageKey, messageId);
+            }
+        }
+    }
+
+    public Task AddReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken) =>
+        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: true, cancellationToken);
+
+    public Task RemoveReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken) =>
+        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: false, cancellationToken);
+
+    private async Task ChangeReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, bool add, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrWhiteSpace(reaction) || reaction.Length > MaxReactionLength || reaction.Any(char.IsControl))
+        {
+            throw ApiException.BadRequest("invalid_reaction", $"A reaction is 1 to {MaxReactionLength} printable characters.");
+        }
+        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
+        var row = await LoadRowAsync(write, conversationId, messageId);
+        if (row.DeletedAt is not null)
+        {
+            throw ApiException.Conflict("message_deleted", "A deleted message takes no reactions.");
+        }
+        var now = time.UtcNowMicros();
+        var changed = add
+            ? await write.ExecuteAsync(
+                """
+                INSERT INTO message_reactions (message_id, user_id, reaction, created_at) VALUES (@messageId, @userId, @reaction, @now)
+                ON CONFLICT (message_id, user_id, reaction) DO NOTHING
+                """,
+                new { messageId, userId, reaction, now })
+            : await write.ExecuteAsync(
+                "DELETE FROM message_reactions WHERE message_id = @messageId AND user_id = @userId AND reaction = @reaction",
+                new { messageId, userId, reaction });
+        if (changed == 0)
+        {
+            return;
+        }
+        var seq = await write.NextSequenceAsync(conversationId, now);
+        await write.AppendEventAsync(
+            conversationId, seq, add ? ChatEventTypes.ReactionAdded : ChatEventTypes.ReactionRemoved, userId, now,
+            new ReactionChanged(messageId, userId, reaction), messageId: messageId);
+        await write.CommitAsync(cancellationToken);
+    }
+
+    /// <summary>Moves the caller's read marker forward (never back) to <paramref name="request"/>'s seq.</summary>
+    public async Task<long> MarkReadAsync(Guid userId, Guid conversationId, MarkReadRequest request, CancellationToken cancellationToken)
+    {
+        if (request.Seq is not { } seq || seq < 0)
+        {
+            throw ApiException.BadRequest("invalid_seq", "seq must be a sequence number of this conversation.");
+        }
+        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
+        var lastSeq = await write.QuerySingleOrDefaultAsync<long>("SELECT last_seq FROM conversations WHERE id = @conversationId", new { conversationId });
+        if (seq > lastSeq)
+        {
+            throw ApiException.BadRequest("invalid_seq", $"seq is past the conversation's latest ({lastSeq}).");
+        }
+        var moved = await write.ExecuteAsync(
+            """
+            UPDATE conversation_members SET last_read_seq = @seq
+             WHERE conversation_id = @conversationId AND user_id = @userId AND last_read_seq < @seq
+            """,
+            new { conversationId, userId, seq });
+        if (moved == 0)
+        {
+            return await write.QuerySingleOrDefaultAsync<long>(
+                "SELECT last_read_seq FROM conversation_members WHERE conversation_id = @conversationId AND user_id = @userId",
+                new { conversationId, userId });
+        }
+        var now = time.UtcNowMicros();
+        var eventSeq = await write.NextSequenceAsync(conversationId, now);
+        await write.AppendEventAsync(conversationId, eventSeq, ChatEventTypes.ReadUpdated, userId, now, new ReadUpdated(userId, seq));
+        await write.CommitAsync(cancellationToken);
+        return seq;
+    }
+
+    private async Task<MessageDto?> FindByClientIdAsync(
+        System.Data.Common.DbConnection connection, ChatTransaction? write, Guid conversationId, Guid userId, string clientMessageId)
+    {
+        var rows = (await connection.QueryAsync<MessageRow>(
+            MessageRow.Select + " WHERE m.conversation_id = @conversationId AND m.sender_id = @userId AND m.client_message_id = @clientMessageId",
+            new { conversationId, userId, clientMessageId }, write?.Transaction)).AsList();
+        return (await renderer.RenderAsync(connection, rows, write?.Transaction)).SingleOrDefault();
+    }
+
+    private static async Task<bool> ExistsAsync(ChatTransaction write, Guid conversationId, Guid messageId) =>
+        await write.QuerySingleOrDefaultAsync<int>(
+            "SELECT 1 FROM messages WHERE id = @messageId AND conversation_id = @conversationId",
+            new { messageId, conversationId }) == 1;
+
+    private static async Task<MessageRow> LoadRowAsync(ChatTransaction write, Guid conversationId, Guid messageId) =>
+        await write.QuerySingleOrDefaultAsync<MessageRow>(
+            MessageRow.Select + " WHERE m.id = @messageId AND m.conversation_id = @conversationId",
+            new { messageId, conversationId }) ?? throw ApiException.MessageNotFound();
+
+    private string ValidContent(string? content)
+    {
+        if (string.IsNullOrWhiteSpace(content))
+        {
+            throw ApiException.BadRequest("content_required", "content must not be empty.");
+        }
+        if (Encoding.UTF8.GetByteCount(content) > options.Value.MaxContentBytes)
+        {
+            throw ApiException.BadRequest("content_too_long", $"content is longer than {options.Value.MaxContentBytes} bytes.");
+        }
+        return content;
+    }
+}

@@ -1,0 +1,105 @@
+using System.Data;
+using System.Data.Common;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace RealtimeChat.Storage;
+
+/// <summary>
+/// Opens connections for the configured dialect and serialises writers: SQLite allows one writer at a time,
+/// and on PostgreSQL writes to one conversation are ordered so live events leave in sequence order.
+/// </summary>
+public sealed class ChatDatabase : IAsyncDisposable
+{
+    private const int ConversationLockStripes = 1024;
+
+    private readonly NpgsqlDataSource? _postgres;
+    private readonly string? _sqliteConnectionString;
+    private readonly SemaphoreSlim[] _writeLocks;
+
+    public ChatDatabase(IOptions<DatabaseOptions> options, IOptions<StorageOptions> storage)
+    {
+        var db = options.Value;
+        Provider = db.Provider;
+        if (Provider == DatabaseProvider.Postgres)
+        {
+            _postgres = NpgsqlDataSource.Create(db.ConnectionString!);
+            _writeLocks = Enumerable.Range(0, ConversationLockStripes).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
+        }
+        else
+        {
+            _sqliteConnectionString = SqliteConnectionString(db, storage.Value);
+            _writeLocks = [new SemaphoreSlim(1, 1)];
+        }
+    }
+
+    public DatabaseProvider Provider { get; }
+
+    public string MigrationConnectionString => _sqliteConnectionString ?? _postgres!.ConnectionString;
+
+    public async Task<DbConnection> OpenAsync(CancellationToken cancellationToken = default)
+    {
+        if (_postgres is not null)
+        {
+            return await _postgres.OpenConnectionAsync(cancellationToken);
+        }
+
+        var connection = new SqliteConnection(_sqliteConnectionString);
+        await connection.OpenAsync(cancellationToken);
+        // WAL with NORMAL sync survives a crash of this process; only an OS crash can lose the last commits.
+        await using var pragma = connection.CreateCommand();
+        pragma.CommandText = "PRAGMA synchronous = NORMAL;";
+        await pragma.ExecuteNonQueryAsync(cancellationToken);
+        return connection;
+    }
+
+    /// <summary>Starts a write transaction for one conversation; events appended to it are published on commit.</summary>
+    public async Task<ChatTransaction> BeginWriteAsync(
+        Guid conversationId, IChatEventPublisher publisher, CancellationToken cancellationToken)
+    {
+        var gate = _writeLocks[(int)((uint)conversationId.GetHashCode() % (uint)_writeLocks.Length)];
+        await gate.WaitAsync(cancellationToken);
+        DbConnection? connection = null;
+        try
+        {
+            connection = await OpenAsync(cancellationToken);
+            var transaction = await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken);
+            return new ChatTransaction(connection, transaction, gate, publisher);
+        }
+        catch
+        {
+            if (connection is not null)
+            {
+                await connection.DisposeAsync();
+            }
+            gate.Release();
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_postgres is not null)
+        {
+            await _postgres.DisposeAsync();
+        }
+    }
+
+    private static string SqliteConnectionString(DatabaseOptions db, StorageOptions storage)
+    {
+        var builder = new SqliteConnectionStringBuilder(
+            db.ConnectionString ?? $"Data Source={Path.Combine(storage.DataDirectory, "chat.db")}")
+        {
+            ForeignKeys = true,
+            Pooling = true,
+            DefaultTimeout = 30,
+        };
+        var directory = Path.GetDirectoryName(Path.GetFullPath(builder.DataSource));
+        if (directory is not null)
+        {
+            Directory.CreateDirectory(directory);
+        }
+        return builder.ToString();
+    }
+}

@@ -1,0 +1,51 @@
+using System.Reflection;
+using DbUp;
+using DbUp.Engine;
+using DbUp.Engine.Output;
+
+namespace RealtimeChat.Storage;
+
+/// <summary>Applies the versioned <c>.sql</c> files of the configured dialect (embedded under Storage/Migrations).</summary>
+public sealed class DatabaseMigrator(ChatDatabase database, ILogger<DatabaseMigrator> logger)
+{
+    public void Migrate()
+    {
+        var folder = database.Provider == DatabaseProvider.Postgres ? "postgres" : "sqlite";
+        var prefix = $"{typeof(DatabaseMigrator).Namespace}.Migrations.{folder}.";
+        var builder = database.Provider == DatabaseProvider.Postgres
+            ? DeployChanges.To.PostgresqlDatabase(database.MigrationConnectionString)
+            : DeployChanges.To.SqliteDatabase(database.MigrationConnectionString);
+
+        var upgrader = builder
+            .WithScriptsEmbeddedInAssembly(Assembly.GetExecutingAssembly(), name => name.StartsWith(prefix, StringComparison.Ordinal))
+            .WithTransactionPerScript()
+            .LogTo(new DbUpLog(logger))
+            .Build();
+
+        var result = upgrader.PerformUpgrade();
+        if (!result.Successful)
+        {
+            throw new InvalidOperationException($"Database migration failed at {result.ErrorScript?.Name}.", result.Error);
+        }
+
+        if (database.Provider == DatabaseProvider.Sqlite)
+        {
+            using var connection = new Microsoft.Data.Sqlite.SqliteConnection(database.MigrationConnectionString);
+            connection.Open();
+            using var command = connection.CreateCommand();
+            // Persistent per database file: readers never block the writer.
+            command.CommandText = "PRAGMA journal_mode = WAL;";
+            command.ExecuteNonQuery();
+        }
+    }
+
+    private sealed class DbUpLog(ILogger logger) : IUpgradeLog
+    {
+        public void LogTrace(string format, params object[] args) => logger.LogTrace(format, args);
+        public void LogDebug(string format, params object[] args) => logger.LogDebug(format, args);
+        public void LogInformation(string format, params object[] args) => logger.LogInformation(format, args);
+        public void LogWarning(string format, params object[] args) => logger.LogWarning(format, args);
+        public void LogError(string format, params object[] args) => logger.LogError(format, args);
+        public void LogError(Exception ex, string format, params object[] args) => logger.LogError(ex, format, args);
+    }
+}
