@@ -359,6 +359,10 @@ public sealed class ConversationService(
         {
             throw ApiException.BadRequest("name_required", "A group conversation needs a name.");
         }
+        if (name.Any(char.IsControl))
+        {
+            throw ApiException.BadRequest("invalid_name", "The name must not contain control characters.");
+        }
         if (name.Length > options.Value.MaxNameLength)
         {
             throw ApiException.BadRequest("name_too_long", $"The name is longer than {options.Value.MaxNameLength} characters.");

@@ -44,6 +44,7 @@ public sealed class MessageService(
 {
     private const int MaxClientMessageIdLength = 128;
     private const int MaxReactionLength = 64;
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     public Task<(MessageDto Message, bool Created)> SendTextAsync(
         Guid userId, Guid conversationId, SendMessageRequest request, CancellationToken cancellationToken) =>
@@ -319,7 +320,16 @@ public sealed class MessageService(
         {
             throw ApiException.BadRequest("content_required", "content must not be empty.");
         }
-        if (Encoding.UTF8.GetByteCount(content) > options.Value.MaxContentBytes)
+        int bytes;
+        try
+        {
+            bytes = StrictUtf8.GetByteCount(content);
+        }
+        catch (EncoderFallbackException)
+        {
+            throw ApiException.BadRequest("invalid_content", "content is not valid Unicode text (unpaired surrogate).");
+        }
+        if (bytes > options.Value.MaxContentBytes)
         {
             throw ApiException.BadRequest("content_too_long", $"content is longer than {options.Value.MaxContentBytes} bytes.");
         }

@@ -18,6 +18,8 @@ public sealed class RealtimeHub(ChatDatabase database, ILogger<RealtimeHub> logg
     // only reads lock-free snapshots.
     private readonly Lock _gate = new();
 
+    public bool IsConnected(Guid userId) => _users.ContainsKey(userId);
+
     public void Publish(ConversationEvent evt)
     {
         var frame = new OutboundFrame(

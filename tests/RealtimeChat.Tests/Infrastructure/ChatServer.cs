@@ -77,8 +77,20 @@ public sealed class ChatServer : IAsyncDisposable
                 builder.Logging.AddConsole().AddFilter(level => level >= LogLevel.Warning);
             }
         });
-        await ChatApp.InitializeAsync(app);
-        await app.StartAsync();
+        try
+        {
+            await ChatApp.InitializeAsync(app);
+            await app.StartAsync();
+        }
+        catch
+        {
+            await app.DisposeAsync();
+            if (reuse is null)
+            {
+                await drop();
+            }
+            throw;
+        }
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
         return new ChatServer(app, new Uri(address), dataDirectory, drop, ownsDataDirectory: reuse is null) { Settings = config };
     }
