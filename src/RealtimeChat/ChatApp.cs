@@ -69,6 +69,7 @@ public static class ChatApp
 
         services.AddSingleton<RealtimeHub>();
         services.AddSingleton<IChatEventPublisher>(provider => provider.GetRequiredService<RealtimeHub>());
+        services.AddSingleton<ChatEventPipeline>();
         services.AddSingleton<EventReplayer>();
         services.AddSingleton<RealtimeSession>();
         services.AddSingleton<MessageRenderer>();

@@ -21,7 +21,7 @@ public sealed class ConversationOptions
 
 public sealed class ConversationService(
     ChatDatabase database,
-    IChatEventPublisher publisher,
+    ChatEventPipeline events,
     MessageRenderer renderer,
     TimeProvider time,
     IOptions<ConversationOptions> options)
@@ -84,7 +84,7 @@ public sealed class ConversationService(
     {
         var id = Guid.CreateVersion7();
         var now = time.UtcNowMicros();
-        await using var write = await database.BeginWriteAsync(id, publisher, cancellationToken);
+        await using var write = await database.BeginWriteAsync(id, events, cancellationToken);
         await write.ExecuteAsync(
             """
             INSERT INTO conversations (id, kind, name, direct_key, created_by, created_at, last_seq, last_activity_at)
@@ -149,7 +149,7 @@ public sealed class ConversationService(
     {
         var name = ValidName(request.Name);
         var now = time.UtcNowMicros();
-        await using (var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken))
+        await using (var write = await database.BeginWriteAsync(conversationId, events, cancellationToken))
         {
             var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
             await RequireGroupAsync(write, conversationId);
@@ -187,7 +187,7 @@ public sealed class ConversationService(
             throw ApiException.BadRequest("invalid_role", "A conversation has one owner; add as admin or member.");
         }
         var now = time.UtcNowMicros();
-        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
         var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         await RequireGroupAsync(write, conversationId);
         if (!role.CanManage() || (newRole == MemberRole.Admin && role != MemberRole.Owner))
@@ -225,7 +225,7 @@ public sealed class ConversationService(
             throw ApiException.BadRequest("invalid_role", "role is required.");
         }
         var now = time.UtcNowMicros();
-        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
         var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         await RequireGroupAsync(write, conversationId);
         if (role != MemberRole.Owner)
@@ -257,7 +257,7 @@ public sealed class ConversationService(
     public async Task RemoveMemberAsync(Guid userId, Guid conversationId, Guid memberId, CancellationToken cancellationToken)
     {
         var now = time.UtcNowMicros();
-        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
         var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         await RequireGroupAsync(write, conversationId);
         var target = await MemberRoleAsync(write, conversationId, memberId) ?? throw MemberNotFound();

@@ -34,7 +34,7 @@ public sealed record NewMessage(string Kind, string Content, string? ClientMessa
 
 public sealed class MessageService(
     ChatDatabase database,
-    IChatEventPublisher publisher,
+    ChatEventPipeline events,
     MessageRenderer renderer,
     ContentCipher cipher,
     IMediaStore mediaStore,
@@ -76,7 +76,7 @@ public sealed class MessageService(
     private async Task<(MessageDto, bool)> InsertAsync(
         Guid userId, Guid conversationId, NewMessage message, Func<ChatTransaction, Task>? beforeInsert, CancellationToken cancellationToken)
     {
-        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
 
         if (message.ClientMessageId is not null &&
@@ -149,7 +149,7 @@ public sealed class MessageService(
     public async Task<MessageDto> EditAsync(Guid userId, Guid conversationId, Guid messageId, EditMessageRequest request, CancellationToken cancellationToken)
     {
         var content = ValidContent(request.Content);
-        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         var row = await LoadRowAsync(write, conversationId, messageId);
         if (row.SenderId != userId)
@@ -180,7 +180,7 @@ public sealed class MessageService(
     public async Task DeleteAsync(Guid userId, Guid conversationId, Guid messageId, CancellationToken cancellationToken)
     {
         string? storageKey;
-        await using (var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken))
+        await using (var write = await database.BeginWriteAsync(conversationId, events, cancellationToken))
         {
             var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
             var row = await LoadRowAsync(write, conversationId, messageId);
@@ -233,7 +233,7 @@ public sealed class MessageService(
         {
             throw ApiException.BadRequest("invalid_reaction", $"A reaction is 1 to {MaxReactionLength} printable characters.");
         }
-        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         var row = await LoadRowAsync(write, conversationId, messageId);
         if (row.DeletedAt is not null)
@@ -269,7 +269,7 @@ public sealed class MessageService(
         {
             throw ApiException.BadRequest("invalid_seq", "seq must be a sequence number of this conversation.");
         }
-        await using var write = await database.BeginWriteAsync(conversationId, publisher, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         var lastSeq = await write.QuerySingleOrDefaultAsync<long>("SELECT last_seq FROM conversations WHERE id = @conversationId", new { conversationId });
         if (seq > lastSeq)

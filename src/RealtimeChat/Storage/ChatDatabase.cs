@@ -56,7 +56,7 @@ public sealed class ChatDatabase : IAsyncDisposable
 
     /// <summary>Starts a write transaction for one conversation; events appended to it are published on commit.</summary>
     public async Task<ChatTransaction> BeginWriteAsync(
-        Guid conversationId, IChatEventPublisher publisher, CancellationToken cancellationToken)
+        Guid conversationId, ChatEventPipeline pipeline, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
     {
         var gate = _writeLocks[(int)((uint)conversationId.GetHashCode() % (uint)_writeLocks.Length)];
         await gate.WaitAsync(cancellationToken);
@@ -65,7 +65,7 @@ public sealed class ChatDatabase : IAsyncDisposable
         {
             connection = await OpenAsync(cancellationToken);
             var transaction = await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken);
-            return new ChatTransaction(connection, transaction, gate, publisher);
+            return new ChatTransaction(connection, transaction, gate, pipeline, origin);
         }
         catch
         {

@@ -6,22 +6,27 @@ namespace RealtimeChat.Storage;
 
 /// <summary>
 /// A write to one conversation. Events appended here are stored in <c>conversation_events</c> with the
-/// conversation's next sequence number, and handed to the publisher only after the commit succeeded:
+/// conversation's next sequence number, shown to transactional sinks (the Matrix outbox) before commit and
+/// handed to the publishers (WebSocket fan-out) only after the commit succeeded:
 /// this is the one place a stored chat change becomes visible to WebSocket clients (and to the bridge).
 /// </summary>
 public sealed class ChatTransaction : IAsyncDisposable
 {
     private readonly SemaphoreSlim _gate;
-    private readonly IChatEventPublisher _publisher;
+    private readonly ChatEventPipeline _pipeline;
     private readonly List<ConversationEvent> _events = [];
 
-    internal ChatTransaction(DbConnection connection, DbTransaction transaction, SemaphoreSlim gate, IChatEventPublisher publisher)
+    internal ChatTransaction(DbConnection connection, DbTransaction transaction, SemaphoreSlim gate, ChatEventPipeline pipeline, EventOrigin origin)
     {
         Connection = connection;
         Transaction = transaction;
         _gate = gate;
-        _publisher = publisher;
+        _pipeline = pipeline;
+        Origin = origin;
     }
+
+    /// <summary>Where the change came from; the bridge does not send Matrix's own changes back to Matrix.</summary>
+    public EventOrigin Origin { get; }
 
     public DbConnection Connection { get; }
 
@@ -62,7 +67,8 @@ public sealed class ChatTransaction : IAsyncDisposable
             VALUES (@conversationId, @seq, @type, @actorId, @messageId, @payload, @now)
             """,
             new { conversationId, seq, type, actorId, messageId, payload, now }, Transaction);
-        var evt = new ConversationEvent(conversationId, seq, type, actorId, now, liveData ?? storedPayload);
+        var evt = new ConversationEvent(conversationId, seq, type, actorId, now, liveData ?? storedPayload, messageId, storedPayload);
+        await _pipeline.OnAppendedAsync(this, evt);
         _events.Add(evt);
         return evt;
     }
@@ -71,10 +77,7 @@ public sealed class ChatTransaction : IAsyncDisposable
     {
         await Transaction.CommitAsync(cancellationToken);
         // Still holding the conversation's write gate, so events leave in sequence order.
-        foreach (var evt in _events)
-        {
-            _publisher.Publish(evt);
-        }
+        _pipeline.Publish(_events);
     }
 
     public async ValueTask DisposeAsync()
@@ -92,12 +95,51 @@ public sealed class ChatTransaction : IAsyncDisposable
     }
 }
 
-/// <summary>A stored chat change as clients see it: the conversation, its sequence number and the change.</summary>
+/// <summary>A stored chat change: the conversation, its sequence number, what clients see and what the log keeps.</summary>
 public sealed record ConversationEvent(
-    Guid ConversationId, long Seq, string Type, Guid? ActorId, DateTimeOffset CreatedAt, object Data);
+    Guid ConversationId, long Seq, string Type, Guid? ActorId, DateTimeOffset CreatedAt, object Data,
+    Guid? MessageId = null, object? StoredPayload = null);
 
+public enum EventOrigin
+{
+    App,
+    Matrix,
+}
+
+/// <summary>Sees each event after its commit, in sequence order per conversation (e.g. WebSocket fan-out). Must not block.</summary>
 public interface IChatEventPublisher
 {
-    /// <summary>Called after commit, in sequence order per conversation. Must not block.</summary>
     void Publish(ConversationEvent evt);
+}
+
+/// <summary>Sees each event inside its transaction, so what it writes commits or rolls back with the change (e.g. an outbox).</summary>
+public interface ITransactionalEventSink
+{
+    Task OnAppendedAsync(ChatTransaction transaction, ConversationEvent evt);
+}
+
+/// <summary>Every consumer of stored chat changes, in one place.</summary>
+public sealed class ChatEventPipeline(IEnumerable<ITransactionalEventSink> sinks, IEnumerable<IChatEventPublisher> publishers)
+{
+    private readonly ITransactionalEventSink[] _sinks = [.. sinks];
+    private readonly IChatEventPublisher[] _publishers = [.. publishers];
+
+    internal async Task OnAppendedAsync(ChatTransaction transaction, ConversationEvent evt)
+    {
+        foreach (var sink in _sinks)
+        {
+            await sink.OnAppendedAsync(transaction, evt);
+        }
+    }
+
+    internal void Publish(IReadOnlyList<ConversationEvent> events)
+    {
+        foreach (var evt in events)
+        {
+            foreach (var publisher in _publishers)
+            {
+                publisher.Publish(evt);
+            }
+        }
+    }
 }
