@@ -6,6 +6,7 @@ using Microsoft.Extensions.Options;
 using Prometheus;
 using RealtimeChat.Conversations;
 using RealtimeChat.Identity;
+using RealtimeChat.Matrix;
 using RealtimeChat.Infrastructure;
 using RealtimeChat.Media;
 using RealtimeChat.Messages;
@@ -23,6 +24,7 @@ public static class ChatApp
         var builder = WebApplication.CreateBuilder(args);
         builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://0.0.0.0:8086");
         builder.WebHost.ConfigureKestrel(kestrel => kestrel.AddServerHeader = false);
+        builder.Configuration.AddSeedEnvironment();
         configure?.Invoke(builder);
         AddServices(builder.Services, builder.Configuration);
         var app = builder.Build();
@@ -76,6 +78,7 @@ public static class ChatApp
         services.AddSingleton<ConversationService>();
         services.AddSingleton<MessageService>();
         services.AddMedia(configuration);
+        services.AddMatrix(configuration);
 
         services.AddChatAuthentication(configuration);
         services.AddRateLimiter(limiter =>

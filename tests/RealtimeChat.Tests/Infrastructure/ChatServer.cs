@@ -67,7 +67,8 @@ public sealed class ChatServer : IAsyncDisposable
             config[key] = value;
         }
 
-        var app = ChatApp.Build(["--urls", "http://127.0.0.1:0"], builder =>
+        // A fixed "urls" setting lets a test tell a homeserver emulator where this server will listen before it starts.
+        var app = ChatApp.Build(["--urls", config.GetValueOrDefault("urls") ?? "http://127.0.0.1:0"], builder =>
         {
             builder.Configuration.AddInMemoryCollection(config);
             // CHAT_TEST_LOGS=1 shows the server's warnings and errors while debugging a test.

@@ -1,0 +1,283 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Dapper;
+using Microsoft.Extensions.Options;
+using RealtimeChat.Conversations;
+using RealtimeChat.Messages;
+using RealtimeChat.Realtime;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Matrix;
+
+/// <summary>Performs one outbox action against the homeserver and records the Matrix ids it produced.</summary>
+public sealed class MatrixActionSender(
+    ChatDatabase database,
+    MatrixApi api,
+    MatrixIds ids,
+    MessageRenderer renderer,
+    IOptions<MatrixOptions> options,
+    TimeProvider time,
+    ILogger<MatrixActionSender> logger)
+{
+    public const string ConversationIdField = "io.nova.conversation_id";
+    public const string SenderField = "io.nova.sender";
+
+    private readonly ConcurrentDictionary<Guid, bool> _registeredGhosts = new();
+
+    private bool Appservice => options.Value.Mode == MatrixMode.Appservice;
+
+    /// <returns>The Matrix event id the action produced, if any.</returns>
+    public async Task<string?> SendAsync(OutboxAction action, CancellationToken cancellationToken)
+    {
+        if (action.Action == MatrixActions.CreateRoom)
+        {
+            await CreateRoomAsync(action, Payload<ConversationCreated>(action), cancellationToken);
+            return null;
+        }
+
+        var roomId = await RoomIdAsync(action.ConversationId, cancellationToken)
+            ?? throw new ActionNotReadyException($"Conversation {action.ConversationId} has no Matrix room yet.");
+        return action.Action switch
+        {
+            MatrixActions.Invite => await InviteAsync(roomId, Payload<MemberAdded>(action).Member.UserId, cancellationToken),
+            MatrixActions.RemoveMember => await RemoveMemberAsync(roomId, Payload<MemberRemoved>(action), cancellationToken),
+            MatrixActions.Rename => await api.SetStateAsync(roomId, "m.room.name", "", new JsonObject { ["name"] = Payload<ConversationUpdated>(action).Name }, null, cancellationToken),
+            MatrixActions.SendMessage => await SendMessageAsync(roomId, action, cancellationToken),
+            MatrixActions.Edit => await EditAsync(roomId, action, cancellationToken),
+            MatrixActions.Redact => await RedactMessageAsync(roomId, action, Payload<MessageDeleted>(action), cancellationToken),
+            MatrixActions.React => await ReactAsync(roomId, action, Payload<ReactionChanged>(action), cancellationToken),
+            MatrixActions.Unreact => await UnreactAsync(roomId, action, Payload<ReactionChanged>(action), cancellationToken),
+            _ => throw new MatrixApiException(null, null, $"Unknown outbox action '{action.Action}'."),
+        };
+    }
+
+    private async Task CreateRoomAsync(OutboxAction action, ConversationCreated conversation, CancellationToken cancellationToken)
+    {
+        if (await RoomIdAsync(conversation.Id, cancellationToken) is { } existing)
+        {
+            await JoinMembersAsync(existing, conversation.Members.Select(m => m.UserId), cancellationToken);
+            return;
+        }
+        foreach (var member in conversation.Members)
+        {
+            await EnsureGhostAsync(member.UserId, cancellationToken);
+        }
+
+        var request = new JsonObject
+        {
+            ["preset"] = "private_chat",
+            ["room_alias_name"] = ids.RoomAliasLocalpart(conversation.Id),
+            ["invite"] = new JsonArray([.. conversation.Members.Select(m => (JsonNode)ids.UserId(m.UserId))]),
+            ["is_direct"] = conversation.Kind == ConversationKind.Direct,
+            ["creation_content"] = new JsonObject { [ConversationIdField] = conversation.Id.ToString() },
+        };
+        if (conversation.Name is not null)
+        {
+            request["name"] = conversation.Name;
+        }
+
+        string roomId;
+        try
+        {
+            roomId = await api.CreateRoomAsync(request, null, cancellationToken);
+        }
+        catch (MatrixApiException ex) when (ex.Errcode == "M_ROOM_IN_USE")
+        {
+            // We created it before crashing ahead of saving the mapping: the alias finds it.
+            roomId = await api.ResolveAliasAsync(ids.RoomAlias(conversation.Id), cancellationToken)
+                ?? throw new MatrixApiException(ex.Status, ex.Errcode, $"Alias {ids.RoomAlias(conversation.Id)} is taken but does not resolve.");
+            logger.LogInformation("Room for conversation {ConversationId} already existed as {RoomId}; reusing it", conversation.Id, roomId);
+        }
+
+        await using (var connection = await database.OpenAsync(cancellationToken))
+        {
+            var now = time.UtcNowMicros();
+            await connection.ExecuteAsync(
+                """
+                INSERT INTO matrix_room_mapping (conversation_id, matrix_room_id, created_at, updated_at)
+                VALUES (@conversationId, @roomId, @now, @now)
+                ON CONFLICT (conversation_id) DO UPDATE SET matrix_room_id = @roomId, updated_at = @now
+                """,
+                new { conversationId = conversation.Id, roomId, now });
+        }
+        await JoinMembersAsync(roomId, conversation.Members.Select(m => m.UserId), cancellationToken);
+    }
+
+    private async Task JoinMembersAsync(string roomId, IEnumerable<Guid> members, CancellationToken cancellationToken)
+    {
+        if (!Appservice)
+        {
+            return;
+        }
+        foreach (var member in members)
+        {
+            await api.JoinAsync(roomId, ids.UserId(member), cancellationToken);
+        }
+    }
+
+    private async Task<string?> InviteAsync(string roomId, Guid userId, CancellationToken cancellationToken)
+    {
+        await EnsureGhostAsync(userId, cancellationToken);
+        try
+        {
+            await api.InviteAsync(roomId, ids.UserId(userId), null, cancellationToken);
+        }
+        catch (MatrixApiException ex) when (ex.Errcode == "M_FORBIDDEN" && ex.Message.Contains("already in the room", StringComparison.OrdinalIgnoreCase))
+        {
+            // A retry after the invite went through.
+        }
+        await JoinMembersAsync(roomId, [userId], cancellationToken);
+        return null;
+    }
+
+    private async Task<string?> RemoveMemberAsync(string roomId, MemberRemoved removed, CancellationToken cancellationToken)
+    {
+        var userId = ids.UserId(removed.UserId);
+        if (removed.Left && Appservice)
+        {
+            await api.LeaveAsync(roomId, userId, cancellationToken);
+        }
+        else
+        {
+            await api.KickAsync(roomId, userId, removed.Left ? "Left the conversation" : "Removed from the conversation", null, cancellationToken);
+        }
+        return null;
+    }
+
+    private async Task<string?> SendMessageAsync(string roomId, OutboxAction action, CancellationToken cancellationToken)
+    {
+        var message = await MessageAsync(action, cancellationToken);
+        if (message.DeletedAt is not null)
+        {
+            // Deleted before it reached Matrix: there is nothing left to mirror.
+            return null;
+        }
+        await EnsureGhostAsync(message.SenderId, cancellationToken);
+        var content = TextContent(message.SenderId, message.Content ?? "");
+        if (message.ReplyTo is { } parent && await EventIdOfMessageAsync(parent, cancellationToken) is { } parentEventId)
+        {
+            content["m.relates_to"] = new JsonObject { ["m.in_reply_to"] = new JsonObject { ["event_id"] = parentEventId } };
+        }
+        var eventId = await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), cancellationToken);
+        await using var connection = await database.OpenAsync(CancellationToken.None);
+        await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = @eventId WHERE id = @id", new { eventId, id = message.Id });
+        return eventId;
+    }
+
+    private async Task<string?> EditAsync(string roomId, OutboxAction action, CancellationToken cancellationToken)
+    {
+        var message = await MessageAsync(action, cancellationToken);
+        if (message.DeletedAt is not null)
+        {
+            return null;
+        }
+        var original = await EventIdOfMessageAsync(message.Id, cancellationToken)
+            ?? throw new MatrixApiException(System.Net.HttpStatusCode.NotFound, "M_NOT_FOUND", $"Message {message.Id} never reached Matrix; its edit cannot either.");
+        var newContent = TextContent(message.SenderId, message.Content ?? "");
+        var content = TextContent(message.SenderId, "* " + (message.Content ?? ""));
+        content["m.new_content"] = newContent;
+        content["m.relates_to"] = new JsonObject { ["rel_type"] = "m.replace", ["event_id"] = original };
+        return await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), cancellationToken);
+    }
+
+    private async Task<string?> RedactMessageAsync(string roomId, OutboxAction action, MessageDeleted deleted, CancellationToken cancellationToken)
+    {
+        if (await EventIdOfMessageAsync(deleted.MessageId, cancellationToken) is not { } eventId)
+        {
+            return null;
+        }
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var senderId = await connection.QuerySingleAsync<Guid>("SELECT sender_id FROM messages WHERE id = @MessageId", new { deleted.MessageId });
+        // A ghost may redact its own events; moderators' deletions go through the bot, which has the power level.
+        var redactor = senderId == deleted.DeletedBy ? As(senderId) : null;
+        return await api.RedactAsync(roomId, eventId, action.TxnId, "Deleted in the app", redactor, cancellationToken);
+    }
+
+    private async Task<string?> ReactAsync(string roomId, OutboxAction action, ReactionChanged reaction, CancellationToken cancellationToken)
+    {
+        var target = await EventIdOfMessageAsync(reaction.MessageId, cancellationToken)
+            ?? throw new MatrixApiException(System.Net.HttpStatusCode.NotFound, "M_NOT_FOUND", $"Message {reaction.MessageId} never reached Matrix; its reaction cannot either.");
+        await EnsureGhostAsync(reaction.UserId, cancellationToken);
+        var content = new JsonObject
+        {
+            ["m.relates_to"] = new JsonObject { ["rel_type"] = "m.annotation", ["event_id"] = target, ["key"] = reaction.Reaction },
+        };
+        var eventId = await api.SendEventAsync(roomId, "m.reaction", action.TxnId, content, As(reaction.UserId), cancellationToken);
+        await using var connection = await database.OpenAsync(CancellationToken.None);
+        await connection.ExecuteAsync(
+            "UPDATE message_reactions SET matrix_event_id = @eventId WHERE message_id = @MessageId AND user_id = @UserId AND reaction = @Reaction",
+            new { eventId, reaction.MessageId, reaction.UserId, reaction.Reaction });
+        return eventId;
+    }
+
+    private async Task<string?> UnreactAsync(string roomId, OutboxAction action, ReactionChanged reaction, CancellationToken cancellationToken)
+    {
+        // The reaction row is gone; the add's outbox row remembers the event it produced.
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var added = await connection.QueryAsync<OutboxAction>(
+            "SELECT * FROM matrix_outbox WHERE conversation_id = @ConversationId AND action = @react AND message_id = @MessageId AND actor_id = @UserId AND id < @Id ORDER BY id DESC",
+            new { action.ConversationId, react = MatrixActions.React, reaction.MessageId, reaction.UserId, action.Id });
+        var eventId = await connection.QuerySingleOrDefaultAsync<string>(
+            "SELECT matrix_event_id FROM matrix_outbox WHERE id = @id",
+            new { id = added.FirstOrDefault(a => Payload<ReactionChanged>(a).Reaction == reaction.Reaction)?.Id ?? 0 });
+        return eventId is null ? null : await api.RedactAsync(roomId, eventId, action.TxnId, "Reaction removed", As(reaction.UserId), cancellationToken);
+    }
+
+    private JsonObject TextContent(Guid senderId, string body)
+    {
+        if (Appservice)
+        {
+            return new JsonObject { ["msgtype"] = "m.text", ["body"] = body };
+        }
+        // One account speaks for everyone: say who in a field apps can read and in a fallback people can.
+        return new JsonObject
+        {
+            ["msgtype"] = "m.text",
+            ["body"] = $"{ids.UserId(senderId)}: {body}",
+            [SenderField] = senderId.ToString(),
+        };
+    }
+
+    private string? As(Guid appUserId) => Appservice ? ids.UserId(appUserId) : null;
+
+    private async Task EnsureGhostAsync(Guid userId, CancellationToken cancellationToken)
+    {
+        if (!Appservice || _registeredGhosts.ContainsKey(userId))
+        {
+            return;
+        }
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var known = await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_ghosts WHERE user_id = @userId", new { userId });
+        if (known != 1)
+        {
+            await api.RegisterGhostAsync(ids.GhostLocalpart(userId), cancellationToken);
+            await connection.ExecuteAsync(
+                "INSERT INTO matrix_ghosts (user_id, matrix_user_id, registered_at) VALUES (@userId, @matrixUserId, @now) ON CONFLICT (user_id) DO NOTHING",
+                new { userId, matrixUserId = ids.UserId(userId), now = time.UtcNowMicros() });
+        }
+        _registeredGhosts[userId] = true;
+    }
+
+    private async Task<string?> RoomIdAsync(Guid conversationId, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        return await connection.QuerySingleOrDefaultAsync<string>(
+            "SELECT matrix_room_id FROM matrix_room_mapping WHERE conversation_id = @conversationId", new { conversationId });
+    }
+
+    private async Task<string?> EventIdOfMessageAsync(Guid messageId, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        return await connection.QuerySingleOrDefaultAsync<string>("SELECT matrix_event_id FROM messages WHERE id = @messageId", new { messageId });
+    }
+
+    private async Task<MessageDto> MessageAsync(OutboxAction action, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var messages = await renderer.LoadAsync(connection, [action.MessageId!.Value]);
+        return messages.Single();
+    }
+
+    private static T Payload<T>(OutboxAction action) => JsonSerializer.Deserialize<T>(action.Payload, ChatJson.Options)!;
+}

@@ -1,0 +1,208 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Options;
+
+namespace RealtimeChat.Matrix;
+
+/// <summary>A homeserver refusal or failure, classified for the dispatcher.</summary>
+public sealed class MatrixApiException(HttpStatusCode? status, string? errcode, string message, TimeSpan? retryAfter = null)
+    : Exception(message)
+{
+    public HttpStatusCode? Status { get; } = status;
+
+    public string? Errcode { get; } = errcode;
+
+    public TimeSpan? RetryAfter { get; } = retryAfter;
+
+    /// <summary>
+    /// Retrying cannot help (forbidden, unknown room or event, bad request): park the action. Everything else —
+    /// no answer, 5xx, 429, a rejected token — may pass once the homeserver or its configuration recovers.
+    /// </summary>
+    public bool IsPermanent => Status is HttpStatusCode.BadRequest or HttpStatusCode.Forbidden or HttpStatusCode.NotFound
+        or HttpStatusCode.RequestEntityTooLarge;
+}
+
+/// <summary>The Client-Server API calls the bridge makes, as the appservice (optionally masquerading) or the service account.</summary>
+public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, MatrixCredentials credentials)
+{
+    private MatrixOptions Settings => options.Value;
+
+    public async Task RegisterGhostAsync(string localpart, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await SendAsync(HttpMethod.Post, "/_matrix/client/v3/register", null,
+                new JsonObject { ["type"] = "m.login.application_service", ["username"] = localpart, ["inhibit_login"] = true }, cancellationToken);
+        }
+        catch (MatrixApiException ex) when (ex.Errcode == "M_USER_IN_USE")
+        {
+            // Registered before (by us, before a crash or by an earlier install): that is the goal.
+        }
+    }
+
+    public async Task<string> CreateRoomAsync(JsonObject request, string? asUser, CancellationToken cancellationToken) =>
+        (await SendAsync(HttpMethod.Post, "/_matrix/client/v3/createRoom", asUser, request, cancellationToken))!["room_id"]!.GetValue<string>();
+
+    public async Task<string?> ResolveAliasAsync(string alias, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var answer = await SendAsync(HttpMethod.Get, $"/_matrix/client/v3/directory/room/{Uri.EscapeDataString(alias)}", null, null, cancellationToken);
+            return answer!["room_id"]!.GetValue<string>();
+        }
+        catch (MatrixApiException ex) when (ex.Errcode == "M_NOT_FOUND")
+        {
+            return null;
+        }
+    }
+
+    public Task InviteAsync(string roomId, string userId, string? asUser, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/invite", asUser, new JsonObject { ["user_id"] = userId }, cancellationToken);
+
+    public Task JoinAsync(string roomId, string asUser, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/join", asUser, new JsonObject(), cancellationToken);
+
+    public Task LeaveAsync(string roomId, string asUser, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/leave", asUser, new JsonObject(), cancellationToken);
+
+    public Task KickAsync(string roomId, string userId, string? reason, string? asUser, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/kick", asUser,
+            new JsonObject { ["user_id"] = userId, ["reason"] = reason }, cancellationToken);
+
+    public async Task<string> SendEventAsync(string roomId, string eventType, string txnId, JsonObject content, string? asUser, CancellationToken cancellationToken) =>
+        (await SendAsync(HttpMethod.Put,
+            $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/send/{Uri.EscapeDataString(eventType)}/{Uri.EscapeDataString(txnId)}",
+            asUser, content, cancellationToken))!["event_id"]!.GetValue<string>();
+
+    public async Task<string> RedactAsync(string roomId, string eventId, string txnId, string? reason, string? asUser, CancellationToken cancellationToken) =>
+        (await SendAsync(HttpMethod.Put,
+            $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/redact/{Uri.EscapeDataString(eventId)}/{Uri.EscapeDataString(txnId)}",
+            asUser, new JsonObject { ["reason"] = reason }, cancellationToken))!["event_id"]!.GetValue<string>();
+
+    public async Task<string> SetStateAsync(string roomId, string eventType, string stateKey, JsonObject content, string? asUser, CancellationToken cancellationToken) =>
+        (await SendAsync(HttpMethod.Put,
+            $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/state/{Uri.EscapeDataString(eventType)}/{Uri.EscapeDataString(stateKey)}",
+            asUser, content, cancellationToken))!["event_id"]!.GetValue<string>();
+
+    public async Task<string> UploadAsync(Stream content, string contentType, string? fileName, string? asUser, CancellationToken cancellationToken)
+    {
+        var path = "/_matrix/media/v3/upload" + (fileName is null ? "" : $"?filename={Uri.EscapeDataString(fileName)}");
+        using var body = new StreamContent(content);
+        body.Headers.ContentType = MediaTypeHeaderValue.Parse(contentType);
+        var answer = await SendAsync(HttpMethod.Post, path, asUser, body, cancellationToken);
+        return answer!["content_uri"]!.GetValue<string>();
+    }
+
+    public async Task<JsonNode?> SendAsync(HttpMethod method, string path, string? asUser, object? body, CancellationToken cancellationToken)
+    {
+        if (asUser is not null && Settings.Mode == MatrixMode.Appservice)
+        {
+            path += (path.Contains('?') ? "&" : "?") + "user_id=" + Uri.EscapeDataString(asUser);
+        }
+        using var request = new HttpRequestMessage(method, path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", await credentials.AccessTokenAsync(cancellationToken));
+        request.Content = body switch
+        {
+            null => null,
+            HttpContent content => content,
+            _ => JsonContent.Create(body),
+        };
+
+        HttpResponseMessage response;
+        try
+        {
+            response = await http.SendAsync(request, cancellationToken);
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new MatrixApiException(null, null, $"Homeserver unreachable: {ex.Message}");
+        }
+        catch (TaskCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new MatrixApiException(null, null, "Homeserver did not answer in time.");
+        }
+
+        using (response)
+        {
+            var text = await response.Content.ReadAsStringAsync(cancellationToken);
+            JsonNode? json = null;
+            try
+            {
+                json = text.Length == 0 ? null : JsonNode.Parse(text);
+            }
+            catch (JsonException)
+            {
+                // Proxies answer with HTML when the homeserver is down; the status says enough.
+            }
+            if (response.IsSuccessStatusCode)
+            {
+                return json;
+            }
+            var errcode = json?["errcode"]?.GetValue<string>();
+            var error = json?["error"]?.GetValue<string>() ?? response.ReasonPhrase;
+            TimeSpan? retryAfter = json?["retry_after_ms"] is { } ms ? TimeSpan.FromMilliseconds(ms.GetValue<long>())
+                : response.Headers.RetryAfter?.Delta;
+            throw new MatrixApiException(response.StatusCode, errcode, $"{method} {path.Split('?')[0]} → {(int)response.StatusCode} {errcode}: {error}", retryAfter);
+        }
+    }
+}
+
+/// <summary>The token the bridge authenticates with: the as_token, or the service account's (logging in if needed).</summary>
+public sealed class MatrixCredentials(IOptions<MatrixOptions> options, IHttpClientFactory httpClients)
+{
+    private readonly SemaphoreSlim _login = new(1, 1);
+    private string? _token;
+
+    public async ValueTask<string> AccessTokenAsync(CancellationToken cancellationToken)
+    {
+        if (_token is not null)
+        {
+            return _token;
+        }
+        var settings = options.Value;
+        var configured = settings.Mode == MatrixMode.Appservice
+            ? MatrixOptions.Secret(settings.AsToken, settings.AsTokenFile)
+            : MatrixOptions.Secret(settings.AccessToken, settings.AccessTokenFile);
+        if (configured is not null)
+        {
+            return _token = configured;
+        }
+
+        await _login.WaitAsync(cancellationToken);
+        try
+        {
+            if (_token is not null)
+            {
+                return _token;
+            }
+            using var http = httpClients.CreateClient(nameof(MatrixCredentials));
+            http.BaseAddress = settings.HomeserverUrl;
+            using var response = await http.PostAsJsonAsync("/_matrix/client/v3/login", new
+            {
+                type = "m.login.password",
+                identifier = new { type = "m.id.user", user = settings.UserId },
+                password = MatrixOptions.Secret(settings.Password, settings.PasswordFile),
+            }, cancellationToken);
+            if (!response.IsSuccessStatusCode)
+            {
+                throw new MatrixApiException(response.StatusCode, null, $"Matrix login as {settings.UserId} failed with {(int)response.StatusCode}.");
+            }
+            var answer = await response.Content.ReadFromJsonAsync<JsonObject>(cancellationToken);
+            return _token = answer!["access_token"]!.GetValue<string>();
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new MatrixApiException(null, null, $"Homeserver unreachable for login: {ex.Message}");
+        }
+        finally
+        {
+            _login.Release();
+        }
+    }
+
+    /// <summary>A 401 from the homeserver: log in again next time (client mode with a password).</summary>
+    public void Invalidate() => _token = null;
+}

@@ -1,0 +1,23 @@
+using Prometheus;
+
+namespace RealtimeChat.Matrix;
+
+/// <summary>The seed's metric names, plus what an operator needs to see the outbox.</summary>
+public static class MatrixMetrics
+{
+    public static readonly Counter MessagesSent = Metrics.CreateCounter("matrix_messages_sent_total", "Messages sent to Matrix.");
+
+    public static readonly Counter Errors = Metrics.CreateCounter("matrix_errors_total", "Matrix errors, by errcode or status.", "error");
+
+    public static readonly Counter SyncEvents = Metrics.CreateCounter("matrix_sync_events_total", "Matrix events received (sync or appservice transactions).");
+
+    public static readonly Counter TransactionsReceived = Metrics.CreateCounter("matrix_appservice_transactions_total", "Appservice transactions received, by outcome.", "outcome");
+
+    public static readonly Gauge OutboxDepth = Metrics.CreateGauge("matrix_outbox_pending", "Matrix-bound actions waiting to be sent.");
+
+    public static readonly Gauge OldestPendingAge = Metrics.CreateGauge("matrix_outbox_oldest_pending_seconds", "Age of the oldest pending Matrix-bound action.");
+
+    public static readonly Histogram SendLatency = Metrics.CreateHistogram(
+        "matrix_send_latency_seconds", "Time the homeserver took for one outbox action.",
+        new HistogramConfiguration { LabelNames = ["action"], Buckets = Histogram.ExponentialBuckets(0.001, 2, 16) });
+}

@@ -1,0 +1,102 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace RealtimeChat.Matrix;
+
+public enum MatrixMode
+{
+    /// <summary>We are an Application Service: app users are ghost users; the homeserver pushes events to us.</summary>
+    Appservice,
+
+    /// <summary>One service account sends for everyone and reads with /sync (the seed's design).</summary>
+    Client,
+}
+
+/// <summary>
+/// The bridge's settings (section <c>Matrix</c>; the seed's <c>MATRIX_*</c> environment variables map onto it).
+/// Tokens may be given directly or as files; they are never logged.
+/// </summary>
+public sealed class MatrixOptions : IValidatableObject
+{
+    public const string Section = "Matrix";
+
+    public bool Enabled { get; set; }
+
+    public MatrixMode Mode { get; set; } = MatrixMode.Appservice;
+
+    /// <summary>Client-Server API base, e.g. <c>http://matrix-synapse:8008</c>.</summary>
+    public Uri? HomeserverUrl { get; set; }
+
+    /// <summary>The homeserver's server_name, the part after ':' in user ids.</summary>
+    public string? ServerName { get; set; }
+
+    public string AppserviceId { get; set; } = "nova-chat";
+
+    public string? AsToken { get; set; }
+    public string? AsTokenFile { get; set; }
+    public string? HsToken { get; set; }
+    public string? HsTokenFile { get; set; }
+
+    /// <summary>The appservice's own user (the bridge bot), which creates rooms and manages membership.</summary>
+    public string SenderLocalpart { get; set; } = "nova-bridge";
+
+    /// <summary>Ghost user localpart prefix: <c>@{prefix}{uuid without dashes}:{server}</c>.</summary>
+    public string UserPrefix { get; set; } = "nova_";
+
+    /// <summary>Room alias localpart prefix: <c>#{prefix}{conversation id without dashes}:{server}</c>.</summary>
+    public string AliasPrefix { get; set; } = "nova_";
+
+    /// <summary>The URL the homeserver should push transactions to (goes into the registration file).</summary>
+    public Uri? AppserviceUrl { get; set; }
+
+    public bool ReceiveEphemeral { get; set; } = true;
+
+    // Client mode
+    public string? AccessToken { get; set; }
+    public string? AccessTokenFile { get; set; }
+    public string? UserId { get; set; }
+    public string? Password { get; set; }
+    public string? PasswordFile { get; set; }
+
+    /// <summary>Conversations whose actions are being sent at the same time.</summary>
+    [Range(1, 256)]
+    public int MaxRoomsInFlight { get; set; } = 8;
+
+    /// <summary>How often the dispatcher looks for due actions when nothing woke it.</summary>
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    public TimeSpan MinRetryDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    public TimeSpan MaxRetryDelay { get; set; } = TimeSpan.FromMinutes(5);
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        if (!Enabled)
+        {
+            yield break;
+        }
+        if (HomeserverUrl is null)
+        {
+            yield return new ValidationResult("Matrix:HomeserverUrl is required when Matrix is enabled.", [nameof(HomeserverUrl)]);
+        }
+        if (string.IsNullOrWhiteSpace(ServerName))
+        {
+            yield return new ValidationResult("Matrix:ServerName is required when Matrix is enabled.", [nameof(ServerName)]);
+        }
+        if (Mode == MatrixMode.Appservice && (AsToken ?? AsTokenFile) is null)
+        {
+            yield return new ValidationResult("Matrix:AsToken (or AsTokenFile) is required in appservice mode.", [nameof(AsToken)]);
+        }
+        if (Mode == MatrixMode.Appservice && (HsToken ?? HsTokenFile) is null)
+        {
+            yield return new ValidationResult("Matrix:HsToken (or HsTokenFile) is required in appservice mode.", [nameof(HsToken)]);
+        }
+        if (Mode == MatrixMode.Client && (AccessToken ?? AccessTokenFile) is null && (UserId is null || (Password ?? PasswordFile) is null))
+        {
+            yield return new ValidationResult("Client mode needs Matrix:AccessToken, or Matrix:UserId with Matrix:Password.", [nameof(AccessToken)]);
+        }
+    }
+
+    internal static string? Secret(string? value, string? file) => value ?? (file is null ? null : File.ReadAllText(file).Trim());
+}

@@ -1,0 +1,86 @@
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Matrix;
+
+public static class MatrixSetup
+{
+    /// <summary>The seed's environment variable names, mapped onto the <c>Matrix</c> section.</summary>
+    private static readonly Dictionary<string, string> SeedEnvironment = new()
+    {
+        ["MATRIX_ENABLED"] = "Enabled",
+        ["MATRIX_MODE"] = "Mode",
+        ["MATRIX_HOMESERVER_URL"] = "HomeserverUrl",
+        ["MATRIX_SERVER_NAME"] = "ServerName",
+        ["MATRIX_ACCESS_TOKEN"] = "AccessToken",
+        ["MATRIX_ACCESS_TOKEN_FILE"] = "AccessTokenFile",
+        ["MATRIX_USER_ID"] = "UserId",
+        ["MATRIX_PASSWORD"] = "Password",
+        ["MATRIX_AS_TOKEN"] = "AsToken",
+        ["MATRIX_AS_TOKEN_FILE"] = "AsTokenFile",
+        ["MATRIX_HS_TOKEN"] = "HsToken",
+        ["MATRIX_HS_TOKEN_FILE"] = "HsTokenFile",
+        ["MATRIX_APPSERVICE_URL"] = "AppserviceUrl",
+    };
+
+    public static void AddSeedEnvironment(this IConfigurationManager configuration)
+    {
+        var mapped = SeedEnvironment
+            .Select(pair => (Key: $"{MatrixOptions.Section}:{pair.Value}", Value: Environment.GetEnvironmentVariable(pair.Key)))
+            .Where(pair => pair.Value is not null)
+            .ToDictionary(pair => pair.Key, pair => pair.Value);
+        if (mapped.Count > 0)
+        {
+            configuration.AddInMemoryCollection(mapped);
+        }
+    }
+
+    public static IServiceCollection AddMatrix(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<MatrixOptions>().Bind(configuration.GetSection(MatrixOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        if (!configuration.GetSection(MatrixOptions.Section).GetValue<bool>(nameof(MatrixOptions.Enabled)))
+        {
+            return services;
+        }
+
+        services.AddSingleton<MatrixIds>();
+        services.AddSingleton<MatrixCredentials>();
+        services.AddHttpClient<MatrixApi>((provider, http) =>
+        {
+            var settings = provider.GetRequiredService<IOptions<MatrixOptions>>().Value;
+            http.BaseAddress = settings.HomeserverUrl;
+            http.Timeout = settings.RequestTimeout;
+        });
+        services.AddSingleton<MatrixActionSender>();
+        services.AddSingleton<MatrixDispatcher>();
+        services.AddHostedService(provider => provider.GetRequiredService<MatrixDispatcher>());
+        services.AddSingleton<MatrixOutbox>();
+        services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixOutbox>());
+        services.AddSingleton<IChatEventPublisher>(provider => provider.GetRequiredService<MatrixOutbox>());
+        services.AddHealthChecks().AddCheck<HomeserverHealthCheck>("matrix", failureStatus: HealthStatus.Degraded, tags: ["ready"]);
+        return services;
+    }
+}
+
+/// <summary>The chat works without the homeserver, so an unreachable one makes readiness degraded, never down.</summary>
+public sealed class HomeserverHealthCheck(IHttpClientFactory httpClients, IOptions<MatrixOptions> options) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        using var http = httpClients.CreateClient(nameof(HomeserverHealthCheck));
+        http.BaseAddress = options.Value.HomeserverUrl;
+        http.Timeout = TimeSpan.FromSeconds(5);
+        try
+        {
+            using var response = await http.GetAsync("/_matrix/client/versions", cancellationToken);
+            return response.IsSuccessStatusCode
+                ? HealthCheckResult.Healthy("homeserver reachable")
+                : HealthCheckResult.Degraded($"homeserver answered {(int)response.StatusCode}; Matrix delivery is delayed");
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+        {
+            return HealthCheckResult.Degraded("homeserver unreachable; Matrix delivery is delayed", ex);
+        }
+    }
+}

@@ -1,0 +1,478 @@
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace MatrixEmulator;
+
+/// <summary>One HTTP attempt to deliver a transaction, as the appservice saw it and answered it.</summary>
+/// <param name="Path">Path and query as sent, relative to the registration URL (includes the hs_token in legacy style).</param>
+/// <param name="Status">The appservice's status code; null when the request failed without one.</param>
+public sealed record PushAttempt(
+    long TxnId,
+    DateTimeOffset At,
+    string Path,
+    string? Authorization,
+    JsonObject Body,
+    IReadOnlyList<string> EventIds,
+    int? Status,
+    string? Error,
+    TimeSpan Duration)
+{
+    public bool Succeeded => Status is >= 200 and < 300;
+}
+
+/// <summary>A <c>GET /users/{userId}</c> or <c>GET /rooms/{alias}</c> the homeserver asked the appservice.</summary>
+public sealed record AppserviceQuery(DateTimeOffset At, string Kind, string Subject, string Path, string? Authorization, int? Status, string? Error);
+
+/// <summary>
+/// Delivers events to the appservice the way Synapse 1.67's ApplicationServiceScheduler does. Each event becomes its own
+/// transaction, except that events arriving while a push is in flight go together in the next one (Synapse drains its
+/// queue after each push), as do events held back while the homeserver is down. A failed push marks the appservice
+/// down: transactions keep being created but wait, and a recoverer re-sends the oldest unsent one, same id and same
+/// events, after 2 s, 4 s, 8 s... (reset after each success) until none is left. Events are serialized at each attempt,
+/// so one redacted in the meantime goes out redacted, as the recording shows.
+/// </summary>
+public sealed class AppservicePusher : IAsyncDisposable
+{
+    private readonly EmulatorOptions _options;
+    private readonly AppserviceRegistration _registration;
+    private readonly HomeserverState _state;
+    private readonly FaultInjector _faults;
+    private readonly HttpClient _http;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _gate = new();
+    private readonly List<QueuedItem> _queue = [];
+    private readonly List<Transaction> _unsent = [];
+    private readonly List<PushAttempt> _attempts = [];
+    private readonly List<AppserviceQuery> _queries = [];
+    private TaskCompletionSource _wake = NewSignal();
+    private TaskCompletionSource _progress = NewSignal();
+    private long _nextTxnId = 1;
+    private bool _serviceUp = true;
+    private bool _busy;
+    private int _backoffExponent;
+    private long _pushes;
+    private long _inFlightPush;
+    private DateTimeOffset _recoverAt;
+    private Task _loop = Task.CompletedTask;
+
+    internal AppservicePusher(EmulatorOptions options, HomeserverState state, FaultInjector faults)
+    {
+        _options = options;
+        _registration = options.Appservice!;
+        _state = state;
+        _faults = faults;
+        _http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromSeconds(5) }) { Timeout = Timeout.InfiniteTimeSpan };
+    }
+
+    /// <summary>Every push attempt in order, failed ones included.</summary>
+    public IReadOnlyList<PushAttempt> Attempts => Locked(() => _attempts.ToList());
+
+    /// <summary>Attempts the appservice accepted, i.e. the transactions it has, in order.</summary>
+    public IReadOnlyList<PushAttempt> Delivered => Locked(() => _attempts.Where(a => a.Succeeded).ToList());
+
+    /// <summary>The events of accepted transactions, as pushed.</summary>
+    public IReadOnlyList<JsonObject> DeliveredEvents =>
+        Delivered.SelectMany(a => ((JsonArray)a.Body["events"]!).Select(e => (JsonObject)e!)).ToList();
+
+    public IReadOnlyList<AppserviceQuery> Queries => Locked(() => _queries.ToList());
+
+    /// <summary>False between a failed push and the recoverer's first full catch-up.</summary>
+    public bool ServiceUp => Locked(() => _serviceUp);
+
+    /// <summary>Waits until <paramref name="condition"/> holds over <see cref="Attempts"/>; throws TimeoutException otherwise.</summary>
+    public async Task<IReadOnlyList<PushAttempt>> WaitForAsync(Func<IReadOnlyList<PushAttempt>, bool> condition, TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        while (true)
+        {
+            Task progress;
+            List<PushAttempt> attempts;
+            lock (_gate)
+            {
+                progress = _progress.Task;
+                attempts = _attempts.ToList();
+            }
+
+            if (condition(attempts))
+            {
+                return attempts;
+            }
+
+            try
+            {
+                await progress.WaitAsync(cts.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"Appservice pushes did not reach the expected state within {timeout}; {attempts.Count} attempts so far.");
+            }
+        }
+    }
+
+    /// <summary>Waits until the appservice has accepted a transaction containing <paramref name="eventId"/>.</summary>
+    public Task WaitForDeliveryAsync(string eventId, TimeSpan timeout) =>
+        WaitForAsync(attempts => attempts.Any(a => a.Succeeded && a.EventIds.Contains(eventId)), timeout);
+
+    /// <summary>Waits until nothing is queued, unsent or in flight.</summary>
+    public async Task WaitUntilIdleAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        while (true)
+        {
+            Task progress;
+            lock (_gate)
+            {
+                if (_queue.Count == 0 && _unsent.Count == 0 && !_busy)
+                {
+                    return;
+                }
+
+                progress = _progress.Task;
+            }
+
+            await progress.WaitAsync(cts.Token);
+        }
+    }
+
+    internal void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
+
+    // Called under the homeserver lock, so items queue in stream order.
+    internal void OnEvent(RoomEvent e, Room room)
+    {
+        if (IsOurs(e.Sender) || (e.Type == EventTypes.Member && IsOurs(e.StateKey!)) || IsInterestedInRoom(room))
+        {
+            Enqueue(e, null);
+        }
+    }
+
+    internal void OnEphemeral(JsonObject edu, Room room)
+    {
+        if (_registration.ReceiveEphemeral && IsInterestedInRoom(room))
+        {
+            Enqueue(null, edu);
+        }
+    }
+
+    /// <summary>Asks the appservice whether it has a user (Synapse: before inviting an unregistered namespaced user).</summary>
+    internal Task QueryUserAsync(string userId) => QueryAsync("users", userId);
+
+    /// <summary>Asks the appservice to create a namespaced alias that does not exist yet.</summary>
+    internal Task QueryAliasAsync(string alias) => QueryAsync("rooms", alias);
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        try
+        {
+            await _loop;
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping is the expected way out of the loop.
+        }
+
+        _http.Dispose();
+        _stop.Dispose();
+    }
+
+    private bool IsOurs(string userId) =>
+        userId == _state.UserIdFor(_registration.SenderLocalpart) || _registration.IsInUserNamespace(userId);
+
+    // Synapse's is_interested_in_room: room id or alias namespaces, or a *joined* namespaced user. An invited ghost is
+    // not enough: after svc_invite_ghost the recording got the invite itself but none of the room's later events.
+    private bool IsInterestedInRoom(Room room) =>
+        _registration.IsInRoomNamespace(room.RoomId)
+        || room.Aliases.Any(_registration.IsInAliasNamespace)
+        || ((string?)room.GetState(EventTypes.CanonicalAlias)?.Content["alias"] is { } alias && _registration.IsInAliasNamespace(alias))
+        || room.MembersWith("join").Any(IsOurs);
+
+    private void Enqueue(RoomEvent? e, JsonObject? edu)
+    {
+        var paused = _faults.PusherPaused;
+        lock (_gate)
+        {
+            _queue.Add(new QueuedItem(e, edu, paused ? HeldWhileDown : _inFlightPush));
+            Wake();
+        }
+    }
+
+    // Items that arrived together (during one push, or while the homeserver was down) leave together.
+    private List<QueuedItem> TakeBatch()
+    {
+        var arrival = _queue[0].Arrival;
+        var count = arrival == Idle
+            ? 1
+            : _queue.TakeWhile(i => i.Arrival == arrival).Take(_options.MaxEventsPerTransaction).Count();
+        var items = _queue.GetRange(0, count);
+        _queue.RemoveRange(0, count);
+        return items;
+    }
+
+    private async Task RunAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            await _faults.WaitWhilePusherPausedAsync(ct);
+            Transaction? sendNow = null;
+            var recover = false;
+            Task wake;
+            TimeSpan wait = Timeout.InfiniteTimeSpan;
+            lock (_gate)
+            {
+                wake = _wake.Task;
+                if (_queue.Count > 0)
+                {
+                    var txn = new Transaction(_nextTxnId++, TakeBatch());
+                    _unsent.Add(txn);
+                    sendNow = _serviceUp ? txn : null;
+                    _busy = true;
+                }
+                else if (!_serviceUp)
+                {
+                    var until = _recoverAt - DateTimeOffset.UtcNow;
+                    recover = until <= TimeSpan.Zero;
+                    wait = recover ? wait : until;
+                    _busy = recover;
+                }
+
+                Progress();
+            }
+
+            if (sendNow is not null)
+            {
+                var sent = await SendAsync(sendNow, ct, opensArrivalWindow: true);
+                lock (_gate)
+                {
+                    if (sent)
+                    {
+                        _unsent.Remove(sendNow);
+                    }
+                    else
+                    {
+                        _serviceUp = false;
+                        _backoffExponent = 0;
+                        _recoverAt = DateTimeOffset.UtcNow + RecovererDelay();
+                    }
+
+                    _inFlightPush = Idle;
+                    _busy = false;
+                    Progress();
+                }
+            }
+            else if (recover)
+            {
+                await RecoverAsync(ct);
+            }
+            else if (_busy)
+            {
+                lock (_gate)
+                {
+                    _busy = false;
+                    Progress();
+                }
+            }
+            else
+            {
+                await Task.WhenAny(wake, Task.Delay(wait, ct));
+            }
+        }
+    }
+
+    private async Task RecoverAsync(CancellationToken ct)
+    {
+        while (!_faults.PusherPaused)
+        {
+            var oldest = Locked(() => _unsent.FirstOrDefault());
+            if (oldest is null)
+            {
+                lock (_gate)
+                {
+                    _serviceUp = true;
+                    break;
+                }
+            }
+
+            if (!await SendAsync(oldest, ct))
+            {
+                lock (_gate)
+                {
+                    _backoffExponent++;
+                    _recoverAt = DateTimeOffset.UtcNow + RecovererDelay();
+                }
+
+                break;
+            }
+
+            lock (_gate)
+            {
+                _unsent.Remove(oldest);
+                _backoffExponent = 0;
+            }
+        }
+
+        lock (_gate)
+        {
+            _busy = false;
+            Progress();
+        }
+    }
+
+    private TimeSpan RecovererDelay()
+    {
+        var delay = _options.RecovererInitialDelay * Math.Pow(2, _backoffExponent);
+        return _options.Scaled(delay < _options.RecovererMaxDelay ? delay : _options.RecovererMaxDelay);
+    }
+
+    // Only the queuer's own pushes batch what arrives meanwhile; the recoverer's retries do not (Synapse runs them apart).
+    // The window opens under the homeserver lock, so events persisted in the same burst as this one (createRoom) stay apart.
+    private async Task<bool> SendAsync(Transaction txn, CancellationToken ct, bool opensArrivalWindow = false)
+    {
+        var body = _state.Read(() =>
+        {
+            if (opensArrivalWindow)
+            {
+                lock (_gate)
+                {
+                    _inFlightPush = ++_pushes;
+                }
+            }
+
+            return TransactionBody(txn);
+        });
+        var path = PathFor($"transactions/{txn.Id}");
+        using var request = new HttpRequestMessage(HttpMethod.Put, Url(path))
+        {
+            Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"),
+        };
+        var eventIds = txn.Items.Where(i => i.Event is not null).Select(i => i.Event!.EventId).ToList();
+        var (status, error, at, duration) = await ExchangeAsync(request, ct);
+        lock (_gate)
+        {
+            _attempts.Add(new PushAttempt(txn.Id, at, path, request.Headers.Authorization?.ToString(), body, eventIds, status, error, duration));
+            Progress();
+        }
+
+        return status is >= 200 and < 300;
+    }
+
+    private JsonObject TransactionBody(Transaction txn)
+    {
+        var now = HomeserverState.NowMs;
+        var events = new JsonArray(txn.Items.Where(i => i.Event is not null).Select(i => (JsonNode)Serialize(i.Event!, now)).ToArray());
+        var body = new JsonObject { ["events"] = events };
+        if (_registration.ReceiveEphemeral)
+        {
+            var ephemeral = new JsonArray(txn.Items.Where(i => i.Edu is not null).Select(i => i.Edu!.DeepClone()).ToArray());
+
+            // 1.67 only knew the MSC2409 name; the stable key came with the v1 path.
+            body[_options.PushPathStyle == PushPathStyle.Legacy ? "de.sorunome.msc2409.ephemeral" : "ephemeral"] = ephemeral;
+        }
+
+        return body;
+    }
+
+    // The recording carried invite_room_state only on invites of the appservice's own users (txns 8 and 22), not on
+    // the human's (txn 9).
+    private JsonObject Serialize(RoomEvent e, long now)
+    {
+        var json = EventSerializer.Serialize(e, EventFormat.Appservice, now);
+        if (e.InviteRoomState is not null && !IsOurs(e.StateKey!))
+        {
+            json.Remove("invite_room_state");
+            ((JsonObject)json["unsigned"]!).Remove("invite_room_state");
+        }
+
+        return json;
+    }
+
+    private async Task QueryAsync(string kind, string subject)
+    {
+        var path = PathFor($"{kind}/{Uri.EscapeDataString(subject)}");
+        using var request = new HttpRequestMessage(HttpMethod.Get, Url(path));
+        var (status, error, at, _) = await ExchangeAsync(request, _stop.Token);
+        lock (_gate)
+        {
+            _queries.Add(new AppserviceQuery(at, kind, subject, path, request.Headers.Authorization?.ToString(), status, error));
+            Progress();
+        }
+    }
+
+    /// <summary>The appservice ping (MSC2659), which always uses the v1 path and a bearer token.</summary>
+    internal async Task<(int? Status, TimeSpan Duration)> PingAsync(string? transactionId)
+    {
+        var body = new JsonObject();
+        if (transactionId is not null)
+        {
+            body["transaction_id"] = transactionId;
+        }
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, Url("/_matrix/app/v1/ping"))
+        {
+            Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _registration.HsToken);
+        var (status, _, _, duration) = await ExchangeAsync(request, _stop.Token);
+        return (status, duration);
+    }
+
+    private string PathFor(string resource) => _options.PushPathStyle == PushPathStyle.Legacy
+        ? $"/{resource}?access_token={Uri.EscapeDataString(_registration.HsToken)}"
+        : $"/_matrix/app/v1/{resource}";
+
+    private Uri Url(string path) => new(_registration.Url.ToString().TrimEnd('/') + path);
+
+    private async Task<(int? Status, string? Error, DateTimeOffset At, TimeSpan Duration)> ExchangeAsync(HttpRequestMessage request, CancellationToken ct)
+    {
+        if (_options.PushPathStyle == PushPathStyle.V1)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _registration.HsToken);
+        }
+
+        var at = DateTimeOffset.UtcNow;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(_options.AppserviceRequestTimeout);
+        try
+        {
+            using var response = await _http.SendAsync(request, timeout.Token);
+            await response.Content.ReadAsByteArrayAsync(timeout.Token);
+            return ((int)response.StatusCode, null, at, DateTimeOffset.UtcNow - at);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or IOException || ex is OperationCanceledException && !ct.IsCancellationRequested)
+        {
+            return (null, ex.Message, at, DateTimeOffset.UtcNow - at);
+        }
+    }
+
+    private T Locked<T>(Func<T> read)
+    {
+        lock (_gate)
+        {
+            return read();
+        }
+    }
+
+    private void Wake()
+    {
+        var previous = _wake;
+        _wake = NewSignal();
+        previous.TrySetResult();
+    }
+
+    private void Progress()
+    {
+        var previous = _progress;
+        _progress = NewSignal();
+        previous.TrySetResult();
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private const long Idle = 0;
+    private const long HeldWhileDown = -1;
+
+    /// <param name="Arrival">The push that was in flight when it arrived, <see cref="Idle"/>, or <see cref="HeldWhileDown"/>.</param>
+    private sealed record QueuedItem(RoomEvent? Event, JsonObject? Edu, long Arrival);
+
+    private sealed record Transaction(long Id, List<QueuedItem> Items);
+}

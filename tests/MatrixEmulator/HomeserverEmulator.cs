@@ -1,0 +1,194 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace MatrixEmulator;
+
+/// <summary>
+/// An emulated Synapse 1.67 homeserver on a real loopback socket. Start it, point the service under test at
+/// <see cref="BaseUrl"/>, act as Matrix users with <see cref="CreateUser"/>, inject faults with <see cref="Faults"/>,
+/// and inspect rooms, timelines, requests and what was pushed to the appservice.
+/// </summary>
+public sealed class HomeserverEmulator : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly Homeserver _hs;
+    private readonly AppservicePusher? _pusher;
+
+    private HomeserverEmulator(WebApplication app, Homeserver hs, Uri baseUrl, FaultInjector faults, RequestLog requests)
+    {
+        _app = app;
+        _hs = hs;
+        _pusher = hs.Pusher;
+        BaseUrl = baseUrl;
+        Faults = faults;
+        Requests = requests;
+    }
+
+    /// <summary>e.g. <c>http://127.0.0.1:54321/</c>.</summary>
+    public Uri BaseUrl { get; }
+
+    public EmulatorOptions Options => _hs.Options;
+
+    public string ServerName => _hs.Options.ServerName;
+
+    public FaultInjector Faults { get; }
+
+    public RequestLog Requests { get; }
+
+    /// <summary>What was pushed to the appservice and how it answered; only when an appservice is registered.</summary>
+    public AppservicePusher Appservice => _pusher ?? throw new InvalidOperationException("No appservice is registered in EmulatorOptions.");
+
+    public static async Task<HomeserverEmulator> StartAsync(EmulatorOptions? options = null)
+    {
+        options ??= new EmulatorOptions();
+        var state = new HomeserverState(options);
+        var faults = new FaultInjector();
+        var requests = new RequestLog();
+        AppservicePusher? pusher = null;
+        if (options.Appservice is { } registration)
+        {
+            pusher = new AppservicePusher(options, state, faults);
+            state.EventPersisted = pusher.OnEvent;
+            state.EphemeralPersisted = pusher.OnEphemeral;
+
+            // Synapse creates the appservice's sender user at startup.
+            state.CreateUser(registration.SenderLocalpart, null, isAppserviceUser: true);
+        }
+
+        var hs = new Homeserver(options, state, pusher);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0));
+        var app = builder.Build();
+        app.Use((context, next) => HandleAsync(context, next, hs, faults, requests));
+        ClientServerEndpoints.Map(app, hs);
+        RoomEndpoints.Map(app, hs);
+        SyncEndpoints.Map(app, hs);
+        MediaEndpoints.Map(app, hs);
+        app.MapFallback(_ => throw Errors.Unrecognized());
+
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        pusher?.Start();
+        return new HomeserverEmulator(app, hs, new Uri(address.TrimEnd('/') + "/"), faults, requests);
+    }
+
+    /// <summary>Creates a password user, as an admin would with register_new_matrix_user, and logs them in.</summary>
+    public MatrixUser CreateUser(string localpart, string password = "password", string? displayName = null)
+    {
+        _hs.State.CreateUser(localpart, password, isAppserviceUser: false, displayName);
+        return LoginAs(_hs.State.UserIdFor(localpart));
+    }
+
+    /// <summary>A new session (token and device) for an existing user, ghosts included.</summary>
+    public MatrixUser LoginAs(string userId)
+    {
+        var session = _hs.State.CreateSession(userId);
+        return new MatrixUser(_hs, BaseUrl, session.UserId, session.AccessToken, session.DeviceId);
+    }
+
+    /// <summary>Registers a ghost as the appservice would; returns its user id.</summary>
+    public string RegisterAppserviceUser(string localpart) => _hs.State.RegisterAppserviceUser(localpart, inhibitLogin: true).User.UserId;
+
+    public IReadOnlyList<RoomSnapshot> Rooms => _hs.State.RoomSnapshots();
+
+    public RoomSnapshot? Room(string roomId) => _hs.State.RoomSnapshot(roomId);
+
+    /// <summary>User ids with this membership ("join", "invite", "leave", "ban") in the room.</summary>
+    public IReadOnlyList<string> Members(string roomId, string membership = "join") =>
+        _hs.State.Read(() => Room(roomId) is null ? [] : _hs.State.EventsWhere(e => e.RoomId == roomId && e.Type == EventTypes.Member)
+            .GroupBy(e => e.StateKey!).Select(g => g.Last()).Where(e => (string?)e.Content["membership"] == membership).Select(e => e.StateKey!).ToList());
+
+    /// <summary>Every event of the room in order, state included.</summary>
+    public IReadOnlyList<MatrixEvent> Timeline(string roomId) => _hs.State.EventsWhere(e => e.RoomId == roomId);
+
+    public IReadOnlyList<MatrixEvent> EventsSentBy(string userId) => _hs.State.EventsWhere(e => e.Sender == userId);
+
+    public MatrixEvent? Event(string eventId) => _hs.State.EventById(eventId);
+
+    public string? ResolveAlias(string alias) => _hs.State.ResolveAlias(alias);
+
+    public string? DisplayName(string userId) => (string?)_hs.State.FindUser(userId)?.DisplayName;
+
+    public bool UserExists(string userId) => _hs.State.FindUser(userId) is not null;
+
+    /// <summary>Bytes and content type of uploaded media, by mxc:// URI.</summary>
+    public (byte[] Bytes, string ContentType)? Media(string mxcUri)
+    {
+        var mediaId = mxcUri[(mxcUri.LastIndexOf('/') + 1)..];
+        return _hs.State.MediaById(mediaId) is { } item ? (item.Bytes, item.ContentType) : null;
+    }
+
+    /// <summary>Empties every rate-limit bucket, as if enough time had passed for <see cref="EmulatorOptions.MessageRateLimit"/> to refill.</summary>
+    public void ResetRateLimits() => _hs.State.ResetRateLimits();
+
+    /// <summary>Exceptions that escaped the emulator's own code as 500s; a non-empty list is an emulator bug.</summary>
+    public IReadOnlyList<Exception> ServerErrors => _hs.ServerErrors;
+
+    /// <summary>The current /sync position, to start an incremental sync from "now".</summary>
+    public string CurrentSyncToken => _hs.State.CurrentSyncToken();
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_pusher is not null)
+        {
+            await _pusher.DisposeAsync();
+        }
+
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+
+    private static async Task HandleAsync(HttpContext context, RequestDelegate next, Homeserver hs, FaultInjector faults, RequestLog requests)
+    {
+        var at = DateTimeOffset.UtcNow;
+        Fault? fault = null;
+        try
+        {
+            (var latency, fault) = faults.Match(context.Request);
+            if (latency > TimeSpan.Zero)
+            {
+                await Task.Delay(latency, context.RequestAborted);
+            }
+
+            switch (fault?.Kind)
+            {
+                case FaultKind.Down:
+                    context.Abort();
+                    return;
+                case FaultKind.RateLimited:
+                    await hs.WriteErrorAsync(context, Errors.LimitExceeded(fault.RetryAfter), fault.RetryAfterHeader);
+                    return;
+                case FaultKind.ServerError:
+                    await Homeserver.WriteJsonAsync(context, new JsonObject { ["errcode"] = "M_UNKNOWN", ["error"] = "Internal server error" }, fault.Status);
+                    return;
+                case FaultKind.Forbidden:
+                    await hs.WriteErrorAsync(context, Errors.Forbidden(fault.Error));
+                    return;
+            }
+
+            await next(context);
+        }
+        catch (MatrixException error) when (!context.Response.HasStarted)
+        {
+            await hs.WriteErrorAsync(context, error);
+        }
+        catch (Exception error) when (error is not OperationCanceledException && !context.Response.HasStarted)
+        {
+            hs.RecordServerError(error);
+            await hs.WriteErrorAsync(context, new MatrixException(500, "M_UNKNOWN", "Internal server error"));
+        }
+        finally
+        {
+            var status = fault?.Kind == FaultKind.Down ? 0 : context.Response.StatusCode;
+            requests.Add(new LoggedRequest(at, context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "", status, fault?.Kind is FaultKind.Slow ? null : fault?.Kind));
+        }
+    }
+}

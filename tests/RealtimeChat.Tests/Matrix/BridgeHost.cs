@@ -1,0 +1,108 @@
+using System.Net;
+using System.Net.Sockets;
+using MatrixEmulator;
+using RealtimeChat.Tests.Infrastructure;
+
+namespace RealtimeChat.Tests.Matrix;
+
+/// <summary>The chat service with its bridge on, wired to a homeserver emulator that pushes to it.</summary>
+public sealed class BridgeHost : IAsyncDisposable
+{
+    private BridgeHost(HomeserverEmulator homeserver, ChatServer server)
+    {
+        Homeserver = homeserver;
+        Server = server;
+    }
+
+    public HomeserverEmulator Homeserver { get; }
+
+    public ChatServer Server { get; private set; }
+
+    public AppserviceRegistration Registration => Homeserver.Options.Appservice!;
+
+    public static async Task<BridgeHost> StartAsync(string mode = "Appservice", Dictionary<string, string?>? settings = null, EmulatorOptions? emulator = null)
+    {
+        var port = FreePort();
+        var appserviceUrl = new Uri($"http://127.0.0.1:{port}");
+        var homeserver = await HomeserverEmulator.StartAsync((emulator ?? new EmulatorOptions()) with
+        {
+            Appservice = AppserviceRegistration.NovaChat(appserviceUrl),
+            TimeScale = 0.01,
+        });
+        var registration = homeserver.Options.Appservice!;
+        var config = new Dictionary<string, string?>
+        {
+            ["urls"] = appserviceUrl.ToString(),
+            ["Matrix:Enabled"] = "true",
+            ["Matrix:Mode"] = mode,
+            ["Matrix:HomeserverUrl"] = homeserver.BaseUrl.ToString(),
+            ["Matrix:ServerName"] = homeserver.ServerName,
+            ["Matrix:AsToken"] = registration.AsToken,
+            ["Matrix:HsToken"] = registration.HsToken,
+            ["Matrix:PollInterval"] = "00:00:00.100",
+            ["Matrix:MinRetryDelay"] = "00:00:00.050",
+            ["Matrix:MaxRetryDelay"] = "00:00:01",
+        };
+        if (mode == "Client")
+        {
+            var service = homeserver.CreateUser("nova-service", "servicepass");
+            config["Matrix:UserId"] = service.UserId;
+            config["Matrix:Password"] = "servicepass";
+        }
+        foreach (var (key, value) in settings ?? [])
+        {
+            config[key] = value;
+        }
+        var server = await ChatServer.StartAsync(config);
+        return new BridgeHost(homeserver, server);
+    }
+
+    /// <summary>Stops the chat service abruptly (as a crash would) and starts it again on the same database.</summary>
+    public async Task RestartAsync(Dictionary<string, string?>? changes = null)
+    {
+        var settings = new Dictionary<string, string?>(Server.Settings);
+        foreach (var (key, value) in changes ?? [])
+        {
+            settings[key] = value;
+        }
+        await Server.StopAsync();
+        Server = await ChatServer.StartAsync(settings, reuse: Server);
+    }
+
+    public string Ghost(Guid userId) => $"@nova_{userId:N}:{Homeserver.ServerName}";
+
+    public string? RoomOf(Guid conversationId) => Homeserver.ResolveAlias($"#nova_{conversationId:N}:{Homeserver.ServerName}");
+
+    public static async Task<T> EventuallyAsync<T>(Func<T?> probe, string what, TimeSpan? timeout = null) where T : class
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            if (probe() is { } value)
+            {
+                return value;
+            }
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for {what}.");
+            }
+            await Task.Delay(25);
+        }
+    }
+
+    public static async Task EventuallyAsync(Func<bool> condition, string what, TimeSpan? timeout = null) =>
+        await EventuallyAsync(() => condition() ? "ok" : null, what, timeout);
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Server.DisposeAsync();
+        await Homeserver.DisposeAsync();
+    }
+}

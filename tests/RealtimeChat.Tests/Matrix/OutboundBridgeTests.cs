@@ -1,0 +1,80 @@
+using System.Net;
+using MatrixEmulator;
+using RealtimeChat.Tests.Infrastructure;
+
+namespace RealtimeChat.Tests.Matrix;
+
+/// <summary>Chat → Matrix in appservice mode: what users do in the app appears in the room, as them.</summary>
+public sealed class OutboundBridgeTests
+{
+    [Fact]
+    public async Task Conversation_messages_edits_reactions_and_deletes_are_mirrored_as_the_right_ghosts()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var aliceClient = bridge.Server.Client(alice);
+        var conversation = await aliceClient.CreateGroupAsync("Bridged", bob);
+
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var room = bridge.Homeserver.Room(roomId)!;
+        Assert.Equal("Bridged", room.Name);
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(bob)), "bob's ghost joined");
+        var create = bridge.Homeserver.Timeline(roomId).First(e => e.Type == "m.room.create");
+        Assert.Equal(conversation.ToString(), (string?)create.Content["io.nova.conversation_id"]);
+
+        var hello = await aliceClient.SendAsync(conversation, "hello matrix");
+        var helloId = hello.GetProperty("id").GetGuid();
+        var sent = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "hello matrix"), "the message");
+        Assert.Equal(bridge.Ghost(alice), sent.Sender);
+        Assert.Equal("m.text", (string?)sent.Content["msgtype"]);
+
+        var reply = await (await bridge.Server.Client(bob).PostJsonAsync($"/api/v1/conversations/{conversation}/messages", new { content = "hi alice", reply_to = helloId }))
+            .JsonAsync(HttpStatusCode.Created);
+        var replyEvent = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "hi alice"), "the reply");
+        Assert.Equal(bridge.Ghost(bob), replyEvent.Sender);
+        Assert.Equal(sent.EventId, (string?)replyEvent.Content["m.relates_to"]!["m.in_reply_to"]!["event_id"]);
+
+        await aliceClient.PatchJsonAsync($"/api/v1/conversations/{conversation}/messages/{helloId}", new { content = "hello matrix, edited" });
+        var edit = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["m.relates_to"]?["rel_type"] == "m.replace"), "the edit");
+        Assert.Equal(sent.EventId, (string?)edit.Content["m.relates_to"]!["event_id"]);
+        Assert.Equal("hello matrix, edited", (string?)edit.Content["m.new_content"]!["body"]);
+        Assert.Equal("* hello matrix, edited", edit.Body);
+
+        var thumbs = Uri.EscapeDataString("👍");
+        await bridge.Server.Client(bob).PutAsync($"/api/v1/conversations/{conversation}/messages/{helloId}/reactions/{thumbs}", null);
+        var reaction = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.reaction"), "the reaction");
+        Assert.Equal(bridge.Ghost(bob), reaction.Sender);
+        Assert.Equal("👍", (string?)reaction.Content["m.relates_to"]!["key"]);
+        Assert.Equal(sent.EventId, (string?)reaction.Content["m.relates_to"]!["event_id"]);
+
+        await bridge.Server.Client(bob).DeleteAsync($"/api/v1/conversations/{conversation}/messages/{helloId}/reactions/{thumbs}");
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Event(reaction.EventId)?.RedactedBy is not null, "the reaction's redaction");
+
+        await aliceClient.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{helloId}");
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Event(sent.EventId)?.RedactedBy is not null, "the message's redaction");
+        Assert.Equal(bridge.Ghost(alice), bridge.Homeserver.Event(bridge.Homeserver.Event(sent.EventId)!.RedactedBy!)!.Sender);
+
+        // Every app action became exactly one Matrix event: nothing duplicated.
+        Assert.Single(bridge.Homeserver.Timeline(roomId), e => e.Type == "m.room.message" && (string?)e.OriginalContent["body"] == "hello matrix");
+    }
+
+    [Fact]
+    public async Task Membership_and_name_changes_are_mirrored()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (owner, carol) = (Guid.NewGuid(), Guid.NewGuid());
+        var client = bridge.Server.Client(owner);
+        var conversation = await client.CreateGroupAsync("Before");
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+
+        await client.PostJsonAsync($"/api/v1/conversations/{conversation}/members", new { user_id = carol });
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(carol)), "carol joined");
+
+        await client.PatchJsonAsync($"/api/v1/conversations/{conversation}", new { name = "After" });
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Room(roomId)!.Name == "After", "the new name");
+
+        await client.DeleteAsync($"/api/v1/conversations/{conversation}/members/{carol}");
+        await BridgeHost.EventuallyAsync(() => !bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(carol)), "carol removed");
+        Assert.True(bridge.Homeserver.UserExists(bridge.Ghost(carol)));
+    }
+}
