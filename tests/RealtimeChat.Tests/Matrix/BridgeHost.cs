@@ -93,6 +93,19 @@ public sealed class BridgeHost : IAsyncDisposable
     public static async Task EventuallyAsync(Func<bool> condition, string what, TimeSpan? timeout = null) =>
         await EventuallyAsync(() => condition() ? "ok" : null, what, timeout);
 
+    public static async Task EventuallyAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for {what}.");
+            }
+            await Task.Delay(25);
+        }
+    }
+
     private static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);

@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using Dapper;
+using MatrixEmulator;
+using Microsoft.Extensions.DependencyInjection;
+using RealtimeChat.Storage;
+using RealtimeChat.Tests.Infrastructure;
+
+namespace RealtimeChat.Tests.Matrix;
+
+/// <summary>Homeserver outages, throttling, errors and our own crashes: nothing lost, duplicated or reordered.</summary>
+public sealed class BridgeFailureTests
+{
+    private static async Task<(Guid Conversation, string RoomId, HttpClient Alice, Guid AliceId)> RoomAsync(BridgeHost bridge)
+    {
+        var alice = Guid.NewGuid();
+        var client = bridge.Server.Client(alice);
+        var conversation = await client.CreateGroupAsync("resilience", Guid.NewGuid());
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        return (conversation, roomId, client, alice);
+    }
+
+    private static List<string> Bodies(BridgeHost bridge, string roomId) =>
+        bridge.Homeserver.Timeline(roomId).Where(e => e.Type == "m.room.message").Select(e => (string?)e.OriginalContent["body"] ?? "").ToList();
+
+    private static async Task<int> PendingAsync(ChatServer server)
+    {
+        await using var connection = await server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
+        return await connection.ExecuteScalarAsync<int>("SELECT COUNT(*) FROM matrix_outbox WHERE status = 'pending'");
+    }
+
+    [Fact]
+    public async Task Burst_during_an_outage_is_delivered_afterwards_in_order_exactly_once()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+
+        var expected = Enumerable.Range(0, 20).Select(i => $"burst {i}").ToList();
+        using (bridge.Homeserver.Faults.Inject(Fault.Down()))
+        {
+            var timer = Stopwatch.StartNew();
+            foreach (var body in expected)
+            {
+                await alice.SendAsync(conversation, body);
+            }
+            // The chat does not wait for Matrix: 20 sends with the homeserver down take well under a second.
+            Assert.True(timer.Elapsed < TimeSpan.FromSeconds(5), $"sends took {timer.Elapsed}");
+            await Task.Delay(300);
+            Assert.Empty(Bodies(bridge, roomId));
+            Assert.Equal(20, await PendingAsync(bridge.Server));
+        }
+
+        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Count >= 20, "the backlog");
+        await Task.Delay(200);
+        Assert.Equal(expected, Bodies(bridge, roomId));
+        Assert.Equal(0, await PendingAsync(bridge.Server));
+    }
+
+    [Fact]
+    public async Task Throttling_server_errors_and_timeouts_are_retried_without_duplicates()
+    {
+        await using var bridge = await BridgeHost.StartAsync(settings: new() { ["Matrix:RequestTimeout"] = "00:00:00.300" });
+        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+
+        bridge.Homeserver.Faults.Inject(Fault.RateLimited(TimeSpan.FromMilliseconds(200)).On("PUT", "/send/").ForNext(2));
+        bridge.Homeserver.Faults.Inject(Fault.ServerError(502).On("PUT", "/send/").ForNext(2));
+        // Answers after our timeout but still stores the event: the retry must not post it twice.
+        bridge.Homeserver.Faults.Inject(Fault.Slow(TimeSpan.FromMilliseconds(600)).On("PUT", "/send/").ForNext(1));
+        var expected = Enumerable.Range(0, 6).Select(i => $"flaky {i}").ToList();
+        foreach (var body in expected)
+        {
+            await alice.SendAsync(conversation, body);
+        }
+
+        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the outbox to drain");
+        await Task.Delay(800);
+        Assert.Equal(expected, Bodies(bridge, roomId));
+        var sendAttempts = bridge.Homeserver.Requests.All.Count(r => r.Method == "PUT" && r.Path.Contains("/send/m.room.message/"));
+        // 6 sends + 2 throttled + 2 failed (the timed-out attempt is abandoned by us before the emulator logs it).
+        Assert.True(sendAttempts >= 10, $"expected retries, saw {sendAttempts} send requests");
+        var metrics = await bridge.Server.Client().GetStringAsync("/metrics");
+        Assert.Matches(@"matrix_errors_total\{error=""M_LIMIT_EXCEEDED""\} [1-9]", metrics);
+        Assert.Matches(@"matrix_messages_sent_total [1-9]", metrics);
+    }
+
+    [Fact]
+    public async Task A_crash_after_the_homeserver_accepted_but_before_we_recorded_it_does_not_post_twice()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        var expected = Enumerable.Range(0, 10).Select(i => $"once {i}").ToList();
+        foreach (var body in expected)
+        {
+            await alice.SendAsync(conversation, body);
+        }
+        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Count == 10, "first delivery");
+
+        // Forget that they were sent, as a crash between the homeserver's answer and our update would.
+        await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
+        {
+            await connection.ExecuteAsync("UPDATE matrix_outbox SET status = 'pending', matrix_event_id = NULL WHERE action = 'send_message'");
+            await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = NULL");
+        }
+        await bridge.RestartAsync();
+
+        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the re-dispatch");
+        Assert.Equal(expected, Bodies(bridge, roomId));
+    }
+
+    [Fact]
+    public async Task Stopping_the_service_mid_dispatch_loses_and_duplicates_nothing()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        var slow = bridge.Homeserver.Faults.Inject(Fault.Slow(TimeSpan.FromMilliseconds(40)).On("PUT", "/send/"));
+        var expected = Enumerable.Range(0, 30).Select(i => $"restart {i}").ToList();
+        foreach (var body in expected)
+        {
+            await alice.SendAsync(conversation, body);
+        }
+        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Count >= 3, "dispatch under way");
+
+        await bridge.RestartAsync();
+        slow.Dispose();
+
+        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the rest after restart");
+        await Task.Delay(200);
+        Assert.Equal(expected, Bodies(bridge, roomId));
+    }
+
+    [Fact]
+    public async Task An_action_the_homeserver_forbids_is_parked_and_the_room_moves_on()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        bridge.Homeserver.Faults.Inject(Fault.Forbidden("You are not allowed to send").On("PUT", "/send/").ForNext(1));
+
+        var refused = await alice.SendAsync(conversation, "refused");
+        await alice.SendAsync(conversation, "accepted");
+
+        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Contains("accepted"), "the next message");
+        Assert.Equal(["accepted"], Bodies(bridge, roomId));
+        await using var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
+        var status = await connection.QuerySingleAsync<string>(
+            "SELECT status FROM matrix_outbox WHERE message_id = @id", new { id = refused.GetProperty("id").GetGuid() });
+        Assert.Equal("failed", status);
+        // The chat itself is untouched by what Matrix refused.
+        var history = await alice.GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Equal(["refused", "accepted"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));
+    }
+
+    [Fact]
+    public async Task A_slow_homeserver_does_not_slow_the_chat_and_readiness_stays_up()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, _, alice, _) = await RoomAsync(bridge);
+        using var slow = bridge.Homeserver.Faults.Inject(Fault.Slow(TimeSpan.FromSeconds(3)));
+
+        var timer = Stopwatch.StartNew();
+        for (var i = 0; i < 10; i++)
+        {
+            await alice.SendAsync(conversation, $"fast {i}");
+        }
+        Assert.True(timer.Elapsed < TimeSpan.FromSeconds(2), $"10 sends took {timer.Elapsed} with a slow homeserver");
+
+        using var down = bridge.Homeserver.Faults.Inject(Fault.Down());
+        var ready = await bridge.Server.Client().GetAsync("/health/ready");
+        Assert.Equal(System.Net.HttpStatusCode.OK, ready.StatusCode);
+        Assert.Equal("Degraded", await ready.Content.ReadAsStringAsync());
+    }
+}
