@@ -148,6 +148,7 @@ public static class ChatApp
         app.MapMessages();
         app.MapMedia();
         app.MapRealtime();
+        app.MapMatrix();
 
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready") });

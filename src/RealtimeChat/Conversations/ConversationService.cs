@@ -145,15 +145,17 @@ public sealed class ConversationService(
         return ToDto(row, row.LastMessageId is { } id ? previews.GetValueOrDefault(id) : null, members.Select(m => m.ToDto()).ToList());
     }
 
-    public async Task<ConversationDto> RenameAsync(Guid userId, Guid conversationId, UpdateConversationRequest request, CancellationToken cancellationToken)
+    public async Task<ConversationDto> RenameAsync(
+        Guid userId, Guid conversationId, UpdateConversationRequest request, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
     {
         var name = ValidName(request.Name);
         var now = time.UtcNowMicros();
-        await using (var write = await database.BeginWriteAsync(conversationId, events, cancellationToken))
+        await using (var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin))
         {
             var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
             await RequireGroupAsync(write, conversationId);
-            if (!role.CanManage())
+            // Matrix enforces its own power levels on room names before the change reaches us.
+            if (!role.CanManage() && origin == EventOrigin.App)
             {
                 throw ApiException.Forbidden("not_allowed", "Only the owner or an admin can rename the conversation.");
             }
@@ -290,6 +292,46 @@ public sealed class ConversationService(
                 await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MemberUpdated, userId, now, new MemberUpdated(heirId, MemberRole.Owner, userId));
             }
         }
+        await write.CommitAsync(cancellationToken);
+    }
+
+    /// <summary>A Matrix user joined the mirrored room: they become a member (no app permission applies; the room's did).</summary>
+    /// <returns>False if they were a member already.</returns>
+    public async Task<bool> JoinFromMatrixAsync(Guid conversationId, Guid userId, CancellationToken cancellationToken)
+    {
+        var now = time.UtcNowMicros();
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, EventOrigin.Matrix);
+        var inserted = await write.ExecuteAsync(
+            """
+            INSERT INTO conversation_members (conversation_id, user_id, role, joined_at, last_read_seq)
+            VALUES (@conversationId, @userId, 'member', @now, 0)
+            ON CONFLICT (conversation_id, user_id) DO NOTHING
+            """,
+            new { conversationId, userId, now });
+        if (inserted == 0)
+        {
+            return false;
+        }
+        var seq = await write.NextSequenceAsync(conversationId, now);
+        await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MemberAdded, userId, now, new MemberAdded(new MemberDto(userId, MemberRole.Member, now, 0), userId));
+        await write.CommitAsync(cancellationToken);
+        return true;
+    }
+
+    /// <summary>A Matrix user left or was removed from the mirrored room.</summary>
+    public async Task LeaveFromMatrixAsync(Guid conversationId, Guid userId, Guid? removedBy, CancellationToken cancellationToken)
+    {
+        var now = time.UtcNowMicros();
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, EventOrigin.Matrix);
+        var removed = await write.ExecuteAsync(
+            "DELETE FROM conversation_members WHERE conversation_id = @conversationId AND user_id = @userId AND role <> 'owner'",
+            new { conversationId, userId });
+        if (removed == 0)
+        {
+            return;
+        }
+        var seq = await write.NextSequenceAsync(conversationId, now);
+        await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MemberRemoved, removedBy ?? userId, now, new MemberRemoved(userId, removedBy ?? userId, removedBy is null));
         await write.CommitAsync(cancellationToken);
     }
 

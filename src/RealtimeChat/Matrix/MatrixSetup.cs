@@ -55,6 +55,8 @@ public static class MatrixSetup
         services.AddSingleton<MatrixActionSender>();
         services.AddSingleton<MatrixDispatcher>();
         services.AddHostedService(provider => provider.GetRequiredService<MatrixDispatcher>());
+        services.AddSingleton<MatrixUsers>();
+        services.AddSingleton<MatrixInbound>();
         services.AddSingleton<MatrixOutbox>();
         services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixOutbox>());
         services.AddSingleton<IChatEventPublisher>(provider => provider.GetRequiredService<MatrixOutbox>());

@@ -29,8 +29,12 @@ public sealed class MessageOptions
     public int SendBurst { get; set; } = 40;
 }
 
-/// <summary>A new message's parts, whoever sends it (text endpoint, media upload, later the Matrix bridge).</summary>
-public sealed record NewMessage(string Kind, string Content, string? ClientMessageId, Guid? ReplyTo, Guid? MediaId = null);
+/// <summary>A new message's parts, whoever sends it (text endpoint, media upload, the Matrix bridge).</summary>
+/// <param name="MatrixEventId">Set for a message that arrived from Matrix: the event it mirrors.</param>
+public sealed record NewMessage(string Kind, string Content, string? ClientMessageId, Guid? ReplyTo, Guid? MediaId = null, string? MatrixEventId = null)
+{
+    public EventOrigin Origin => MatrixEventId is null ? EventOrigin.App : EventOrigin.Matrix;
+}
 
 public sealed class MessageService(
     ChatDatabase database,
@@ -76,7 +80,7 @@ public sealed class MessageService(
     private async Task<(MessageDto, bool)> InsertAsync(
         Guid userId, Guid conversationId, NewMessage message, Func<ChatTransaction, Task>? beforeInsert, CancellationToken cancellationToken)
     {
-        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, message.Origin);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
 
         if (message.ClientMessageId is not null &&
@@ -99,10 +103,10 @@ public sealed class MessageService(
         var seq = await write.NextSequenceAsync(conversationId, now, id);
         await write.ExecuteAsync(
             """
-            INSERT INTO messages (id, conversation_id, seq, sender_id, kind, content, media_id, reply_to, client_message_id, created_at)
-            VALUES (@id, @conversationId, @seq, @userId, @Kind, @content, @MediaId, @ReplyTo, @ClientMessageId, @now)
+            INSERT INTO messages (id, conversation_id, seq, sender_id, kind, content, media_id, reply_to, client_message_id, created_at, matrix_event_id)
+            VALUES (@id, @conversationId, @seq, @userId, @Kind, @content, @MediaId, @ReplyTo, @ClientMessageId, @now, @MatrixEventId)
             """,
-            new { id, conversationId, seq, userId, message.Kind, content = cipher.EncryptText(message.Content, id), message.MediaId, message.ReplyTo, message.ClientMessageId, now });
+            new { id, conversationId, seq, userId, message.Kind, content = cipher.EncryptText(message.Content, id), message.MediaId, message.ReplyTo, message.ClientMessageId, now, message.MatrixEventId });
 
         var dto = (await renderer.LoadAsync(write.Connection, [id], write.Transaction))[0];
         await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MessageNew, userId, now, new MessageReference(id), dto, id);
@@ -146,10 +150,11 @@ public sealed class MessageService(
         return (await renderer.RenderAsync(connection, rows.AsList())).SingleOrDefault() ?? throw ApiException.MessageNotFound();
     }
 
-    public async Task<MessageDto> EditAsync(Guid userId, Guid conversationId, Guid messageId, EditMessageRequest request, CancellationToken cancellationToken)
+    public async Task<MessageDto> EditAsync(
+        Guid userId, Guid conversationId, Guid messageId, EditMessageRequest request, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
     {
         var content = ValidContent(request.Content);
-        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         var row = await LoadRowAsync(write, conversationId, messageId);
         if (row.SenderId != userId)
@@ -177,10 +182,10 @@ public sealed class MessageService(
     }
 
     /// <summary>Leaves a tombstone: content, reactions and any media (with its key) are erased from storage.</summary>
-    public async Task DeleteAsync(Guid userId, Guid conversationId, Guid messageId, CancellationToken cancellationToken)
+    public async Task DeleteAsync(Guid userId, Guid conversationId, Guid messageId, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
     {
         string? storageKey;
-        await using (var write = await database.BeginWriteAsync(conversationId, events, cancellationToken))
+        await using (var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin))
         {
             var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
             var row = await LoadRowAsync(write, conversationId, messageId);
@@ -221,19 +226,21 @@ public sealed class MessageService(
         }
     }
 
-    public Task AddReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken) =>
-        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: true, cancellationToken);
+    /// <param name="matrixEventId">Set when the reaction arrived from Matrix: the annotation event it mirrors.</param>
+    public Task AddReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken, string? matrixEventId = null) =>
+        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: true, matrixEventId, matrixEventId is null ? EventOrigin.App : EventOrigin.Matrix, cancellationToken);
 
-    public Task RemoveReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken) =>
-        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: false, cancellationToken);
+    public Task RemoveReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App) =>
+        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: false, null, origin, cancellationToken);
 
-    private async Task ChangeReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, bool add, CancellationToken cancellationToken)
+    private async Task ChangeReactionAsync(
+        Guid userId, Guid conversationId, Guid messageId, string reaction, bool add, string? matrixEventId, EventOrigin origin, CancellationToken cancellationToken)
     {
         if (string.IsNullOrWhiteSpace(reaction) || reaction.Length > MaxReactionLength || reaction.Any(char.IsControl))
         {
             throw ApiException.BadRequest("invalid_reaction", $"A reaction is 1 to {MaxReactionLength} printable characters.");
         }
-        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         var row = await LoadRowAsync(write, conversationId, messageId);
         if (row.DeletedAt is not null)
@@ -244,10 +251,10 @@ public sealed class MessageService(
         var changed = add
             ? await write.ExecuteAsync(
                 """
-                INSERT INTO message_reactions (message_id, user_id, reaction, created_at) VALUES (@messageId, @userId, @reaction, @now)
+                INSERT INTO message_reactions (message_id, user_id, reaction, created_at, matrix_event_id) VALUES (@messageId, @userId, @reaction, @now, @matrixEventId)
                 ON CONFLICT (message_id, user_id, reaction) DO NOTHING
                 """,
-                new { messageId, userId, reaction, now })
+                new { messageId, userId, reaction, now, matrixEventId })
             : await write.ExecuteAsync(
                 "DELETE FROM message_reactions WHERE message_id = @messageId AND user_id = @userId AND reaction = @reaction",
                 new { messageId, userId, reaction });
@@ -263,13 +270,14 @@ public sealed class MessageService(
     }
 
     /// <summary>Moves the caller's read marker forward (never back) to <paramref name="request"/>'s seq.</summary>
-    public async Task<long> MarkReadAsync(Guid userId, Guid conversationId, MarkReadRequest request, CancellationToken cancellationToken)
+    public async Task<long> MarkReadAsync(
+        Guid userId, Guid conversationId, MarkReadRequest request, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
     {
         if (request.Seq is not { } seq || seq < 0)
         {
             throw ApiException.BadRequest("invalid_seq", "seq must be a sequence number of this conversation.");
         }
-        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
         var lastSeq = await write.QuerySingleOrDefaultAsync<long>("SELECT last_seq FROM conversations WHERE id = @conversationId", new { conversationId });
         if (seq > lastSeq)

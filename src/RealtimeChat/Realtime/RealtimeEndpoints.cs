@@ -125,7 +125,7 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
                 if (!lastTyping.TryGetValue(conversationId, out var last) || now - last >= options.Value.TypingThrottle.TotalMilliseconds)
                 {
                     lastTyping[conversationId] = now;
-                    hub.Typing(connection, conversationId);
+                    hub.Typing(connection.UserId, conversationId);
                 }
                 break;
             case "resume" when frame.Conversations is { } conversations:

@@ -56,16 +56,16 @@ public sealed class RealtimeHub(ChatDatabase database, ILogger<RealtimeHub> logg
     }
 
     /// <summary>Relays a typing notice to the conversation's other members; never stored.</summary>
-    public void Typing(ChatConnection from, Guid conversationId)
+    public void Typing(Guid userId, Guid conversationId)
     {
         if (!_conversations.TryGetValue(conversationId, out var subscribers))
         {
             return;
         }
-        var frame = OutboundFrame.Control(new TypingFrame(conversationId, from.UserId));
+        var frame = OutboundFrame.Control(new TypingFrame(conversationId, userId));
         foreach (var connection in subscribers.Snapshot())
         {
-            if (connection.UserId != from.UserId)
+            if (connection.UserId != userId)
             {
                 connection.Send(frame);
             }

@@ -1,0 +1,44 @@
+using System.Security.Cryptography;
+using System.Text;
+using Dapper;
+using Microsoft.Extensions.Options;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Matrix;
+
+/// <summary>Who a Matrix sender is in the app: an app user (seed-style id in client mode) or an external participant.</summary>
+public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<MatrixOptions> options, TimeProvider time)
+{
+    /// <summary>
+    /// A stable UUID for a Matrix user who is not an app user: the same id gives the same UUID on every install
+    /// (a name-based UUID, version 8, over SHA-256 of the user id), so it survives a lost mapping table.
+    /// </summary>
+    public static Guid ExternalUserId(string matrixUserId)
+    {
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes("matrix:" + matrixUserId));
+        var bytes = hash.AsSpan(0, 16).ToArray();
+        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80);
+        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
+        return new Guid(bytes, bigEndian: true);
+    }
+
+    public async Task<Guid> AppUserIdAsync(string matrixUserId, string? displayName, CancellationToken cancellationToken)
+    {
+        // Seed-style ids name app users only in client mode, where the service provisions those accounts. In
+        // appservice mode anyone might register such a localpart, so it is not proof of being that app user.
+        if (options.Value.Mode == MatrixMode.Client && ids.AppUserId(matrixUserId) is { } appUser)
+        {
+            return appUser;
+        }
+        var userId = ExternalUserId(matrixUserId);
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await connection.ExecuteAsync(
+            """
+            INSERT INTO matrix_external_users (user_id, matrix_user_id, display_name, created_at)
+            VALUES (@userId, @matrixUserId, @displayName, @now)
+            ON CONFLICT (user_id) DO UPDATE SET display_name = COALESCE(@displayName, matrix_external_users.display_name)
+            """,
+            new { userId, matrixUserId, displayName, now = time.UtcNowMicros() });
+        return userId;
+    }
+}

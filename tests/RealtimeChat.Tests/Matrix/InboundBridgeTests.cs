@@ -1,0 +1,191 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using MatrixEmulator;
+using RealtimeChat.Tests.Infrastructure;
+
+namespace RealtimeChat.Tests.Matrix;
+
+/// <summary>Matrix → chat in appservice mode: what Matrix users do in a mirrored room reaches app users live.</summary>
+public sealed class InboundBridgeTests
+{
+    private static async Task<(BridgeHost Bridge, Guid Conversation, string RoomId, Guid Alice, MatrixUser Human, LiveSocket Socket)> SetUpAsync(EmulatorOptions? emulator = null)
+    {
+        var bridge = await BridgeHost.StartAsync(emulator: emulator);
+        var alice = Guid.NewGuid();
+        var conversation = await bridge.Server.Client(alice).CreateGroupAsync("Mirrored");
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var human = bridge.Homeserver.CreateUser("human", "humanpass", "Hugh Mann");
+        var socket = await bridge.Server.ConnectAsync(alice);
+        await bridge.Homeserver.LoginAs($"@nova-bridge:{bridge.Homeserver.ServerName}").InviteAsync(roomId, human.UserId);
+        await human.JoinAsync(roomId);
+        return (bridge, conversation, roomId, alice, human, socket);
+    }
+
+    [Fact]
+    public async Task A_matrix_user_joins_writes_edits_replies_reacts_and_redacts_and_app_clients_see_it_live()
+    {
+        var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync();
+        await using var _ = bridge;
+        await using var __ = socket;
+
+        var joined = await socket.WaitForAsync(f => f.Type == "member.added");
+        var humanId = joined.Data.GetProperty("member").GetProperty("user_id").GetGuid();
+        Assert.NotEqual(alice, humanId);
+
+        var textEvent = human.SendHtml(roomId, "hello from matrix", "<b>hello</b> from <script>alert(1)</script>matrix");
+        var message = await socket.WaitForAsync(f => f.Type == "message.new");
+        Assert.Equal("hello from matrix", message.Data.GetProperty("content").GetString());
+        Assert.Equal(humanId, message.Data.GetProperty("sender_id").GetGuid());
+        var messageId = message.Data.GetProperty("id").GetGuid();
+
+        human.Edit(roomId, textEvent, "hello from matrix (edited)");
+        var edited = await socket.WaitForAsync(f => f.Type == "message.edited");
+        Assert.Equal("hello from matrix (edited)", edited.Data.GetProperty("content").GetString());
+
+        human.Reply(roomId, textEvent, "replying to myself");
+        var reply = await socket.WaitForAsync(f => f.Type == "message.new");
+        Assert.Equal(messageId, reply.Data.GetProperty("reply_to").GetGuid());
+
+        var appMessage = await bridge.Server.Client(alice).SendAsync(conversation, "from the app");
+        var appEventId = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "from the app")?.EventId, "app message on Matrix");
+        var reactionEvent = human.React(roomId, appEventId, "🔥");
+        var reaction = await socket.WaitForAsync(f => f.Type == "reaction.added");
+        Assert.Equal(appMessage.GetProperty("id").GetGuid(), reaction.Data.GetProperty("message_id").GetGuid());
+        Assert.Equal("🔥", reaction.Data.GetProperty("reaction").GetString());
+
+        human.Redact(roomId, reactionEvent);
+        Assert.Equal("🔥", (await socket.WaitForAsync(f => f.Type == "reaction.removed")).Data.GetProperty("reaction").GetString());
+
+        human.Redact(roomId, textEvent);
+        Assert.Equal(messageId, (await socket.WaitForAsync(f => f.Type == "message.deleted")).Data.GetProperty("message_id").GetGuid());
+
+        // The app's own message came back from the homeserver in a transaction but was not stored twice.
+        await bridge.Homeserver.Appservice.WaitUntilIdleAsync(TimeSpan.FromSeconds(10));
+        var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Single(history.GetProperty("messages").EnumerateArray(), m => m.GetProperty("content").GetString() == "from the app");
+        Assert.Equal(3, history.GetProperty("messages").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task Edits_by_someone_other_than_the_sender_are_ignored()
+    {
+        var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync();
+        await using var _ = bridge;
+        await using var __ = socket;
+        var mallory = bridge.Homeserver.CreateUser("mallory", "pass");
+        await bridge.Homeserver.LoginAs($"@nova-bridge:{bridge.Homeserver.ServerName}").InviteAsync(roomId, mallory.UserId);
+        await mallory.JoinAsync(roomId);
+
+        var original = human.SendText(roomId, "my words");
+        await socket.WaitForAsync(f => f.Type == "message.new");
+        mallory.Edit(roomId, original, "words put in your mouth");
+        mallory.SendText(roomId, "marker");
+        await socket.WaitForAsync(f => f.Type == "message.new" && f.Data.GetProperty("content").GetString() == "marker");
+
+        var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Equal(["my words", "marker"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));
+    }
+
+    [Fact]
+    public async Task Typing_and_read_receipts_arrive_when_the_homeserver_sends_ephemeral_events()
+    {
+        // Synapse 1.67 pushed no ephemeral events for the recorded registration, so this transaction is sent directly.
+        await using var bridge = await BridgeHost.StartAsync();
+        await using var transactions = new TransactionClient(bridge);
+        var alice = Guid.NewGuid();
+        var conversation = await bridge.Server.Client(alice).CreateGroupAsync("ephemeral");
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var message = await bridge.Server.Client(alice).SendAsync(conversation, "read me");
+        var eventId = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "read me")?.EventId, "the message on Matrix");
+        await using var socket = await bridge.Server.ConnectAsync(alice);
+
+        var response = await transactions.PutAsync("eph-1", new JsonObject
+        {
+            ["events"] = new JsonArray(new JsonObject
+            {
+                ["type"] = "m.room.member", ["room_id"] = roomId, ["sender"] = "@reader:localhost", ["state_key"] = "@reader:localhost",
+                ["event_id"] = "$join-reader", ["content"] = new JsonObject { ["membership"] = "join", ["displayname"] = "Reader" },
+            }),
+            ["ephemeral"] = new JsonArray(
+                new JsonObject { ["type"] = "m.typing", ["room_id"] = roomId, ["content"] = new JsonObject { ["user_ids"] = new JsonArray("@reader:localhost") } },
+                new JsonObject
+                {
+                    ["type"] = "m.receipt", ["room_id"] = roomId,
+                    ["content"] = new JsonObject { [eventId] = new JsonObject { ["m.read"] = new JsonObject { ["@reader:localhost"] = new JsonObject { ["ts"] = 1 } } } },
+                }),
+        });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+
+        var typing = await socket.WaitForAsync(f => f.Type == "typing");
+        Assert.Equal(conversation, typing.ConversationId);
+        var read = await socket.WaitForAsync(f => f.Type == "read.updated");
+        Assert.Equal(message.GetProperty("seq").GetInt64(), read.Data.GetProperty("last_read_seq").GetInt64());
+        Assert.Equal(typing.Json.GetProperty("user_id").GetGuid(), read.Data.GetProperty("user_id").GetGuid());
+    }
+
+    [Fact]
+    public async Task Transactions_need_the_hs_token_are_processed_once_and_ignore_unmapped_rooms_and_spoofed_ghosts()
+    {
+        var (bridge, conversation, roomId, alice, _, socket) = await SetUpAsync();
+        await using var _ = bridge;
+        await using var __ = socket;
+        await using var transactions = new TransactionClient(bridge);
+        var ghostOfAlice = bridge.Ghost(alice);
+
+        JsonObject Message(string eventId, string room, string sender, string body) => new()
+        {
+            ["type"] = "m.room.message", ["room_id"] = room, ["sender"] = sender, ["event_id"] = eventId,
+            ["origin_server_ts"] = 1, ["content"] = new JsonObject { ["msgtype"] = "m.text", ["body"] = body },
+        };
+
+        foreach (var path in new[] { "/transactions/t-1", "/_matrix/app/v1/transactions/t-1" })
+        {
+            var none = await transactions.Raw.PutAsJsonAsync(path, new { events = Array.Empty<object>() });
+            Assert.Equal(HttpStatusCode.Unauthorized, none.StatusCode);
+            var wrong = await transactions.Raw.PutAsJsonAsync(path + "?access_token=wrong", new { events = Array.Empty<object>() });
+            Assert.Equal(HttpStatusCode.Forbidden, wrong.StatusCode);
+            Assert.Equal("M_FORBIDDEN", (await wrong.Content.ReadFromJsonAsync<JsonObject>())!["errcode"]!.GetValue<string>());
+        }
+
+        var batch = new JsonObject
+        {
+            ["events"] = new JsonArray(
+                Message("$once", roomId, "@someone:localhost", "delivered twice, stored once"),
+                Message("$elsewhere", "!unmapped:localhost", "@someone:localhost", "not our room"),
+                Message("$spoof", roomId, ghostOfAlice, "pretending to be alice")),
+        };
+        Assert.Equal(HttpStatusCode.OK, (await transactions.PutAsync("t-2", batch, bearer: true)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await transactions.PutAsync("t-2", batch)).StatusCode);
+        // A new transaction id carrying an event we already hold is not stored again either.
+        Assert.Equal(HttpStatusCode.OK, (await transactions.PutAsync("t-3", batch)).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await transactions.Raw.PutAsync($"/transactions/t-4?access_token={bridge.Registration.HsToken}", new StringContent("not json"))).StatusCode);
+
+        await socket.WaitForAsync(f => f.Type == "message.new");
+        var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Equal(["delivered twice, stored once"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));
+    }
+
+    /// <summary>Talks to the service's appservice endpoints as the homeserver would.</summary>
+    private sealed class TransactionClient(BridgeHost bridge) : IAsyncDisposable
+    {
+        public HttpClient Raw { get; } = bridge.Server.Client();
+
+        public async Task<HttpResponseMessage> PutAsync(string txnId, JsonObject body, bool bearer = false)
+        {
+            if (!bearer)
+            {
+                return await Raw.PutAsJsonAsync($"/transactions/{txnId}?access_token={bridge.Registration.HsToken}", body);
+            }
+            using var request = new HttpRequestMessage(HttpMethod.Put, $"/_matrix/app/v1/transactions/{txnId}") { Content = JsonContent.Create(body) };
+            request.Headers.Authorization = new("Bearer", bridge.Registration.HsToken);
+            return await Raw.SendAsync(request);
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Raw.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+}
