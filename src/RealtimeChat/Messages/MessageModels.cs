@@ -10,6 +10,16 @@ public sealed record MediaDto(Guid Id, string ContentType, long SizeBytes, int? 
 
 public sealed record ReactionSummary(string Reaction, int Count, IReadOnlyList<Guid> UserIds);
 
+public enum MatrixDeliveryState
+{
+    Pending,
+    Sent,
+    Failed,
+}
+
+/// <summary>Where the message stands on Matrix: waiting in the outbox, in the room (with its event id), or parked.</summary>
+public sealed record MatrixDelivery(MatrixDeliveryState State, string? EventId, string? Error);
+
 public sealed record MessageDto(
     Guid Id,
     Guid ConversationId,
@@ -23,7 +33,8 @@ public sealed record MessageDto(
     DateTimeOffset CreatedAt,
     DateTimeOffset? EditedAt,
     DateTimeOffset? DeletedAt,
-    IReadOnlyList<ReactionSummary> Reactions);
+    IReadOnlyList<ReactionSummary> Reactions,
+    MatrixDelivery? Matrix);
 
 public sealed record MessagePage(IReadOnlyList<MessageDto> Messages, bool HasMore);
 
@@ -55,6 +66,8 @@ internal sealed class MessageRow
     public int? MediaDurationMs { get; init; }
     public string? MediaFileName { get; init; }
     public string? MediaStorageKey { get; init; }
+    public string? MatrixOutboxStatus { get; init; }
+    public string? MatrixOutboxError { get; init; }
 
     public const string Select =
         """
@@ -62,9 +75,11 @@ internal sealed class MessageRow
                m.client_message_id, m.created_at, m.edited_at, m.deleted_at, m.matrix_event_id,
                md.content_type AS media_content_type, md.size_bytes AS media_size_bytes,
                md.duration_ms AS media_duration_ms, md.file_name AS media_file_name,
-               md.storage_key AS media_storage_key
+               md.storage_key AS media_storage_key,
+               o.status AS matrix_outbox_status, o.last_error AS matrix_outbox_error
           FROM messages m
           LEFT JOIN media md ON md.id = m.media_id
+          LEFT JOIN matrix_outbox o ON o.message_id = m.id AND o.action = 'send_message'
         """;
 }
 

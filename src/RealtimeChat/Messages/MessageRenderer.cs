@@ -41,7 +41,16 @@ public sealed class MessageRenderer(ContentCipher cipher)
         reactions
             .GroupBy(r => r.Reaction)
             .Select(g => new ReactionSummary(g.Key, g.Count(), g.Select(r => r.UserId).ToList()))
-            .ToList());
+            .ToList(),
+        Delivery(row));
+
+    private static MatrixDelivery? Delivery(MessageRow row) => (row.MatrixEventId, row.MatrixOutboxStatus) switch
+    {
+        ({ } eventId, _) => new MatrixDelivery(MatrixDeliveryState.Sent, eventId, null),
+        (null, "pending") => new MatrixDelivery(MatrixDeliveryState.Pending, null, row.MatrixOutboxError),
+        (null, "failed") => new MatrixDelivery(MatrixDeliveryState.Failed, null, row.MatrixOutboxError),
+        _ => null,
+    };
 
     internal async Task<List<MessageDto>> LoadAsync(DbConnection connection, IEnumerable<Guid> ids, DbTransaction? transaction = null)
     {

@@ -35,24 +35,27 @@ public sealed class BridgeFailureTests
         var (conversation, roomId, alice, _) = await RoomAsync(bridge);
 
         var expected = Enumerable.Range(0, 20).Select(i => $"burst {i}").ToList();
+        var last = Guid.Empty;
         using (bridge.Homeserver.Faults.Inject(Fault.Down()))
         {
             var timer = Stopwatch.StartNew();
             foreach (var body in expected)
             {
-                await alice.SendAsync(conversation, body);
+                last = (await alice.SendAsync(conversation, body)).GetProperty("id").GetGuid();
             }
             // The chat does not wait for Matrix: 20 sends with the homeserver down take well under a second.
             Assert.True(timer.Elapsed < TimeSpan.FromSeconds(5), $"sends took {timer.Elapsed}");
             await Task.Delay(300);
             Assert.Empty(Bodies(bridge, roomId));
             Assert.Equal(20, await PendingAsync(bridge.Server));
+            await BridgeHost.MatrixStateAsync(alice, conversation, last, "pending");
         }
 
         await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Count >= 20, "the backlog");
         await Task.Delay(200);
         Assert.Equal(expected, Bodies(bridge, roomId));
         Assert.Equal(0, await PendingAsync(bridge.Server));
+        await BridgeHost.MatrixStateAsync(alice, conversation, last, "sent");
     }
 
     [Fact]
@@ -139,10 +142,8 @@ public sealed class BridgeFailureTests
 
         await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Contains("accepted"), "the next message");
         Assert.Equal(["accepted"], Bodies(bridge, roomId));
-        await using var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
-        var status = await connection.QuerySingleAsync<string>(
-            "SELECT status FROM matrix_outbox WHERE message_id = @id", new { id = refused.GetProperty("id").GetGuid() });
-        Assert.Equal("failed", status);
+        var parked = await BridgeHost.MatrixStateAsync(alice, conversation, refused.GetProperty("id").GetGuid(), "failed");
+        Assert.Contains("M_FORBIDDEN", parked.GetProperty("matrix").GetProperty("error").GetString());
         // The chat itself is untouched by what Matrix refused.
         var history = await alice.GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
         Assert.Equal(["refused", "accepted"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));

@@ -106,6 +106,25 @@ public sealed class BridgeHost : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits until the API reports the message's Matrix delivery state, and returns the message.</summary>
+    public static async Task<System.Text.Json.JsonElement> MatrixStateAsync(HttpClient client, Guid conversationId, Guid messageId, string state)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (true)
+        {
+            var message = await client.GetJsonAsync($"/api/v1/conversations/{conversationId}/messages/{messageId}");
+            if (message.GetProperty("matrix") is { ValueKind: System.Text.Json.JsonValueKind.Object } matrix && matrix.GetProperty("state").GetString() == state)
+            {
+                return message;
+            }
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Message {messageId} never reached Matrix state {state}: {message}");
+            }
+            await Task.Delay(25);
+        }
+    }
+
     private static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);

@@ -98,6 +98,7 @@ public sealed class InboundBridgeTests
         var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
         var message = await bridge.Server.Client(alice).SendAsync(conversation, "read me");
         var eventId = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "read me")?.EventId, "the message on Matrix");
+        await BridgeHost.MatrixStateAsync(bridge.Server.Client(alice), conversation, message.GetProperty("id").GetGuid(), "sent");
         await using var socket = await bridge.Server.ConnectAsync(alice);
 
         var response = await transactions.PutAsync("eph-1", new JsonObject

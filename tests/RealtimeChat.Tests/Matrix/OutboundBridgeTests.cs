@@ -27,6 +27,8 @@ public sealed class OutboundBridgeTests
         var sent = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "hello matrix"), "the message");
         Assert.Equal(bridge.Ghost(alice), sent.Sender);
         Assert.Equal("m.text", (string?)sent.Content["msgtype"]);
+        var delivered = await BridgeHost.MatrixStateAsync(aliceClient, conversation, helloId, "sent");
+        Assert.Equal(sent.EventId, delivered.GetProperty("matrix").GetProperty("event_id").GetString());
 
         var reply = await (await bridge.Server.Client(bob).PostJsonAsync($"/api/v1/conversations/{conversation}/messages", new { content = "hi alice", reply_to = helloId }))
             .JsonAsync(HttpStatusCode.Created);

@@ -111,7 +111,16 @@ public sealed class FuzzTests(ServerFixture fixture) : IClassFixture<ServerFixtu
 
         async Task ExpectNoServerErrorAsync(string method, string path, string body)
         {
-            var response = await SendAsync(method, path, body);
+            HttpResponseMessage response;
+            try
+            {
+                response = await SendAsync(method, path, body);
+            }
+            catch (HttpRequestException ex)
+            {
+                failures.Add($"{method} {path} {Truncate(body)} → connection failed: {ex.InnerException?.Message ?? ex.Message}");
+                return;
+            }
             if ((int)response.StatusCode >= 500)
             {
                 failures.Add($"{method} {path} {Truncate(body)} → {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
