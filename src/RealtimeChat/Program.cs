@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.Extensions.Options;
 using RealtimeChat;
 using RealtimeChat.Identity;
+using RealtimeChat.Matrix;
 using RealtimeChat.Storage;
 
 // Unmatched arguments (e.g. --urls, --Database:Provider=Postgres) go on to the host's configuration.
@@ -41,6 +42,23 @@ token.SetAction(parse =>
     return 0;
 });
 
+var registration = new Command("registration", "Print the appservice registration YAML to give Synapse (from the Matrix settings).")
+{
+    TreatUnmatchedTokensAsErrors = false,
+};
+registration.SetAction(parse =>
+{
+    var app = ChatApp.Build([.. parse.UnmatchedTokens]);
+    var yaml = RegistrationFile.Build(app.Services.GetRequiredService<IOptions<MatrixOptions>>().Value, out var generated);
+    Console.Write(yaml);
+    if (generated)
+    {
+        Console.Error.WriteLine("Matrix:AsToken / Matrix:HsToken are not configured: the tokens above were generated now. " +
+            "Configure the service with the same values (Matrix__AsToken, Matrix__HsToken).");
+    }
+});
+
 serve.Subcommands.Add(migrate);
+serve.Subcommands.Add(registration);
 serve.Subcommands.Add(token);
 return await serve.Parse(args).InvokeAsync();

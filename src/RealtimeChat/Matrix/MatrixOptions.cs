@@ -64,7 +64,10 @@ public sealed class MatrixOptions : IValidatableObject
     /// <summary>How often the dispatcher looks for due actions when nothing woke it.</summary>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
-    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(45);
+
+    /// <summary>Client mode: how long one /sync long-poll waits for events (must stay below RequestTimeout).</summary>
+    public TimeSpan SyncTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     public TimeSpan MinRetryDelay { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -92,9 +95,17 @@ public sealed class MatrixOptions : IValidatableObject
         {
             yield return new ValidationResult("Matrix:HsToken (or HsTokenFile) is required in appservice mode.", [nameof(HsToken)]);
         }
-        if (Mode == MatrixMode.Client && (AccessToken ?? AccessTokenFile) is null && (UserId is null || (Password ?? PasswordFile) is null))
+        if (Mode == MatrixMode.Client && UserId is null)
         {
-            yield return new ValidationResult("Client mode needs Matrix:AccessToken, or Matrix:UserId with Matrix:Password.", [nameof(AccessToken)]);
+            yield return new ValidationResult("Client mode needs Matrix:UserId (the service account, e.g. @nova-service:example.org).", [nameof(UserId)]);
+        }
+        if (Mode == MatrixMode.Client && (AccessToken ?? AccessTokenFile ?? Password ?? PasswordFile) is null)
+        {
+            yield return new ValidationResult("Client mode needs Matrix:AccessToken (or AccessTokenFile), or Matrix:Password (or PasswordFile).", [nameof(AccessToken)]);
+        }
+        if (SyncTimeout >= RequestTimeout)
+        {
+            yield return new ValidationResult("Matrix:SyncTimeout must be shorter than Matrix:RequestTimeout.", [nameof(SyncTimeout)]);
         }
     }
 

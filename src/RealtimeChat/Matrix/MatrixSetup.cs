@@ -60,6 +60,10 @@ public static class MatrixSetup
         services.AddSingleton<MatrixOutbox>();
         services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixOutbox>());
         services.AddSingleton<IChatEventPublisher>(provider => provider.GetRequiredService<MatrixOutbox>());
+        if (configuration.GetSection(MatrixOptions.Section).GetValue<MatrixMode>(nameof(MatrixOptions.Mode)) == MatrixMode.Client)
+        {
+            services.AddHostedService<MatrixSyncWorker>();
+        }
         services.AddHealthChecks().AddCheck<HomeserverHealthCheck>("matrix", failureStatus: HealthStatus.Degraded, tags: ["ready"]);
         return services;
     }

@@ -24,12 +24,13 @@ public sealed class BridgeHost : IAsyncDisposable
     {
         var port = FreePort();
         var appserviceUrl = new Uri($"http://127.0.0.1:{port}");
+        // In client mode the homeserver has no appservice registered (and so no exclusive namespaces).
+        var registration = mode == "Appservice" ? AppserviceRegistration.NovaChat(appserviceUrl) : null;
         var homeserver = await HomeserverEmulator.StartAsync((emulator ?? new EmulatorOptions()) with
         {
-            Appservice = AppserviceRegistration.NovaChat(appserviceUrl),
+            Appservice = registration,
             TimeScale = 0.01,
         });
-        var registration = homeserver.Options.Appservice!;
         var config = new Dictionary<string, string?>
         {
             ["urls"] = appserviceUrl.ToString(),
@@ -37,11 +38,12 @@ public sealed class BridgeHost : IAsyncDisposable
             ["Matrix:Mode"] = mode,
             ["Matrix:HomeserverUrl"] = homeserver.BaseUrl.ToString(),
             ["Matrix:ServerName"] = homeserver.ServerName,
-            ["Matrix:AsToken"] = registration.AsToken,
-            ["Matrix:HsToken"] = registration.HsToken,
+            ["Matrix:AsToken"] = registration?.AsToken,
+            ["Matrix:HsToken"] = registration?.HsToken,
             ["Matrix:PollInterval"] = "00:00:00.100",
             ["Matrix:MinRetryDelay"] = "00:00:00.050",
             ["Matrix:MaxRetryDelay"] = "00:00:01",
+            ["Matrix:SyncTimeout"] = "00:00:01",
         };
         if (mode == "Client")
         {

@@ -55,6 +55,48 @@ public sealed class CommandLineTests
         }
     }
 
+    [Fact]
+    public async Task Registration_command_prints_what_synapse_was_given_in_the_golden_recording()
+    {
+        var (exitCode, output, error) = await RunAsync(
+            "registration", "--Matrix:Enabled=true", "--Matrix:HomeserverUrl=http://127.0.0.1:8008", "--Matrix:ServerName=localhost",
+            "--Matrix:AppserviceUrl=http://127.0.0.1:9009", "--Matrix:AsToken=as_token_test_0123456789", "--Matrix:HsToken=hs_token_test_0123456789");
+        Assert.True(exitCode == 0, error);
+
+        var yaml = new YamlDotNet.Serialization.DeserializerBuilder().Build();
+        var printed = yaml.Deserialize<Dictionary<string, object>>(output);
+        var golden = yaml.Deserialize<Dictionary<string, object>>(await File.ReadAllTextAsync(Path.Combine(GoldenDirectory(), "registration-used.yaml")));
+        foreach (var key in new[] { "id", "url", "as_token", "hs_token", "sender_localpart", "rate_limited" })
+        {
+            Assert.Equal(golden[key]?.ToString(), printed[key]?.ToString());
+        }
+        var namespaces = (Dictionary<object, object>)printed["namespaces"];
+        var users = (List<object>)namespaces["users"];
+        var userNamespace = (Dictionary<object, object>)users[0];
+        Assert.Equal("true", userNamespace["exclusive"].ToString());
+        Assert.Matches((string)userNamespace["regex"], $"@nova_{Guid.NewGuid():N}:localhost");
+        Assert.DoesNotMatch((string)userNamespace["regex"], "@mallory:localhost");
+    }
+
+    [Fact]
+    public async Task Registration_command_generates_tokens_when_none_are_configured_and_says_so()
+    {
+        var (exitCode, output, error) = await RunAsync("registration", "--Matrix:ServerName=example.org");
+        Assert.True(exitCode == 0, error);
+        Assert.Matches("as_token: [0-9a-f]{64}", output);
+        Assert.Contains("generated", error);
+    }
+
+    private static string GoldenDirectory()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !Directory.Exists(Path.Combine(directory.FullName, "tests", "golden", "matrix")))
+        {
+            directory = directory.Parent;
+        }
+        return Path.Combine(directory?.FullName ?? throw new DirectoryNotFoundException("tests/golden/matrix"), "tests", "golden", "matrix");
+    }
+
     private static async Task<(int ExitCode, string Output, string Error)> RunAsync(params string[] args)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };

@@ -1,0 +1,136 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using Dapper;
+using Microsoft.Extensions.Options;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Matrix;
+
+/// <summary>
+/// Client mode's inbound path: long-polls <c>/sync</c> as the service account and applies each batch through the
+/// same handler as appservice transactions. <c>next_batch</c> is saved only after the batch is stored, so a crash
+/// replays at most one batch, which the handler absorbs (it ignores events it already holds).
+/// </summary>
+public sealed class MatrixSyncWorker(
+    ChatDatabase database,
+    MatrixApi api,
+    MatrixCredentials credentials,
+    MatrixInbound inbound,
+    IOptions<MatrixOptions> options,
+    TimeProvider time,
+    ILogger<MatrixSyncWorker> logger) : BackgroundService
+{
+    private static readonly JsonObject Filter = new()
+    {
+        ["presence"] = new JsonObject { ["not_types"] = new JsonArray("*") },
+        ["account_data"] = new JsonObject { ["not_types"] = new JsonArray("*") },
+        ["room"] = new JsonObject
+        {
+            ["timeline"] = new JsonObject { ["limit"] = 100 },
+            ["state"] = new JsonObject { ["lazy_load_members"] = true },
+            ["account_data"] = new JsonObject { ["not_types"] = new JsonArray("*") },
+        },
+    };
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var settings = options.Value;
+        var account = settings.UserId!;
+        string? filterId = null;
+        var since = await LoadSinceAsync(account, stoppingToken);
+        var failures = 0;
+        logger.LogInformation("Matrix sync loop started for {Account} from {Since}", account, since ?? "the beginning");
+
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                filterId ??= (string?)(await api.SendAsync(HttpMethod.Post, $"/_matrix/client/v3/user/{Uri.EscapeDataString(account)}/filter", null, Filter, stoppingToken))?["filter_id"];
+                var query = $"/_matrix/client/v3/sync?timeout={(int)settings.SyncTimeout.TotalMilliseconds}&filter={Uri.EscapeDataString(filterId ?? "")}";
+                if (since is not null)
+                {
+                    query += $"&since={Uri.EscapeDataString(since)}";
+                }
+                var batch = await api.SendAsync(HttpMethod.Get, query, null, null, stoppingToken) as JsonObject;
+                await ApplyAsync(batch, stoppingToken);
+                if ((string?)batch?["next_batch"] is { } next)
+                {
+                    since = next;
+                    await SaveSinceAsync(account, next);
+                }
+                failures = 0;
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (MatrixApiException ex) when (ex.Status == HttpStatusCode.BadRequest && ex.Message.Contains("Invalid stream token", StringComparison.Ordinal))
+            {
+                logger.LogError("The saved sync token was rejected; syncing from the beginning (events already held are skipped)");
+                MatrixMetrics.Errors.WithLabels("invalid_since").Inc();
+                since = null;
+            }
+            catch (Exception ex) when (ex is MatrixApiException or HttpRequestException)
+            {
+                failures++;
+                var matrix = ex as MatrixApiException;
+                if (matrix?.Status == HttpStatusCode.Unauthorized)
+                {
+                    // A revoked or wrong token: say so plainly; with a password configured, log in again.
+                    logger.LogError("Matrix rejected the service account's access token ({Errcode}); check Matrix:AccessToken", matrix.Errcode);
+                    credentials.Invalidate();
+                }
+                MatrixMetrics.Errors.WithLabels(matrix?.Errcode ?? (matrix?.Status is { } status ? ((int)status).ToString() : "unreachable")).Inc();
+                var delay = matrix?.RetryAfter ?? TimeSpan.FromTicks(Math.Min(settings.MaxRetryDelay.Ticks, settings.MinRetryDelay.Ticks << Math.Min(failures, 20)));
+                logger.LogWarning("Matrix sync failed (attempt {Attempt}), retrying in {Delay}: {Error}", failures, delay, ex.Message);
+                try
+                {
+                    await Task.Delay(delay, time, stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    private async Task ApplyAsync(JsonObject? batch, CancellationToken cancellationToken)
+    {
+        if (batch?["rooms"]?["join"] is not JsonObject joined)
+        {
+            return;
+        }
+        foreach (var (roomId, room) in joined)
+        {
+            foreach (var evt in (room?["timeline"]?["events"] as JsonArray ?? []).OfType<JsonObject>())
+            {
+                // Sync omits room_id inside a room's timeline.
+                evt["room_id"] ??= roomId;
+                await inbound.HandleAsync(evt, cancellationToken);
+            }
+            foreach (var evt in (room?["ephemeral"]?["events"] as JsonArray ?? []).OfType<JsonObject>())
+            {
+                evt["room_id"] ??= roomId;
+                await inbound.HandleEphemeralAsync(evt, cancellationToken);
+            }
+        }
+    }
+
+    private async Task<string?> LoadSinceAsync(string account, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        return await connection.QuerySingleOrDefaultAsync<string>("SELECT next_batch FROM matrix_sync_state WHERE account = @account", new { account });
+    }
+
+    private async Task SaveSinceAsync(string account, string nextBatch)
+    {
+        await using var connection = await database.OpenAsync(CancellationToken.None);
+        await connection.ExecuteAsync(
+            """
+            INSERT INTO matrix_sync_state (account, next_batch, updated_at) VALUES (@account, @nextBatch, @now)
+            ON CONFLICT (account) DO UPDATE SET next_batch = @nextBatch, updated_at = @now
+            """,
+            new { account, nextBatch, now = time.UtcNowMicros() });
+    }
+}

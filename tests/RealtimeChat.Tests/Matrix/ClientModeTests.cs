@@ -1,0 +1,89 @@
+using Dapper;
+using MatrixEmulator;
+using Microsoft.Extensions.DependencyInjection;
+using RealtimeChat.Storage;
+using RealtimeChat.Tests.Infrastructure;
+
+namespace RealtimeChat.Tests.Matrix;
+
+/// <summary>The seed's design: one service account sends for everyone and reads the rooms with /sync.</summary>
+public sealed class ClientModeTests
+{
+    [Fact]
+    public async Task Service_account_mirrors_app_messages_and_sync_brings_matrix_messages_back_live()
+    {
+        await using var bridge = await BridgeHost.StartAsync("Client");
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var client = bridge.Server.Client(alice);
+        var conversation = await client.CreateGroupAsync("Seed style", bob);
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var service = "@nova-service:localhost";
+        Assert.Contains($"@{bob:N}:localhost", bridge.Homeserver.Members(roomId, "invite"));
+
+        var sent = await client.SendAsync(conversation, "hello from the app");
+        var mirrored = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.room.message"), "the mirrored message");
+        Assert.Equal(service, mirrored.Sender);
+        Assert.Equal(alice.ToString(), (string?)mirrored.Content["io.nova.sender"]);
+        Assert.Equal($"@{alice:N}:localhost: hello from the app", mirrored.Body);
+        await BridgeHost.MatrixStateAsync(client, conversation, sent.GetProperty("id").GetGuid(), "sent");
+
+        await using var socket = await bridge.Server.ConnectAsync(alice);
+        var human = bridge.Homeserver.CreateUser("human", "humanpass");
+        await bridge.Homeserver.LoginAs(service).InviteAsync(roomId, human.UserId);
+        await human.JoinAsync(roomId);
+        // A Matrix user cannot pose as an app user by copying the service account's sender field.
+        human.Send(roomId, "m.room.message", new System.Text.Json.Nodes.JsonObject
+        {
+            ["msgtype"] = "m.text", ["body"] = "hi from matrix", ["io.nova.sender"] = alice.ToString(),
+        });
+
+        var incoming = await socket.WaitForAsync(f => f.Type == "message.new" && f.Data.GetProperty("content").GetString() == "hi from matrix");
+        Assert.NotEqual(alice, incoming.Data.GetProperty("sender_id").GetGuid());
+        Assert.Equal(RealtimeChat.Matrix.MatrixUsers.ExternalUserId(human.UserId), incoming.Data.GetProperty("sender_id").GetGuid());
+
+        // Our own message came back through /sync and was not stored again.
+        var history = await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Equal(["hello from the app", "hi from matrix"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));
+    }
+
+    [Fact]
+    public async Task Sync_resumes_from_the_saved_token_after_a_restart_without_replaying()
+    {
+        await using var bridge = await BridgeHost.StartAsync("Client");
+        var alice = Guid.NewGuid();
+        var client = bridge.Server.Client(alice);
+        var conversation = await client.CreateGroupAsync("Resume");
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var human = bridge.Homeserver.CreateUser("human", "humanpass");
+        await bridge.Homeserver.LoginAs("@nova-service:localhost").InviteAsync(roomId, human.UserId);
+        await human.JoinAsync(roomId);
+        human.SendText(roomId, "before restart");
+        await BridgeHost.EventuallyAsync(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() == 1, "the first message");
+
+        await bridge.Server.StopAsync();
+        human.SendText(roomId, "while we were down");
+        await bridge.RestartAsync();
+
+        await BridgeHost.EventuallyAsync(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() >= 2, "the missed message");
+        await Task.Delay(300);
+        var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Equal(["before restart", "while we were down"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));
+        await using var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
+        Assert.NotNull(await connection.QuerySingleOrDefaultAsync<string>("SELECT next_batch FROM matrix_sync_state"));
+    }
+
+    [Fact]
+    public async Task A_rejected_access_token_is_a_clear_error_and_a_metric_while_the_chat_keeps_working()
+    {
+        await using var bridge = await BridgeHost.StartAsync("Client", new() { ["Matrix:AccessToken"] = "revoked-token", ["Matrix:Password"] = null });
+        var alice = Guid.NewGuid();
+        var conversation = await bridge.Server.Client(alice).CreateGroupAsync("Still works");
+        await bridge.Server.Client(alice).SendAsync(conversation, "the chat does not care");
+
+        await BridgeHost.EventuallyAsync(async () =>
+            System.Text.RegularExpressions.Regex.IsMatch(await bridge.Server.Client().GetStringAsync("/metrics"), @"matrix_errors_total\{error=""M_UNKNOWN_TOKEN""\} [1-9]"),
+            "the token error metric");
+        var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Equal("pending", history.GetProperty("messages")[0].GetProperty("matrix").GetProperty("state").GetString());
+    }
+}
