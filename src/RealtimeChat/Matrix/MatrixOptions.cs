@@ -103,7 +103,7 @@ public sealed class MatrixOptions : IValidatableObject
         {
             yield return new ValidationResult("Client mode needs Matrix:AccessToken (or AccessTokenFile), or Matrix:Password (or PasswordFile).", [nameof(AccessToken)]);
         }
-        if (SyncTimeout >= RequestTimeout)
+        if (Mode == MatrixMode.Client && SyncTimeout >= RequestTimeout)
         {
             yield return new ValidationResult("Matrix:SyncTimeout must be shorter than Matrix:RequestTimeout.", [nameof(SyncTimeout)]);
         }

@@ -16,6 +16,8 @@ public sealed class BridgeFailureTests
         var client = bridge.Server.Client(alice);
         var conversation = await client.CreateGroupAsync("resilience", Guid.NewGuid());
         var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        // Room creation also joins the members; let all of it finish before a test injects its fault.
+        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the room set-up");
         return (conversation, roomId, client, alice);
     }
 
