@@ -1,7 +1,20 @@
 namespace RealtimeChat.Media;
 
-/// <summary>Where media bytes live (local directory or S3-compatible bucket). Keys are opaque to callers.</summary>
+/// <summary>
+/// Where media bytes live (local directory or S3-compatible bucket). Keys are opaque to callers. The store
+/// only ever sees ciphertext: <see cref="MediaCipher"/> seals the bytes before they reach it.
+/// </summary>
 public interface IMediaStore
 {
+    /// <summary>
+    /// Stores the bytes <paramref name="writeContent"/> writes under <paramref name="storageKey"/>. If it throws,
+    /// nothing is left under the key.
+    /// </summary>
+    Task WriteAsync(string storageKey, Func<Stream, CancellationToken, Task> writeContent, CancellationToken cancellationToken);
+
+    /// <summary>The stored bytes from <paramref name="offset"/> to the end.</summary>
+    Task<Stream> OpenReadAsync(string storageKey, long offset, CancellationToken cancellationToken);
+
+    /// <summary>Removes the object; a missing one is not an error.</summary>
     Task DeleteAsync(string storageKey, CancellationToken cancellationToken);
 }

@@ -1,21 +1,18 @@
+using Microsoft.Extensions.Options;
+
 namespace RealtimeChat.Media;
 
 public static class MediaSetup
 {
     public static IServiceCollection AddMedia(this IServiceCollection services, IConfiguration configuration)
     {
-        services.AddSingleton<IMediaStore, LocalMediaStore>();
+        services.AddOptions<MediaOptions>().Bind(configuration.GetSection(MediaOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<MediaCipher>();
+        services.AddSingleton<IMediaStore>(provider =>
+            provider.GetRequiredService<IOptions<MediaOptions>>().Value.Provider == MediaProvider.S3
+                ? ActivatorUtilities.CreateInstance<S3MediaStore>(provider)
+                : ActivatorUtilities.CreateInstance<LocalMediaStore>(provider));
+        services.AddSingleton<MediaService>();
         return services;
-    }
-
-    public static IEndpointRouteBuilder MapMedia(this IEndpointRouteBuilder routes) => routes;
-}
-
-public sealed class LocalMediaStore(Microsoft.Extensions.Options.IOptions<Storage.StorageOptions> storage) : IMediaStore
-{
-    public Task DeleteAsync(string storageKey, CancellationToken cancellationToken)
-    {
-        File.Delete(Path.Combine(storage.Value.DataDirectory, "media", storageKey));
-        return Task.CompletedTask;
     }
 }

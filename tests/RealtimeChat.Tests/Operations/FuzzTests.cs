@@ -101,7 +101,9 @@ public sealed class FuzzTests(ServerFixture fixture) : IClassFixture<ServerFixtu
 
         async Task<HttpResponseMessage> SendAsync(string method, string path, string body)
         {
-            using var request = new HttpRequestMessage(new HttpMethod(method), path);
+            // After refusing an oversized body the server closes the connection (as HTTP allows); a fresh
+            // connection per request keeps the next request from landing on a socket that is going away.
+            using var request = new HttpRequestMessage(new HttpMethod(method), path) { Headers = { ConnectionClose = true } };
             if (method is "POST" or "PATCH" or "PUT")
             {
                 request.Content = new StringContent(body, Encoding.UTF8, "application/json");
