@@ -16,6 +16,7 @@ public sealed class MatrixActionSender(
     MatrixApi api,
     MatrixIds ids,
     MessageRenderer renderer,
+    Media.MediaReader mediaFiles,
     IOptions<MatrixOptions> options,
     TimeProvider time,
     ILogger<MatrixActionSender> logger)
@@ -154,7 +155,9 @@ public sealed class MatrixActionSender(
             return null;
         }
         await EnsureGhostAsync(message.SenderId, cancellationToken);
-        var content = TextContent(message.SenderId, message.Content ?? "");
+        var content = message.Media is { } media
+            ? await MediaContentAsync(message, media, cancellationToken)
+            : TextContent(message.SenderId, message.Content ?? "");
         if (message.ReplyTo is { } parent && await EventIdOfMessageAsync(parent, cancellationToken) is { } parentEventId)
         {
             content["m.relates_to"] = new JsonObject { ["m.in_reply_to"] = new JsonObject { ["event_id"] = parentEventId } };
@@ -222,6 +225,38 @@ public sealed class MatrixActionSender(
             "SELECT matrix_event_id FROM matrix_outbox WHERE id = @id",
             new { id = added.FirstOrDefault(a => Payload<ReactionChanged>(a).Reaction == reaction.Reaction)?.Id ?? 0 });
         return eventId is null ? null : await api.RedactAsync(roomId, eventId, action.TxnId, "Reaction removed", As(reaction.UserId), cancellationToken);
+    }
+
+    /// <summary>Uploads the (decrypted) file to the homeserver's media repository and describes it as Matrix clients expect.</summary>
+    private async Task<JsonObject> MediaContentAsync(MessageDto message, MediaDto media, CancellationToken cancellationToken)
+    {
+        var download = await mediaFiles.OpenForBridgeAsync(media.Id, cancellationToken)
+            ?? throw new MatrixApiException(System.Net.HttpStatusCode.NotFound, "M_NOT_FOUND", $"Media {media.Id} is gone.");
+        string uri;
+        await using (download.Content)
+        {
+            uri = await api.UploadAsync(download.Content, media.ContentType, media.FileName, As(message.SenderId), cancellationToken);
+        }
+        var info = new JsonObject { ["mimetype"] = media.ContentType, ["size"] = media.SizeBytes };
+        if (media.DurationMs is { } duration)
+        {
+            info["duration"] = duration;
+        }
+        var content = TextContent(message.SenderId, message.Content ?? media.FileName ?? "file");
+        content["msgtype"] = message.Type switch
+        {
+            MessageKinds.Audio => "m.audio",
+            MessageKinds.Image => "m.image",
+            _ when media.ContentType.StartsWith("video/", StringComparison.OrdinalIgnoreCase) => "m.video",
+            _ => "m.file",
+        };
+        content["url"] = uri;
+        content["info"] = info;
+        if (media.FileName is not null)
+        {
+            content["filename"] = media.FileName;
+        }
+        return content;
     }
 
     private JsonObject TextContent(Guid senderId, string body)

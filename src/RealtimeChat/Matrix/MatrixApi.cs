@@ -96,6 +96,46 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
         return answer!["content_uri"]!.GetValue<string>();
     }
 
+    /// <summary>
+    /// Downloads an <c>mxc://</c> URI through authenticated media, falling back to the unauthenticated v3 path on
+    /// homeservers that predate it (Synapse 1.67 answers 400 M_UNRECOGNIZED). The caller disposes the response.
+    /// </summary>
+    public async Task<HttpResponseMessage> DownloadAsync(string mxcUri, CancellationToken cancellationToken)
+    {
+        if (!Uri.TryCreate(mxcUri, UriKind.Absolute, out var mxc) || mxc.Scheme != "mxc" || mxc.AbsolutePath.Trim('/').Length == 0)
+        {
+            throw new MatrixApiException(HttpStatusCode.BadRequest, "M_INVALID_PARAM", $"Not an mxc URI: {mxcUri}");
+        }
+        var media = $"{Uri.EscapeDataString(mxc.Authority)}/{Uri.EscapeDataString(mxc.AbsolutePath.Trim('/'))}";
+        var response = await GetMediaAsync($"/_matrix/client/v1/media/download/{media}", cancellationToken);
+        if (response.StatusCode is HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed)
+        {
+            response.Dispose();
+            response = await GetMediaAsync($"/_matrix/media/v3/download/{media}", cancellationToken);
+        }
+        if (!response.IsSuccessStatusCode)
+        {
+            var status = response.StatusCode;
+            response.Dispose();
+            throw new MatrixApiException(status, null, $"Downloading {mxcUri} failed with {(int)status}.");
+        }
+        return response;
+    }
+
+    private async Task<HttpResponseMessage> GetMediaAsync(string path, CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", await credentials.AccessTokenAsync(cancellationToken));
+        try
+        {
+            return await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new MatrixApiException(null, null, $"Homeserver unreachable: {ex.Message}");
+        }
+    }
+
     public async Task<JsonNode?> SendAsync(HttpMethod method, string path, string? asUser, object? body, CancellationToken cancellationToken)
     {
         if (asUser is not null && Settings.Mode == MatrixMode.Appservice)

@@ -19,6 +19,8 @@ public sealed class MatrixInbound(
     MatrixUsers users,
     MessageService messages,
     ConversationService conversations,
+    Media.MediaService mediaFiles,
+    MatrixApi api,
     RealtimeHub hub,
     ILogger<MatrixInbound> logger)
 {
@@ -132,7 +134,35 @@ public sealed class MatrixInbound(
             : null;
 
         var userId = await MemberAsync(conversationId, sender, cancellationToken);
+        if ((string?)content["msgtype"] is "m.audio" or "m.image" or "m.file" or "m.video" && (string?)content["url"] is { } mxc)
+        {
+            try
+            {
+                await ImportMediaAsync(conversationId, userId, eventId, content, mxc, replyTo, cancellationToken);
+                return;
+            }
+            catch (Exception ex) when (ex is ApiException or MatrixApiException)
+            {
+                // Too large, a type we do not take, or gone from the homeserver: keep the message, say what it was.
+                logger.LogWarning("Media of {EventId} not imported ({Error}); storing its description instead", eventId, ex.Message);
+                text = $"[{((string?)content["msgtype"])![2..]}] {body}";
+            }
+        }
         await messages.SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, text, null, replyTo, MatrixEventId: eventId), cancellationToken);
+    }
+
+    private async Task ImportMediaAsync(
+        Guid conversationId, Guid userId, string eventId, JsonObject content, string mxc, Guid? replyTo, CancellationToken cancellationToken)
+    {
+        var info = content["info"] as JsonObject;
+        var fileName = (string?)content["filename"] ?? (string?)content["body"];
+        using var response = await api.DownloadAsync(mxc, cancellationToken);
+        var contentType = (string?)info?["mimetype"] ?? response.Content.Headers.ContentType?.ToString();
+        int? duration = info?["duration"] is JsonValue value && value.TryGetValue<long>(out var ms) && ms is >= 0 and <= int.MaxValue ? (int)ms : null;
+        // A caption is a body that differs from the file name (newer clients); otherwise the name is the content.
+        var caption = (string?)content["filename"] is not null && (string?)content["body"] != (string?)content["filename"] ? (string?)content["body"] : null;
+        await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken);
+        await mediaFiles.ImportFromMatrixAsync(userId, conversationId, stream, contentType, Path.GetFileName(fileName), duration, caption, replyTo, eventId, cancellationToken);
     }
 
     private async Task EditAsync(Guid conversationId, string sender, string? originalEventId, JsonObject content, CancellationToken cancellationToken)

@@ -47,11 +47,14 @@ public static class MatrixSetup
         services.AddSingleton<MatrixIds>();
         services.AddSingleton<MatrixCredentials>();
         services.AddHttpClient<MatrixApi>((provider, http) =>
-        {
-            var settings = provider.GetRequiredService<IOptions<MatrixOptions>>().Value;
-            http.BaseAddress = settings.HomeserverUrl;
-            http.Timeout = settings.RequestTimeout;
-        });
+            {
+                var settings = provider.GetRequiredService<IOptions<MatrixOptions>>().Value;
+                http.BaseAddress = settings.HomeserverUrl;
+                http.Timeout = settings.RequestTimeout;
+            })
+            // The client lives in singletons (dispatcher, inbound handler): recycle connections so DNS changes are seen.
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
+            .SetHandlerLifetime(Timeout.InfiniteTimeSpan);
         services.AddSingleton<MatrixActionSender>();
         services.AddSingleton<MatrixDispatcher>();
         services.AddHostedService(provider => provider.GetRequiredService<MatrixDispatcher>());

@@ -22,7 +22,7 @@ public static class MediaEndpoints
             .RequireRateLimiting(MessageEndpoints.SendRateLimitPolicy)
             .WithSummary("Send a voice message: as /media, but only audio/* files");
 
-        routes.MapGet("/api/v1/media/{mediaId}", async (Guid mediaId, ClaimsPrincipal user, MediaService media, HttpResponse response, CancellationToken ct) =>
+        routes.MapGet("/api/v1/media/{mediaId}", async (Guid mediaId, ClaimsPrincipal user, MediaReader media, HttpResponse response, CancellationToken ct) =>
             {
                 var download = await media.OpenAsync(user.UserId(), mediaId, ct);
                 var disposition = new ContentDispositionHeaderValue("inline");

@@ -13,7 +13,6 @@ using RealtimeChat.Storage;
 namespace RealtimeChat.Media;
 
 /// <summary>A stored file opened for reading: its plaintext as a seekable stream, and what to tell the client.</summary>
-public sealed record MediaDownload(Stream Content, string ContentType, string? FileName, DateTimeOffset CreatedAt);
 
 /// <summary>
 /// Uploads (a file plus the message that carries it) and downloads of media. The file is encrypted while it
@@ -72,7 +71,7 @@ public sealed class MediaService(
                 switch (name)
                 {
                     case "file":
-                        file = await StoreFileAsync(section, disposition, audioOnly, cancellationToken);
+                        file = await StoreFileAsync(section.Body, section.ContentType, SafeFileName(disposition), audioOnly, cancellationToken);
                         break;
                     case "caption":
                         form.Caption = await ReadCaptionAsync(section, cancellationToken);
@@ -97,23 +96,7 @@ public sealed class MediaService(
                 throw ApiException.BadRequest("file_required", "The form has no 'file' part.");
             }
 
-            var stored = file;
-            var (message, created) = await messages.SendAsync(
-                userId, conversationId,
-                new NewMessage(stored.Kind, form.Caption ?? stored.FileName ?? "", form.ClientMessageId, form.ReplyTo, stored.MediaId),
-                cancellationToken,
-                write => write.ExecuteAsync(
-                    """
-                    INSERT INTO media (id, conversation_id, uploader_id, storage_key, content_type, size_bytes, duration_ms, file_name, wrapped_key, created_at)
-                    VALUES (@MediaId, @conversationId, @userId, @StorageKey, @ContentType, @SizeBytes, @DurationMs, @FileName, @WrappedKey, @now)
-                    """,
-                    new { stored.MediaId, conversationId, userId, stored.StorageKey, stored.ContentType, stored.SizeBytes, form.DurationMs, stored.FileName, stored.WrappedKey, now = time.UtcNowMicros() }));
-            if (!created)
-            {
-                // A retry of an earlier upload: the original message keeps its own file.
-                await DiscardAsync(stored.StorageKey);
-            }
-            return (message, created);
+            return await SendWithFileAsync(userId, conversationId, file, form.Caption, form.DurationMs, form.ClientMessageId, form.ReplyTo, null, cancellationToken);
         }
         catch
         {
@@ -125,39 +108,55 @@ public sealed class MediaService(
         }
     }
 
-    /// <summary>The file, if <paramref name="userId"/> is a member of its conversation; otherwise 404 as for an unknown id.</summary>
-    public async Task<MediaDownload> OpenAsync(Guid userId, Guid mediaId, CancellationToken cancellationToken)
+    /// <summary>Stores a file that arrived from Matrix and the message that carries it, as <paramref name="userId"/>.</summary>
+    public async Task<MessageDto> ImportFromMatrixAsync(
+        Guid userId, Guid conversationId, Stream content, string? contentType, string? fileName, int? durationMs, string? caption,
+        Guid? replyTo, string matrixEventId, CancellationToken cancellationToken)
     {
-        MediaRow? row;
-        await using (var connection = await database.OpenAsync(cancellationToken))
+        var file = await StoreFileAsync(content, contentType, fileName, audioOnly: false, cancellationToken);
+        try
         {
-            row = await connection.QuerySingleOrDefaultAsync<MediaRow>(
+            return (await SendWithFileAsync(userId, conversationId, file, caption, durationMs, null, replyTo, matrixEventId, cancellationToken)).Message;
+        }
+        catch
+        {
+            await DiscardAsync(file.StorageKey);
+            throw;
+        }
+    }
+
+    private async Task<(MessageDto Message, bool Created)> SendWithFileAsync(
+        Guid userId, Guid conversationId, StoredFile stored, string? caption, int? durationMs, string? clientMessageId, Guid? replyTo,
+        string? matrixEventId, CancellationToken cancellationToken)
+    {
+        var (message, created) = await messages.SendAsync(
+            userId, conversationId,
+            new NewMessage(stored.Kind, caption ?? stored.FileName ?? "", clientMessageId, replyTo, stored.MediaId, matrixEventId),
+            cancellationToken,
+            write => write.ExecuteAsync(
                 """
-                SELECT md.id, md.storage_key, md.content_type, md.size_bytes, md.file_name, md.wrapped_key, md.created_at
-                  FROM media md
-                  JOIN conversation_members cm ON cm.conversation_id = md.conversation_id AND cm.user_id = @userId
-                 WHERE md.id = @mediaId
+                INSERT INTO media (id, conversation_id, uploader_id, storage_key, content_type, size_bytes, duration_ms, file_name, wrapped_key, created_at)
+                VALUES (@MediaId, @conversationId, @userId, @StorageKey, @ContentType, @SizeBytes, @durationMs, @FileName, @WrappedKey, @now)
                 """,
-                new { mediaId, userId });
-        }
-        if (row is null)
+                new { stored.MediaId, conversationId, userId, stored.StorageKey, stored.ContentType, stored.SizeBytes, durationMs, stored.FileName, stored.WrappedKey, now = time.UtcNowMicros() }));
+        if (!created)
         {
-            throw ApiException.NotFound("media_not_found", "No such media.");
+            // A retry of an earlier upload: the original message keeps its own file.
+            await DiscardAsync(stored.StorageKey);
         }
-        var sealer = mediaCipher.OpenKey(row.WrappedKey, row.Id);
-        return new MediaDownload(new MediaReadStream(store, row.StorageKey, sealer, row.SizeBytes), row.ContentType, row.FileName, row.CreatedAt);
+        return (message, created);
     }
 
     private async Task<StoredFile> StoreFileAsync(
-        MultipartSection section, ContentDispositionHeaderValue disposition, bool audioOnly, CancellationToken cancellationToken)
+        Stream body, string? contentTypeHeader, string? fileName, bool audioOnly, CancellationToken cancellationToken)
     {
-        var contentType = AcceptedContentType(section.ContentType, audioOnly);
+        var contentType = AcceptedContentType(contentTypeHeader, audioOnly);
         var kind = contentType.StartsWith("audio/", StringComparison.OrdinalIgnoreCase) ? MessageKinds.Audio
             : contentType.StartsWith("image/", StringComparison.OrdinalIgnoreCase) ? MessageKinds.Image
             : MessageKinds.File;
 
         var plaintext = new byte[MediaCipher.ChunkSize];
-        var filled = await ReadChunkAsync(section.Body, plaintext, cancellationToken);
+        var filled = await ReadChunkAsync(body, plaintext, cancellationToken);
         if (filled == 0)
         {
             throw ApiException.BadRequest("empty_file", "The file is empty.");
@@ -187,7 +186,7 @@ public sealed class MediaService(
                         sealer.Seal(index, plaintext.AsSpan(0, filled), sealedChunk);
                         await destination.WriteAsync(sealedChunk.AsMemory(0, filled + MediaCipher.TagSize), token);
                         // A short chunk means the part ended.
-                        filled = filled < MediaCipher.ChunkSize ? 0 : await ReadChunkAsync(section.Body, plaintext, token);
+                        filled = filled < MediaCipher.ChunkSize ? 0 : await ReadChunkAsync(body, plaintext, token);
                     }
                 }, cancellationToken);
             }
@@ -198,7 +197,7 @@ public sealed class MediaService(
             await DiscardAsync(storageKey);
             throw;
         }
-        return new StoredFile(mediaId, storageKey, kind, contentType, size, SafeFileName(disposition), wrappedKey);
+        return new StoredFile(mediaId, storageKey, kind, contentType, size, fileName, wrappedKey);
     }
 
     private string AcceptedContentType(string? header, bool audioOnly)
@@ -322,15 +321,4 @@ public sealed class MediaService(
     }
 
     private sealed record StoredFile(Guid MediaId, string StorageKey, string Kind, string ContentType, long SizeBytes, string? FileName, byte[] WrappedKey);
-
-    private sealed class MediaRow
-    {
-        public Guid Id { get; init; }
-        public string StorageKey { get; init; } = "";
-        public string ContentType { get; init; } = "";
-        public long SizeBytes { get; init; }
-        public string? FileName { get; init; }
-        public byte[] WrappedKey { get; init; } = [];
-        public DateTimeOffset CreatedAt { get; init; }
-    }
 }

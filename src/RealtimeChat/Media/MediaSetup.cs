@@ -13,6 +13,7 @@ public static class MediaSetup
                 ? ActivatorUtilities.CreateInstance<S3MediaStore>(provider)
                 : ActivatorUtilities.CreateInstance<LocalMediaStore>(provider));
         services.AddSingleton<MediaService>();
+        services.AddSingleton<MediaReader>();
         return services;
     }
 }
