@@ -21,7 +21,8 @@ public sealed record AddMemberRequest(Guid? UserId, MemberRole? Role);
 
 public sealed record UpdateMemberRequest(MemberRole? Role);
 
-public sealed record MemberDto(Guid UserId, MemberRole Role, DateTimeOffset JoinedAt, long LastReadSeq);
+/// <param name="MatrixUserId">Set for a participant who is a Matrix user, not an app user (mirrored rooms only).</param>
+public sealed record MemberDto(Guid UserId, MemberRole Role, DateTimeOffset JoinedAt, long LastReadSeq, string? MatrixUserId = null, string? DisplayName = null);
 
 public sealed record LastMessagePreview(Guid Id, Guid SenderId, string Type, string? Preview, bool Deleted, DateTimeOffset CreatedAt);
 
@@ -66,8 +67,17 @@ internal sealed class MemberRow
     public string Role { get; init; } = "";
     public DateTimeOffset JoinedAt { get; init; }
     public long LastReadSeq { get; init; }
+    public string? MatrixUserId { get; init; }
+    public string? DisplayName { get; init; }
 
-    public MemberDto ToDto() => new(UserId, Roles.Parse(Role), JoinedAt, LastReadSeq);
+    public const string Select =
+        """
+        SELECT cm.conversation_id, cm.user_id, cm.role, cm.joined_at, cm.last_read_seq, mx.matrix_user_id, mx.display_name
+          FROM conversation_members cm
+          LEFT JOIN matrix_external_users mx ON mx.user_id = cm.user_id
+        """;
+
+    public MemberDto ToDto() => new(UserId, Roles.Parse(Role), JoinedAt, LastReadSeq, MatrixUserId, DisplayName);
 }
 
 internal static class Roles

@@ -137,7 +137,7 @@ public sealed class ConversationService(
             ConversationSelect + " WHERE m.user_id = @userId AND c.id = @conversationId",
             new { userId, conversationId }) ?? throw ApiException.ConversationNotFound();
         var members = await connection.QueryAsync<MemberRow>(
-            "SELECT * FROM conversation_members WHERE conversation_id = @conversationId ORDER BY joined_at, user_id",
+            MemberRow.Select + " WHERE cm.conversation_id = @conversationId ORDER BY cm.joined_at, cm.user_id",
             new { conversationId });
         var previews = row.LastMessageId is { } lastId
             ? await renderer.PreviewsAsync(connection, [lastId], cancellationToken)
@@ -172,7 +172,7 @@ public sealed class ConversationService(
         await using var connection = await database.OpenAsync(cancellationToken);
         await connection.RequireMemberAsync(conversationId, userId);
         var rows = await connection.QueryAsync<MemberRow>(
-            "SELECT * FROM conversation_members WHERE conversation_id = @conversationId ORDER BY joined_at, user_id",
+            MemberRow.Select + " WHERE cm.conversation_id = @conversationId ORDER BY cm.joined_at, cm.user_id",
             new { conversationId });
         return rows.Select(r => r.ToDto()).ToList();
     }
@@ -297,7 +297,7 @@ public sealed class ConversationService(
 
     /// <summary>A Matrix user joined the mirrored room: they become a member (no app permission applies; the room's did).</summary>
     /// <returns>False if they were a member already.</returns>
-    public async Task<bool> JoinFromMatrixAsync(Guid conversationId, Guid userId, CancellationToken cancellationToken)
+    public async Task<bool> JoinFromMatrixAsync(Guid conversationId, Guid userId, string? matrixUserId, string? displayName, CancellationToken cancellationToken)
     {
         var now = time.UtcNowMicros();
         await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, EventOrigin.Matrix);
@@ -313,7 +313,8 @@ public sealed class ConversationService(
             return false;
         }
         var seq = await write.NextSequenceAsync(conversationId, now);
-        await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MemberAdded, userId, now, new MemberAdded(new MemberDto(userId, MemberRole.Member, now, 0), userId));
+        await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MemberAdded, userId, now,
+            new MemberAdded(new MemberDto(userId, MemberRole.Member, now, 0, matrixUserId, displayName), userId));
         await write.CommitAsync(cancellationToken);
         return true;
     }

@@ -17,6 +17,7 @@ public sealed class MatrixActionSender(
     MatrixIds ids,
     MessageRenderer renderer,
     Media.MediaReader mediaFiles,
+    RecordedEventIds recorded,
     IOptions<MatrixOptions> options,
     TimeProvider time,
     ILogger<MatrixActionSender> logger)
@@ -165,6 +166,7 @@ public sealed class MatrixActionSender(
         var eventId = await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), cancellationToken);
         await using var connection = await database.OpenAsync(CancellationToken.None);
         await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = @eventId WHERE id = @id", new { eventId, id = message.Id });
+        recorded.Recorded(eventId);
         return eventId;
     }
 
@@ -211,6 +213,7 @@ public sealed class MatrixActionSender(
         await connection.ExecuteAsync(
             "UPDATE message_reactions SET matrix_event_id = @eventId WHERE message_id = @MessageId AND user_id = @UserId AND reaction = @Reaction",
             new { eventId, reaction.MessageId, reaction.UserId, reaction.Reaction });
+        recorded.Recorded(eventId);
         return eventId;
     }
 

@@ -22,9 +22,12 @@ public sealed class MatrixInbound(
     Media.MediaService mediaFiles,
     MatrixApi api,
     RealtimeHub hub,
+    RecordedEventIds recorded,
+    TimeProvider time,
     ILogger<MatrixInbound> logger)
 {
-    public async Task HandleAsync(JsonObject evt, CancellationToken cancellationToken)
+    /// <param name="deferrable">Whether a relation to an event we do not know yet may wait for it (false when replaying one that waited).</param>
+    public async Task HandleAsync(JsonObject evt, CancellationToken cancellationToken, bool deferrable = true)
     {
         MatrixMetrics.SyncEvents.Inc();
         var type = (string?)evt["type"];
@@ -62,11 +65,31 @@ public sealed class MatrixInbound(
                     break;
             }
         }
+        catch (TargetNotYetKnownException waiting)
+        {
+            if (deferrable)
+            {
+                // Usually one of our own events whose id the dispatcher is recording at this very moment.
+                await DeferAsync(eventId, waiting.TargetEventId, evt, cancellationToken);
+            }
+        }
         catch (ApiException ex)
         {
             // The app's rules refuse it (an edit by someone other than the sender, a reaction to a deleted message…).
             logger.LogInformation("Matrix {Type} {EventId} from {Sender} not applied: {Code} {Detail}", type, eventId, sender, ex.Code, ex.Message);
         }
+    }
+
+    private async Task DeferAsync(string eventId, string targetEventId, JsonObject evt, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await connection.ExecuteAsync(
+            """
+            INSERT INTO matrix_deferred_events (event_id, target_event_id, payload, received_at) VALUES (@eventId, @targetEventId, @payload, @now)
+            ON CONFLICT (event_id) DO NOTHING
+            """,
+            new { eventId, targetEventId, payload = evt.ToJsonString(), now = time.UtcNowMicros() });
+        logger.LogDebug("Matrix event {EventId} waits for {TargetEventId}", eventId, targetEventId);
     }
 
     /// <summary>Typing notices and read receipts, when the homeserver sends ephemeral events.</summary>
@@ -139,6 +162,7 @@ public sealed class MatrixInbound(
             try
             {
                 await ImportMediaAsync(conversationId, userId, eventId, content, mxc, replyTo, cancellationToken);
+                recorded.Recorded(eventId);
                 return;
             }
             catch (Exception ex) when (ex is ApiException or MatrixApiException)
@@ -149,6 +173,7 @@ public sealed class MatrixInbound(
             }
         }
         await messages.SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, text, null, replyTo, MatrixEventId: eventId), cancellationToken);
+        recorded.Recorded(eventId);
     }
 
     private async Task ImportMediaAsync(
@@ -167,10 +192,12 @@ public sealed class MatrixInbound(
 
     private async Task EditAsync(Guid conversationId, string sender, string? originalEventId, JsonObject content, CancellationToken cancellationToken)
     {
-        if (originalEventId is null || await MessageByEventAsync(conversationId, originalEventId, cancellationToken) is not { } original)
+        if (originalEventId is null)
         {
             return;
         }
+        var original = await MessageByEventAsync(conversationId, originalEventId, cancellationToken)
+            ?? throw new TargetNotYetKnownException(originalEventId);
         var editor = await users.AppUserIdAsync(sender, null, cancellationToken);
         if (editor != original.SenderId)
         {
@@ -185,11 +212,11 @@ public sealed class MatrixInbound(
     private async Task ReactionAsync(Guid conversationId, string sender, string eventId, JsonObject content, CancellationToken cancellationToken)
     {
         var relation = content["m.relates_to"];
-        if ((string?)relation?["rel_type"] != "m.annotation" || (string?)relation["key"] is not { } key ||
-            (string?)relation["event_id"] is not { } target || await MessageByEventAsync(conversationId, target, cancellationToken) is not { } message)
+        if ((string?)relation?["rel_type"] != "m.annotation" || (string?)relation["key"] is not { } key || (string?)relation["event_id"] is not { } target)
         {
             return;
         }
+        var message = await MessageByEventAsync(conversationId, target, cancellationToken) ?? throw new TargetNotYetKnownException(target);
         var userId = await MemberAsync(conversationId, sender, cancellationToken);
         await messages.AddReactionAsync(userId, conversationId, message.Id, key, cancellationToken, eventId);
     }
@@ -213,7 +240,11 @@ public sealed class MatrixInbound(
              WHERE r.matrix_event_id = @redacts AND m.conversation_id = @conversationId
             """,
             new { redacts, conversationId });
-        if (reaction is not null && reaction.UserId == redactor)
+        if (reaction is null)
+        {
+            throw new TargetNotYetKnownException(redacts);
+        }
+        if (reaction.UserId == redactor)
         {
             await messages.RemoveReactionAsync(redactor, conversationId, reaction.MessageId, reaction.Reaction, cancellationToken, EventOrigin.Matrix);
         }
@@ -225,11 +256,12 @@ public sealed class MatrixInbound(
         {
             return;
         }
-        var userId = await users.AppUserIdAsync(target, (string?)content["displayname"], cancellationToken);
+        var displayName = (string?)content["displayname"];
+        var userId = await users.AppUserIdAsync(target, displayName, cancellationToken);
         switch ((string?)content["membership"])
         {
             case "join":
-                await conversations.JoinFromMatrixAsync(conversationId, userId, cancellationToken);
+                await conversations.JoinFromMatrixAsync(conversationId, userId, ExternalId(target, userId), displayName, cancellationToken);
                 break;
             case "leave" or "ban":
                 Guid? removedBy = sender == target ? null : await users.AppUserIdAsync(sender, null, cancellationToken);
@@ -242,9 +274,13 @@ public sealed class MatrixInbound(
     private async Task<Guid> MemberAsync(Guid conversationId, string sender, CancellationToken cancellationToken)
     {
         var userId = await users.AppUserIdAsync(sender, null, cancellationToken);
-        await conversations.JoinFromMatrixAsync(conversationId, userId, cancellationToken);
+        await conversations.JoinFromMatrixAsync(conversationId, userId, ExternalId(sender, userId), null, cancellationToken);
         return userId;
     }
+
+    /// <summary>The Matrix id to show for a member who is not an app user (null for app users).</summary>
+    private static string? ExternalId(string matrixUserId, Guid userId) =>
+        userId == MatrixUsers.ExternalUserId(matrixUserId) ? matrixUserId : null;
 
     private async Task<Guid?> ConversationOfRoomAsync(string roomId, CancellationToken cancellationToken)
     {
@@ -259,6 +295,11 @@ public sealed class MatrixInbound(
         return await connection.QuerySingleOrDefaultAsync<MessageRef>(
             "SELECT id, sender_id, seq FROM messages WHERE matrix_event_id = @eventId AND conversation_id = @conversationId",
             new { eventId, conversationId });
+    }
+
+    private sealed class TargetNotYetKnownException(string targetEventId) : Exception($"Target {targetEventId} is not known yet.")
+    {
+        public string TargetEventId { get; } = targetEventId;
     }
 
     private sealed class MessageRef

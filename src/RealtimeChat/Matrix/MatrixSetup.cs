@@ -58,6 +58,8 @@ public static class MatrixSetup
         services.AddSingleton<MatrixActionSender>();
         services.AddSingleton<MatrixDispatcher>();
         services.AddHostedService(provider => provider.GetRequiredService<MatrixDispatcher>());
+        services.AddSingleton<RecordedEventIds>();
+        services.AddHostedService<MatrixDeferredWorker>();
         services.AddSingleton<MatrixUsers>();
         services.AddSingleton<MatrixInbound>();
         services.AddSingleton<MatrixOutbox>();

@@ -170,4 +170,39 @@ public sealed class BridgeFailureTests
         Assert.Equal(System.Net.HttpStatusCode.OK, ready.StatusCode);
         Assert.Equal("Degraded", await ready.Content.ReadAsStringAsync());
     }
+
+    [Fact]
+    public async Task A_crash_between_creating_the_room_and_saving_the_mapping_does_not_make_a_second_room()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+
+        // As if we died right after createRoom answered: the mapping was never saved and the action is still due.
+        await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
+        {
+            await connection.ExecuteAsync("DELETE FROM matrix_room_mapping");
+            await connection.ExecuteAsync("UPDATE matrix_outbox SET status = 'pending' WHERE action = 'create_room'");
+        }
+        await bridge.RestartAsync();
+        await alice.SendAsync(conversation, "after the crash");
+
+        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Contains("after the crash"), "the message in the original room");
+        Assert.Single(bridge.Homeserver.Rooms, r => r.Name == "resilience");
+    }
+
+    [Fact]
+    public async Task A_room_held_back_by_the_homeserver_does_not_hold_back_other_rooms()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (stuck, stuckRoom, stuckSender, _) = await RoomAsync(bridge);
+        var (free, freeRoom, freeSender, _) = await RoomAsync(bridge);
+        using var throttled = bridge.Homeserver.Faults.Inject(Fault.RateLimited(TimeSpan.FromSeconds(30)).On("PUT", $"/rooms/{stuckRoom}/send/"));
+
+        await stuckSender.SendAsync(stuck, "waits");
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.Count($"/rooms/{stuckRoom}/send/") >= 1, "the throttled attempt");
+        await freeSender.SendAsync(free, "goes through");
+
+        await BridgeHost.EventuallyAsync(() => Bodies(bridge, freeRoom).Contains("goes through"), "the other room's message");
+        Assert.Empty(Bodies(bridge, stuckRoom));
+    }
 }

@@ -32,6 +32,11 @@ public sealed class InboundBridgeTests
         var joined = await socket.WaitForAsync(f => f.Type == "member.added");
         var humanId = joined.Data.GetProperty("member").GetProperty("user_id").GetGuid();
         Assert.NotEqual(alice, humanId);
+        Assert.Equal(human.UserId, joined.Data.GetProperty("member").GetProperty("matrix_user_id").GetString());
+        var members = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/members");
+        var external = members.EnumerateArray().Single(m => m.GetProperty("user_id").GetGuid() == humanId);
+        Assert.Equal(human.UserId, external.GetProperty("matrix_user_id").GetString());
+        Assert.Equal("Hugh Mann", external.GetProperty("display_name").GetString());
 
         var textEvent = human.SendHtml(roomId, "hello from matrix", "<b>hello</b> from <script>alert(1)</script>matrix");
         var message = await socket.WaitForAsync(f => f.Type == "message.new");
@@ -165,6 +170,39 @@ public sealed class InboundBridgeTests
         await socket.WaitForAsync(f => f.Type == "message.new");
         var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
         Assert.Equal(["delivered twice, stored once"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));
+    }
+
+    [Fact]
+    public async Task A_relation_that_arrives_before_its_target_waits_for_it_instead_of_being_lost()
+    {
+        var (bridge, conversation, roomId, alice, _, socket) = await SetUpAsync();
+        await using var _ = bridge;
+        await using var __ = socket;
+        await using var transactions = new TransactionClient(bridge);
+
+        var early = new JsonObject
+        {
+            ["events"] = new JsonArray(new JsonObject
+            {
+                ["type"] = "m.reaction", ["room_id"] = roomId, ["sender"] = "@early:localhost", ["event_id"] = "$reaction-first",
+                ["content"] = new JsonObject { ["m.relates_to"] = new JsonObject { ["rel_type"] = "m.annotation", ["event_id"] = "$target-later", ["key"] = "👀" } },
+            }),
+        };
+        var late = new JsonObject
+        {
+            ["events"] = new JsonArray(new JsonObject
+            {
+                ["type"] = "m.room.message", ["room_id"] = roomId, ["sender"] = "@early:localhost", ["event_id"] = "$target-later",
+                ["content"] = new JsonObject { ["msgtype"] = "m.text", ["body"] = "the target" },
+            }),
+        };
+        Assert.Equal(HttpStatusCode.OK, (await transactions.PutAsync("order-1", early)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await transactions.PutAsync("order-2", late)).StatusCode);
+
+        var reaction = await socket.WaitForAsync(f => f.Type == "reaction.added");
+        Assert.Equal("👀", reaction.Data.GetProperty("reaction").GetString());
+        var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Equal("👀", history.GetProperty("messages")[0].GetProperty("reactions")[0].GetProperty("reaction").GetString());
     }
 
     /// <summary>Talks to the service's appservice endpoints as the homeserver would.</summary>

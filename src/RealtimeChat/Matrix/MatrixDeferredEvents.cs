@@ -1,0 +1,105 @@
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+using Dapper;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Matrix;
+
+/// <summary>Event ids the bridge has just recorded for its own sends; relations waiting on them can now apply.</summary>
+public sealed class RecordedEventIds
+{
+    private readonly Channel<string> _recorded = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true });
+
+    public void Recorded(string eventId) => _recorded.Writer.TryWrite(eventId);
+
+    public ChannelReader<string> Reader => _recorded.Reader;
+}
+
+/// <summary>
+/// Applies deferred Matrix relations (reactions, edits, redactions whose target event we did not know yet) once
+/// the target is recorded, and sweeps for any whose target appeared while we were not looking. Ones whose target
+/// never appears are dropped after a day with a log line: they relate to an event outside this conversation.
+/// </summary>
+public sealed class MatrixDeferredWorker(
+    ChatDatabase database, RecordedEventIds recorded, MatrixInbound inbound, TimeProvider time, ILogger<MatrixDeferredWorker> logger) : BackgroundService
+{
+    private static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan GiveUpAfter = TimeSpan.FromDays(1);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var nextSweep = time.GetUtcNow() + SweepInterval;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                wait.CancelAfter(Max(nextSweep - time.GetUtcNow(), TimeSpan.Zero));
+                string? target = null;
+                try
+                {
+                    target = await recorded.Reader.ReadAsync(wait.Token);
+                }
+                catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+                {
+                }
+                if (target is not null)
+                {
+                    await ApplyAsync("target_event_id = @target", new { target }, stoppingToken);
+                }
+                if (time.GetUtcNow() >= nextSweep)
+                {
+                    await ApplyAsync(
+                        "target_event_id IN (SELECT matrix_event_id FROM messages WHERE matrix_event_id IS NOT NULL) " +
+                        "OR target_event_id IN (SELECT matrix_event_id FROM message_reactions WHERE matrix_event_id IS NOT NULL)",
+                        null, stoppingToken);
+                    await ExpireAsync(stoppingToken);
+                    nextSweep = time.GetUtcNow() + SweepInterval;
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex)
+            {
+                logger.LogError(ex, "Applying deferred Matrix events failed; retrying on the next sweep");
+            }
+        }
+    }
+
+    private async Task ApplyAsync(string where, object? parameters, CancellationToken cancellationToken)
+    {
+        List<Deferred> due;
+        await using (var connection = await database.OpenAsync(cancellationToken))
+        {
+            due = (await connection.QueryAsync<Deferred>(
+                $"SELECT event_id, payload FROM matrix_deferred_events WHERE {where} ORDER BY received_at", parameters)).AsList();
+        }
+        foreach (var deferred in due)
+        {
+            await inbound.HandleAsync((JsonObject)JsonNode.Parse(deferred.Payload)!, cancellationToken, deferrable: false);
+            await using var connection = await database.OpenAsync(cancellationToken);
+            await connection.ExecuteAsync("DELETE FROM matrix_deferred_events WHERE event_id = @EventId", new { deferred.EventId });
+        }
+    }
+
+    private async Task ExpireAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var expired = await connection.ExecuteAsync(
+            "DELETE FROM matrix_deferred_events WHERE received_at < @cutoff", new { cutoff = time.UtcNowMicros() - GiveUpAfter });
+        if (expired > 0)
+        {
+            logger.LogWarning("Dropped {Count} Matrix relations whose target event never became known", expired);
+        }
+    }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    private sealed class Deferred
+    {
+        public string EventId { get; init; } = "";
+        public string Payload { get; init; } = "";
+    }
+}
