@@ -22,6 +22,8 @@ public sealed class MatrixDispatcher(
 
     private readonly SemaphoreSlim _wake = new(0, 1);
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
+    private DateTimeOffset _nextBacklogReading;
+    private DateTimeOffset _nextRetentionSweep;
 
     public void Wake()
     {
@@ -62,7 +64,17 @@ public sealed class MatrixDispatcher(
                         }
                     }
                 }
-                await RecordBacklogAsync(stoppingToken);
+                // Wake-ups come once per stored change under load; the gauges need not.
+                if (time.GetUtcNow() >= _nextBacklogReading)
+                {
+                    await RecordBacklogAsync(stoppingToken);
+                    _nextBacklogReading = time.GetUtcNow() + settings.PollInterval;
+                }
+                if (time.GetUtcNow() >= _nextRetentionSweep)
+                {
+                    await ForgetOldRowsAsync(stoppingToken);
+                    _nextRetentionSweep = time.GetUtcNow() + TimeSpan.FromHours(1);
+                }
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -212,6 +224,20 @@ public sealed class MatrixDispatcher(
             "SELECT COUNT(*) AS depth, MIN(created_at) AS oldest FROM matrix_outbox WHERE status = 'pending'");
         MatrixMetrics.OutboxDepth.Set(backlog.Depth);
         MatrixMetrics.OldestPendingAge.Set(backlog.Oldest is { } oldest ? (time.GetUtcNow() - oldest).TotalSeconds : 0);
+    }
+
+    /// <summary>
+    /// Sent actions and seen transaction ids are only needed for a while (redelivery, retries). Sent reactions are
+    /// kept: removing a reaction later redacts the event its action produced.
+    /// </summary>
+    private async Task ForgetOldRowsAsync(CancellationToken cancellationToken)
+    {
+        var cutoff = time.UtcNowMicros() - options.Value.Retention;
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await connection.ExecuteAsync(
+            "DELETE FROM matrix_outbox WHERE status = 'sent' AND action <> @react AND sent_at < @cutoff",
+            new { react = MatrixActions.React, cutoff });
+        await connection.ExecuteAsync("DELETE FROM matrix_appservice_transactions WHERE received_at < @cutoff", new { cutoff });
     }
 
     private sealed class Backlog

@@ -73,6 +73,9 @@ public sealed class MatrixOptions : IValidatableObject
 
     public TimeSpan MaxRetryDelay { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>How long sent outbox rows and seen appservice transaction ids are kept.</summary>
+    public TimeSpan Retention { get; set; } = TimeSpan.FromDays(7);
+
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
         if (!Enabled)
