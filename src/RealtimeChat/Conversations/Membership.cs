@@ -15,10 +15,4 @@ public static class Membership
             new { conversationId, userId }, transaction);
         return role is null ? throw ApiException.ConversationNotFound() : Roles.Parse(role);
     }
-
-    public static async Task<IReadOnlyList<Guid>> MemberIdsAsync(
-        this DbConnection connection, Guid conversationId, DbTransaction? transaction = null) =>
-        (await connection.QueryAsync<Guid>(
-            "SELECT user_id FROM conversation_members WHERE conversation_id = @conversationId",
-            new { conversationId }, transaction)).AsList();
 }

@@ -222,11 +222,14 @@ public sealed class MatrixActionSender(
         // The reaction row is gone; the add's outbox row remembers the event it produced.
         await using var connection = await database.OpenAsync(cancellationToken);
         var added = await connection.QueryAsync<OutboxAction>(
-            "SELECT * FROM matrix_outbox WHERE conversation_id = @ConversationId AND action = @react AND message_id = @MessageId AND actor_id = @UserId AND id < @Id ORDER BY id DESC",
+            """
+            SELECT * FROM matrix_outbox
+             WHERE conversation_id = @ConversationId AND action = @react AND message_id = @MessageId AND actor_id = @UserId
+               AND id < @Id AND matrix_event_id IS NOT NULL
+             ORDER BY id DESC
+            """,
             new { action.ConversationId, react = MatrixActions.React, reaction.MessageId, reaction.UserId, action.Id });
-        var eventId = await connection.QuerySingleOrDefaultAsync<string>(
-            "SELECT matrix_event_id FROM matrix_outbox WHERE id = @id",
-            new { id = added.FirstOrDefault(a => Payload<ReactionChanged>(a).Reaction == reaction.Reaction)?.Id ?? 0 });
+        var eventId = added.FirstOrDefault(a => Payload<ReactionChanged>(a).Reaction == reaction.Reaction)?.MatrixEventId;
         return eventId is null ? null : await api.RedactAsync(roomId, eventId, action.TxnId, "Reaction removed", As(reaction.UserId), cancellationToken);
     }
 

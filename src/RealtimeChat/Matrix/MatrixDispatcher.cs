@@ -260,6 +260,7 @@ public sealed class OutboxAction
     public string TxnId { get; init; } = "";
     public int Attempts { get; init; }
     public DateTimeOffset NextAttemptAt { get; init; }
+    public string? MatrixEventId { get; init; }
 }
 
 /// <summary>The action depends on something that is not there yet (e.g. its room); try again later.</summary>

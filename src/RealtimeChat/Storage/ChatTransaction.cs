@@ -38,9 +38,6 @@ public sealed class ChatTransaction : IAsyncDisposable
     public Task<T?> QuerySingleOrDefaultAsync<T>(string sql, object? parameters = null) =>
         Connection.QuerySingleOrDefaultAsync<T>(sql, parameters, Transaction);
 
-    public Task<IEnumerable<T>> QueryAsync<T>(string sql, object? parameters = null) =>
-        Connection.QueryAsync<T>(sql, parameters, Transaction);
-
     /// <summary>Takes the conversation's next sequence number and records activity time.</summary>
     public Task<long> NextSequenceAsync(Guid conversationId, DateTimeOffset now, Guid? lastMessageId = null) =>
         Connection.ExecuteScalarAsync<long>(
