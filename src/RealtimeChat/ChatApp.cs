@@ -75,6 +75,7 @@ public static class ChatApp
         services.AddSingleton<EventReplayer>();
         services.AddSingleton<RealtimeSession>();
         services.AddSingleton<MessageRenderer>();
+        services.AddSingleton<UserProfiles>();
         services.AddSingleton<ConversationService>();
         services.AddSingleton<MessageService>();
         services.AddMedia(configuration);
@@ -128,6 +129,14 @@ public static class ChatApp
         app.UseWebSockets();
         app.UseAuthentication();
         app.UseAuthorization();
+        app.Use(async (context, next) =>
+        {
+            if (context.User.Identity?.IsAuthenticated == true)
+            {
+                await context.RequestServices.GetRequiredService<UserProfiles>().ObserveAsync(context.User, context.RequestAborted);
+            }
+            await next(context);
+        });
         app.UseRateLimiter();
 
         // JSON endpoints take small bodies; media uploads set their own limit.

@@ -18,6 +18,7 @@ public sealed class MatrixActionSender(
     MessageRenderer renderer,
     Media.MediaReader mediaFiles,
     RecordedEventIds recorded,
+    Identity.UserProfiles profiles,
     IOptions<MatrixOptions> options,
     TimeProvider time,
     ILogger<MatrixActionSender> logger)
@@ -25,7 +26,8 @@ public sealed class MatrixActionSender(
     public const string ConversationIdField = "io.nova.conversation_id";
     public const string SenderField = "io.nova.sender";
 
-    private readonly ConcurrentDictionary<Guid, bool> _registeredGhosts = new();
+    // Ghosts registered by this process, with the display name they were last given.
+    private readonly ConcurrentDictionary<Guid, string?> _ghosts = new();
 
     private bool Appservice => options.Value.Mode == MatrixMode.Appservice;
 
@@ -103,6 +105,7 @@ public sealed class MatrixActionSender(
                 """,
                 new { conversationId = conversation.Id, roomId, now });
         }
+        recorded.Recorded(MatrixInbound.RoomKey(roomId));
         await JoinMembersAsync(roomId, conversation.Members.Select(m => m.UserId), cancellationToken);
     }
 
@@ -282,22 +285,41 @@ public sealed class MatrixActionSender(
 
     private string? As(Guid appUserId) => Appservice ? ids.UserId(appUserId) : null;
 
+    /// <summary>Registers the user's ghost once, and keeps its display name in step with the user's token.</summary>
     private async Task EnsureGhostAsync(Guid userId, CancellationToken cancellationToken)
     {
-        if (!Appservice || _registeredGhosts.ContainsKey(userId))
+        if (!Appservice)
+        {
+            return;
+        }
+        var displayName = await profiles.DisplayNameAsync(userId, cancellationToken);
+        if (_ghosts.TryGetValue(userId, out var synced) && synced == displayName)
         {
             return;
         }
         await using var connection = await database.OpenAsync(cancellationToken);
-        var known = await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_ghosts WHERE user_id = @userId", new { userId });
-        if (known != 1)
+        var ghost = await connection.QuerySingleOrDefaultAsync<GhostRow>(
+            "SELECT display_name FROM matrix_ghosts WHERE user_id = @userId", new { userId });
+        if (ghost is null)
         {
             await api.RegisterGhostAsync(ids.GhostLocalpart(userId), cancellationToken);
             await connection.ExecuteAsync(
                 "INSERT INTO matrix_ghosts (user_id, matrix_user_id, registered_at) VALUES (@userId, @matrixUserId, @now) ON CONFLICT (user_id) DO NOTHING",
                 new { userId, matrixUserId = ids.UserId(userId), now = time.UtcNowMicros() });
         }
-        _registeredGhosts[userId] = true;
+        if (displayName is not null && ghost?.DisplayName != displayName)
+        {
+            var matrixUserId = ids.UserId(userId);
+            await api.SendAsync(HttpMethod.Put, $"/_matrix/client/v3/profile/{Uri.EscapeDataString(matrixUserId)}/displayname",
+                matrixUserId, new JsonObject { ["displayname"] = displayName }, cancellationToken);
+            await connection.ExecuteAsync("UPDATE matrix_ghosts SET display_name = @displayName WHERE user_id = @userId", new { displayName, userId });
+        }
+        _ghosts[userId] = displayName;
+    }
+
+    private sealed class GhostRow
+    {
+        public string? DisplayName { get; init; }
     }
 
     private async Task<string?> RoomIdAsync(Guid conversationId, CancellationToken cancellationToken)

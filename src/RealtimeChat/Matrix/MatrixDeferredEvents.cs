@@ -5,7 +5,7 @@ using RealtimeChat.Storage;
 
 namespace RealtimeChat.Matrix;
 
-/// <summary>Event ids the bridge has just recorded for its own sends; relations waiting on them can now apply.</summary>
+/// <summary>Event ids (and room mappings) the bridge has just recorded; events waiting on them can now apply.</summary>
 public sealed class RecordedEventIds
 {
     private readonly Channel<string> _recorded = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true });
@@ -16,9 +16,9 @@ public sealed class RecordedEventIds
 }
 
 /// <summary>
-/// Applies deferred Matrix relations (reactions, edits, redactions whose target event we did not know yet) once
-/// the target is recorded, and sweeps for any whose target appeared while we were not looking. Ones whose target
-/// never appears are dropped after a day with a log line: they relate to an event outside this conversation.
+/// Applies deferred Matrix events — relations whose target event we did not know yet, events from a room whose
+/// mapping was being saved — once what they wait for is recorded, and sweeps for any whose target appeared while
+/// we were not looking. Ones whose target never appears are dropped after a day with a log line.
 /// </summary>
 public sealed class MatrixDeferredWorker(
     ChatDatabase database, RecordedEventIds recorded, MatrixInbound inbound, TimeProvider time, ILogger<MatrixDeferredWorker> logger) : BackgroundService
@@ -51,7 +51,8 @@ public sealed class MatrixDeferredWorker(
                 {
                     await ApplyAsync(
                         "target_event_id IN (SELECT matrix_event_id FROM messages WHERE matrix_event_id IS NOT NULL) " +
-                        "OR target_event_id IN (SELECT matrix_event_id FROM message_reactions WHERE matrix_event_id IS NOT NULL)",
+                        "OR target_event_id IN (SELECT matrix_event_id FROM message_reactions WHERE matrix_event_id IS NOT NULL) " +
+                        "OR target_event_id IN (SELECT 'room:' || matrix_room_id FROM matrix_room_mapping WHERE matrix_room_id IS NOT NULL)",
                         null, stoppingToken);
                     await ExpireAsync(stoppingToken);
                     nextSweep = time.GetUtcNow() + SweepInterval;

@@ -40,6 +40,12 @@ public sealed class MatrixInbound(
         }
         if (await ConversationOfRoomAsync(roomId, cancellationToken) is not { } conversationId)
         {
+            // A room we are creating right now exists on the homeserver a moment before its mapping is saved.
+            if (deferrable && await RoomCreationPendingAsync(cancellationToken))
+            {
+                await DeferAsync(eventId, RoomKey(roomId), evt, cancellationToken);
+                return;
+            }
             logger.LogInformation("Ignoring {Type} {EventId} in unmapped room {RoomId}", type, eventId, roomId);
             return;
         }
@@ -78,6 +84,17 @@ public sealed class MatrixInbound(
             // The app's rules refuse it (an edit by someone other than the sender, a reaction to a deleted message…).
             logger.LogInformation("Matrix {Type} {EventId} from {Sender} not applied: {Code} {Detail}", type, eventId, sender, ex.Code, ex.Message);
         }
+    }
+
+    /// <summary>What a deferred event waits for when it waits for its room's mapping rather than for an event.</summary>
+    public static string RoomKey(string roomId) => $"room:{roomId}";
+
+    private async Task<bool> RoomCreationPendingAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        return await connection.QuerySingleOrDefaultAsync<int>(
+            "SELECT 1 FROM matrix_outbox WHERE status = 'pending' AND action = @createRoom LIMIT 1",
+            new { createRoom = MatrixActions.CreateRoom }) == 1;
     }
 
     private async Task DeferAsync(string eventId, string targetEventId, JsonObject evt, CancellationToken cancellationToken)

@@ -96,17 +96,18 @@ public sealed class ChatServer : IAsyncDisposable
         return new ChatServer(app, new Uri(address), dataDirectory, drop, ownsDataDirectory: reuse is null) { Settings = config };
     }
 
-    public string TokenFor(Guid userId, TimeSpan? lifetime = null) =>
+    public string TokenFor(Guid userId, TimeSpan? lifetime = null, string? name = null) =>
         DevelopmentTokens.Mint(
             System.Text.Encoding.UTF8.GetBytes(SigningKey), userId, lifetime ?? TimeSpan.FromHours(1),
-            Services.GetRequiredService<IOptions<AuthOptions>>().Value);
+            Services.GetRequiredService<IOptions<AuthOptions>>().Value, name);
 
-    public HttpClient Client(Guid? userId = null)
+    /// <param name="name">The token's display name claim, if any.</param>
+    public HttpClient Client(Guid? userId = null, string? name = null)
     {
         var client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
         if (userId is { } id)
         {
-            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", TokenFor(id));
+            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", TokenFor(id, name: name));
         }
         return client;
     }

@@ -79,4 +79,16 @@ public sealed class OutboundBridgeTests
         await BridgeHost.EventuallyAsync(() => !bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(carol)), "carol removed");
         Assert.True(bridge.Homeserver.UserExists(bridge.Ghost(carol)));
     }
+
+    [Fact]
+    public async Task Ghosts_carry_the_display_name_from_the_users_token()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var alice = Guid.NewGuid();
+        var conversation = await bridge.Server.Client(alice, name: "Alice Liddell").CreateGroupAsync("Names");
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice Liddell", "the ghost's display name");
+
+        await bridge.Server.Client(alice, name: "Alice L.").SendAsync(conversation, "I changed my name");
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice L.", "the renamed ghost");
+    }
 }
