@@ -24,7 +24,7 @@ public sealed class ChatDatabase : IAsyncDisposable
         Provider = db.Provider;
         if (Provider == DatabaseProvider.Postgres)
         {
-            _postgres = NpgsqlDataSource.Create(db.ConnectionString!);
+            _postgres = NpgsqlDataSource.Create(PostgresConnectionString(db.ConnectionString!));
             _writeLocks = Enumerable.Range(0, ConversationLockStripes).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
         }
         else
@@ -84,6 +84,25 @@ public sealed class ChatDatabase : IAsyncDisposable
         {
             await _postgres.DisposeAsync();
         }
+    }
+
+    /// <summary>
+    /// Every request runs the same few statements: let Npgsql prepare them once per connection, and keep them
+    /// prepared across pool returns. Settings in the configured connection string win.
+    /// </summary>
+    private static string PostgresConnectionString(string configured)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(configured);
+        if (!configured.Contains("Max Auto Prepare", StringComparison.OrdinalIgnoreCase))
+        {
+            builder.MaxAutoPrepare = 64;
+            builder.AutoPrepareMinUsages = 2;
+        }
+        if (!configured.Contains("No Reset On Close", StringComparison.OrdinalIgnoreCase))
+        {
+            builder.NoResetOnClose = true;
+        }
+        return builder.ConnectionString;
     }
 
     private static string SqliteConnectionString(DatabaseOptions db, StorageOptions storage)
