@@ -1,0 +1,41 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using HdrHistogram;
+
+namespace RealtimeChat.Bench;
+
+/// <summary>A thread-safe latency recorder in microseconds (HdrHistogram, 3 significant digits, up to 10 minutes).</summary>
+public sealed class Latency
+{
+    private const long Highest = 600_000_000;
+    private readonly LongConcurrentHistogram _histogram = new(1, Highest, 3);
+
+    public long Count => _histogram.TotalCount;
+
+    public void RecordTicks(long stopwatchTicks) => RecordMicros(stopwatchTicks * 1_000_000 / Stopwatch.Frequency);
+
+    public void RecordSince(long startTimestamp) => RecordTicks(Stopwatch.GetTimestamp() - startTimestamp);
+
+    public void RecordMicros(long micros) => _histogram.RecordValue(Math.Clamp(micros, 1, Highest));
+
+    public double PercentileMs(double percentile) => Count == 0 ? 0 : _histogram.GetValueAtPercentile(percentile) / 1000.0;
+
+    public double MaxMs => Count == 0 ? 0 : _histogram.GetMaxValue() / 1000.0;
+
+    public LatencySummary Summary() => new(Count, PercentileMs(50), PercentileMs(99), PercentileMs(99.9), MaxMs);
+}
+
+/// <summary>p50/p99/p99.9/max in milliseconds.</summary>
+public sealed record LatencySummary(long Count, double P50, double P99, double P999, double Max)
+{
+    public JsonObject ToJson() => new()
+    {
+        ["count"] = Count,
+        ["p50_ms"] = Math.Round(P50, 3),
+        ["p99_ms"] = Math.Round(P99, 3),
+        ["p999_ms"] = Math.Round(P999, 3),
+        ["max_ms"] = Math.Round(Max, 3),
+    };
+
+    public override string ToString() => Count == 0 ? "-" : $"{P50:0.00} / {P99:0.00} / {P999:0.00} / {Max:0.00}";
+}

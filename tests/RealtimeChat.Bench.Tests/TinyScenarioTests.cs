@@ -1,0 +1,106 @@
+using System.Text.Json;
+using RealtimeChat.Bench;
+using Xunit.Abstractions;
+
+namespace RealtimeChat.Bench.Tests;
+
+/// <summary>
+/// Each scenario once at a tiny size against a real service process, on SQLite (or on PostgreSQL when
+/// CHAT_TEST_DATABASE=postgres, in a database of its own on CHAT_TEST_POSTGRES). Only sanity is asserted:
+/// the run completes, counts are non-zero, nothing errors, and the JSON line parses.
+/// </summary>
+public sealed class TinyScenarioTests(ITestOutputHelper output)
+{
+    private static HarnessSettings Settings(TextWriter log)
+    {
+        var postgres = Environment.GetEnvironmentVariable("CHAT_TEST_DATABASE") == "postgres"
+            ? Environment.GetEnvironmentVariable("CHAT_TEST_POSTGRES") ?? throw new InvalidOperationException("CHAT_TEST_DATABASE=postgres needs CHAT_TEST_POSTGRES.")
+            : null;
+        return new HarnessSettings { Postgres = postgres, Log = log };
+    }
+
+    private async Task<JsonElement> RunAsync(Func<HarnessSettings, Task<Report>> scenario, string name)
+    {
+        var log = new StringWriter();
+        try
+        {
+            var report = await scenario(Settings(log));
+            report.Write(log);
+        }
+        finally
+        {
+            output.WriteLine(log.ToString());
+        }
+        var line = log.ToString().Split('\n').Last(l => l.StartsWith("{\"scenario\"", StringComparison.Ordinal));
+        var json = JsonDocument.Parse(line).RootElement.Clone();
+        Assert.Equal(name, json.GetProperty("scenario").GetString());
+        Assert.Equal(Environment.GetEnvironmentVariable("CHAT_TEST_DATABASE") == "postgres" ? "postgres" : "sqlite",
+            json.GetProperty("parameters").GetProperty("db").GetString());
+        return json;
+    }
+
+    private static void Latencies(JsonElement latency)
+    {
+        Assert.True(latency.GetProperty("count").GetInt64() > 0, $"no samples: {latency}");
+        var p50 = latency.GetProperty("p50_ms").GetDouble();
+        var p99 = latency.GetProperty("p99_ms").GetDouble();
+        var max = latency.GetProperty("max_ms").GetDouble();
+        Assert.True(p50 > 0 && p50 <= p99 && p99 <= max, $"percentiles out of order: {latency}");
+    }
+
+    [Fact]
+    public async Task Send()
+    {
+        var json = await RunAsync(s => SendScenario.RunAsync(s, new SendOptions { Senders = 4, Conversations = 4, Seconds = 1, Rate = 50, Warmup = 0.5, BaselineSeconds = 0.5 }), "send");
+        var figures = json.GetProperty("figures");
+        Assert.True(figures.GetProperty("sends_per_second").GetDouble() > 0);
+        Assert.Equal(0, figures.GetProperty("send_errors").GetInt64());
+        Assert.Equal(figures.GetProperty("sent").GetInt64(), figures.GetProperty("delivered_closed_loop").GetInt64());
+        Assert.Equal(figures.GetProperty("sent_at_rate").GetInt64(), figures.GetProperty("delivered_at_rate").GetInt64());
+        Latencies(figures.GetProperty("send_latency_closed_loop"));
+        Latencies(figures.GetProperty("delivery_latency_at_rate"));
+        Assert.True(json.GetProperty("baseline").GetProperty("requests_per_second").GetDouble() > 0);
+        Assert.True(json.GetProperty("ratios").GetProperty("sends_per_second").GetDouble() > 0);
+    }
+
+    [Fact]
+    public async Task Fanout()
+    {
+        var json = await RunAsync(s => FanoutScenario.RunAsync(s, new FanoutOptions { Connections = 30, GroupSize = 10, Rate = 15, Seconds = 1, ConnectParallel = 8, BaselineSeconds = 0.5 }), "fanout");
+        var figures = json.GetProperty("figures");
+        Assert.Equal(0, figures.GetProperty("send_errors").GetInt64());
+        Assert.Equal(0, figures.GetProperty("websockets_dropped").GetInt64());
+        Assert.True(figures.GetProperty("sent").GetInt64() > 0);
+        Assert.Equal(figures.GetProperty("expected").GetInt64(), figures.GetProperty("delivered").GetInt64());
+        Assert.True(figures.GetProperty("deliveries_per_second").GetDouble() > 0);
+        Assert.True(figures.GetProperty("connect_per_second").GetDouble() > 0);
+        Latencies(figures.GetProperty("delivery_latency"));
+        Assert.True(json.GetProperty("baseline").GetProperty("deliveries_per_second").GetDouble() > 0);
+    }
+
+    [Fact]
+    public async Task Bridge()
+    {
+        var json = await RunAsync(s => BridgeScenario.RunAsync(s, new BridgeOptions { Conversations = 2, Senders = 2, Rate = 20, Seconds = 1, InboundSeconds = 1, BaselineSeconds = 0.5 }), "bridge");
+        var figures = json.GetProperty("figures");
+        Assert.Equal(0, figures.GetProperty("errors").GetInt64());
+        Assert.True(figures.GetProperty("app_messages_sent").GetInt64() > 0);
+        Assert.Equal(figures.GetProperty("app_messages_sent").GetInt64(), figures.GetProperty("matrix_events_sent").GetInt64());
+        Latencies(figures.GetProperty("send_to_homeserver"));
+        Assert.True(figures.GetProperty("transactions").GetInt64() > 0);
+        Assert.Equal(figures.GetProperty("transactions").GetInt64(), figures.GetProperty("websocket_events_from_transactions").GetInt64());
+        Latencies(figures.GetProperty("transaction_to_websocket"));
+    }
+
+    [Fact]
+    public async Task Soak()
+    {
+        var json = await RunAsync(s => SoakScenario.RunAsync(s, new SoakOptions { Rate = 20, Seconds = 3, WarmupSeconds = 1, WindowSeconds = 1, Senders = 2, Conversations = 2, BaselineSeconds = 0.5 }), "soak");
+        var figures = json.GetProperty("figures");
+        Assert.Equal(0, figures.GetProperty("errors").GetInt64());
+        Assert.True(figures.GetProperty("sent").GetInt64() > 0);
+        Assert.True(figures.GetProperty("windows").GetArrayLength() >= 3);
+        Assert.True(figures.GetProperty("rss_end_mb").GetDouble() > 0);
+        Latencies(figures.GetProperty("delivery_latency"));
+    }
+}
