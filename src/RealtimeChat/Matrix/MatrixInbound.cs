@@ -107,6 +107,19 @@ public sealed class MatrixInbound(
             """,
             new { eventId, targetEventId, payload = evt.ToJsonString(), now = time.UtcNowMicros() });
         logger.LogDebug("Matrix event {EventId} waits for {TargetEventId}", eventId, targetEventId);
+
+        // The target may have been recorded (and its signal consumed) between our lookup and this insert.
+        var known = await connection.QuerySingleOrDefaultAsync<int>(
+            """
+            SELECT 1 WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = @targetEventId)
+                        OR EXISTS (SELECT 1 FROM message_reactions WHERE matrix_event_id = @targetEventId)
+                        OR EXISTS (SELECT 1 FROM matrix_room_mapping WHERE 'room:' || matrix_room_id = @targetEventId)
+            """,
+            new { targetEventId });
+        if (known == 1)
+        {
+            recorded.Recorded(targetEventId);
+        }
     }
 
     /// <summary>Typing notices and read receipts, when the homeserver sends ephemeral events.</summary>

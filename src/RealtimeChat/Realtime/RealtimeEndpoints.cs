@@ -28,6 +28,8 @@ public static class RealtimeEndpoints
 /// <summary>Runs one accepted WebSocket: subscriptions, the writer, and the client's frames (resume, typing, ping).</summary>
 public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOptions<RealtimeOptions> options, ILogger<RealtimeSession> logger)
 {
+    private const int SmallFrameBytes = 1024;
+
     public async Task RunAsync(HttpContext context, Guid userId)
     {
         var settings = options.Value;
@@ -61,39 +63,56 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
     private async Task ReadAsync(ChatConnection connection, CancellationToken aborted)
     {
         var settings = options.Value;
-        var buffer = ArrayPool<byte>.Shared.Rent(settings.MaxClientFrameBytes);
+        // Client frames are small (typing, ping, a resume list): a connection keeps only a small buffer for its whole
+        // life and borrows a large one for the rare frame that does not fit, which matters at 10,000 connections.
+        var small = new byte[SmallFrameBytes];
         var lastTyping = new Dictionary<Guid, long>();
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(aborted, connection.Closed);
         try
         {
             while (!linked.IsCancellationRequested)
             {
-                var length = 0;
-                ValueWebSocketReceiveResult result;
-                do
+                var buffer = small;
+                byte[]? borrowed = null;
+                try
                 {
-                    if (length == settings.MaxClientFrameBytes)
+                    var length = 0;
+                    ValueWebSocketReceiveResult result;
+                    do
                     {
-                        connection.Abort("frame_too_large");
+                        if (length == buffer.Length)
+                        {
+                            if (length >= settings.MaxClientFrameBytes)
+                            {
+                                connection.Abort("frame_too_large");
+                                return;
+                            }
+                            borrowed = ArrayPool<byte>.Shared.Rent(settings.MaxClientFrameBytes);
+                            buffer.AsSpan(0, length).CopyTo(borrowed);
+                            buffer = borrowed;
+                        }
+                        var room = Math.Min(buffer.Length, settings.MaxClientFrameBytes) - length;
+                        result = await connection.Socket.ReceiveAsync(buffer.AsMemory(length, room), linked.Token);
+                        length += result.Count;
+                    } while (!result.EndOfMessage && result.MessageType != WebSocketMessageType.Close);
+
+                    if (result.MessageType == WebSocketMessageType.Close)
+                    {
                         return;
                     }
-                    result = await connection.Socket.ReceiveAsync(buffer.AsMemory(length, settings.MaxClientFrameBytes - length), linked.Token);
-                    length += result.Count;
-                } while (!result.EndOfMessage && result.MessageType != WebSocketMessageType.Close);
-
-                if (result.MessageType == WebSocketMessageType.Close)
-                {
-                    return;
+                    await HandleAsync(connection, buffer.AsMemory(0, length), lastTyping, linked.Token);
                 }
-                await HandleAsync(connection, buffer.AsMemory(0, length), lastTyping, linked.Token);
+                finally
+                {
+                    if (borrowed is not null)
+                    {
+                        ArrayPool<byte>.Shared.Return(borrowed);
+                    }
+                }
             }
         }
         catch (OperationCanceledException)
         {
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

@@ -213,4 +213,24 @@ public sealed class RealtimeTests(ServerFixture fixture) : IClassFixture<ServerF
         var response = await _server.Client(Guid.NewGuid()).GetAsync("/ws");
         await response.ProblemAsync(HttpStatusCode.BadRequest, "websocket_required");
     }
+
+    [Fact]
+    public async Task Large_client_frames_are_read_whole_and_oversized_ones_close_the_socket()
+    {
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var id = await _server.Client(alice).CreateGroupAsync("big frames", bob);
+        var seq = (await _server.Client(alice).SendAsync(id, "in a long resume")).GetProperty("seq").GetInt64();
+        await using var socket = await _server.ConnectAsync(bob);
+
+        // ~5 KB: more than a connection's standing buffer, within the frame limit.
+        var conversations = Enumerable.Range(0, 100).ToDictionary(_ => Guid.NewGuid(), _ => 0L);
+        conversations[id] = seq - 1;
+        await socket.SendAsync(new { type = "resume", conversations });
+        var replayed = await socket.WaitForAsync(f => f.Type == "message.new");
+        Assert.Equal("in a long resume", replayed.Data.GetProperty("content").GetString());
+
+        await socket.Socket.SendAsync(new byte[20 * 1024], WebSocketMessageType.Text, true, CancellationToken.None);
+        await socket.WaitClosedAsync();
+        Assert.Equal(WebSocketCloseStatus.MessageTooBig, socket.CloseStatus);
+    }
 }
