@@ -4,25 +4,66 @@ using HdrHistogram;
 
 namespace RealtimeChat.Bench;
 
-/// <summary>A thread-safe latency recorder in microseconds (HdrHistogram, 3 significant digits, up to 10 minutes).</summary>
+/// <summary>
+/// A thread-safe latency recorder in microseconds (HdrHistogram, 3 significant digits, up to 10 minutes). Readers
+/// lock out writers: a summary enumerates the histogram, which must not change under it (deliveries keep arriving
+/// while a soak window is summarised).
+/// </summary>
 public sealed class Latency
 {
     private const long Highest = 600_000_000;
-    private readonly LongConcurrentHistogram _histogram = new(1, Highest, 3);
+    private readonly Lock _lock = new();
+    private readonly LongHistogram _histogram = new(1, Highest, 3);
 
-    public long Count => _histogram.TotalCount;
+    public long Count
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _histogram.TotalCount;
+            }
+        }
+    }
 
     public void RecordTicks(long stopwatchTicks) => RecordMicros(stopwatchTicks * 1_000_000 / Stopwatch.Frequency);
 
     public void RecordSince(long startTimestamp) => RecordTicks(Stopwatch.GetTimestamp() - startTimestamp);
 
-    public void RecordMicros(long micros) => _histogram.RecordValue(Math.Clamp(micros, 1, Highest));
+    public void RecordMicros(long micros)
+    {
+        lock (_lock)
+        {
+            _histogram.RecordValue(Math.Clamp(micros, 1, Highest));
+        }
+    }
 
-    public double PercentileMs(double percentile) => Count == 0 ? 0 : _histogram.GetValueAtPercentile(percentile) / 1000.0;
+    public double PercentileMs(double percentile)
+    {
+        lock (_lock)
+        {
+            return _histogram.TotalCount == 0 ? 0 : _histogram.GetValueAtPercentile(percentile) / 1000.0;
+        }
+    }
 
-    public double MaxMs => Count == 0 ? 0 : _histogram.GetMaxValue() / 1000.0;
+    public double MaxMs
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _histogram.TotalCount == 0 ? 0 : _histogram.GetMaxValue() / 1000.0;
+            }
+        }
+    }
 
-    public LatencySummary Summary() => new(Count, PercentileMs(50), PercentileMs(99), PercentileMs(99.9), MaxMs);
+    public LatencySummary Summary()
+    {
+        lock (_lock)
+        {
+            return new(_histogram.TotalCount, PercentileMs(50), PercentileMs(99), PercentileMs(99.9), MaxMs);
+        }
+    }
 }
 
 /// <summary>p50/p99/p99.9/max in milliseconds.</summary>
