@@ -86,4 +86,39 @@ public sealed class ClientModeTests
         var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
         Assert.Equal("pending", history.GetProperty("messages")[0].GetProperty("matrix").GetProperty("state").GetString());
     }
+
+    [Fact]
+    public async Task Edits_deletes_and_audio_are_mirrored_by_the_service_account()
+    {
+        await using var bridge = await BridgeHost.StartAsync("Client");
+        var alice = Guid.NewGuid();
+        var client = bridge.Server.Client(alice);
+        var conversation = await client.CreateGroupAsync("Seed phases");
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        const string service = "@nova-service:localhost";
+
+        var text = await client.SendAsync(conversation, "first draft");
+        var textId = text.GetProperty("id").GetGuid();
+        var original = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.room.message"), "the message");
+        await client.PatchJsonAsync($"/api/v1/conversations/{conversation}/messages/{textId}", new { content = "final draft" });
+        var edit = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["m.relates_to"]?["rel_type"] == "m.replace"), "the edit");
+        Assert.Equal(service, edit.Sender);
+        Assert.Equal(original.EventId, (string?)edit.Content["m.relates_to"]!["event_id"]);
+        Assert.Equal($"@{alice:N}:localhost: final draft", (string?)edit.Content["m.new_content"]!["body"]);
+
+        await client.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{textId}");
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Event(original.EventId)?.RedactedBy is not null, "the redaction");
+
+        var audio = new byte[5000];
+        Random.Shared.NextBytes(audio);
+        using var form = new System.Net.Http.MultipartFormDataContent();
+        var file = new System.Net.Http.ByteArrayContent(audio);
+        file.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("audio/ogg");
+        form.Add(file, "file", "note.ogg");
+        Assert.Equal(System.Net.HttpStatusCode.Created, (await client.PostAsync($"/api/v1/conversations/{conversation}/media", form)).StatusCode);
+        var voice = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["msgtype"] == "m.audio"), "the audio");
+        Assert.Equal(service, voice.Sender);
+        Assert.Equal(alice.ToString(), (string?)voice.Content["io.nova.sender"]);
+        Assert.Equal(audio, bridge.Homeserver.Media((string)voice.Content["url"]!)!.Value.Bytes);
+    }
 }
