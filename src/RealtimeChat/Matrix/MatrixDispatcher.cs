@@ -58,9 +58,12 @@ public sealed class MatrixDispatcher(
                         {
                             break;
                         }
-                        if (!_inFlight.ContainsKey(conversationId))
+                        // Registered before it starts: a drain that finished first would otherwise leave a stale
+                        // entry behind and its conversation would never be dispatched again.
+                        var drain = new Task<Task>(() => DrainAsync(conversationId, stoppingToken));
+                        if (_inFlight.TryAdd(conversationId, drain.Unwrap()))
                         {
-                            _inFlight[conversationId] = Task.Run(() => DrainAsync(conversationId, stoppingToken), CancellationToken.None);
+                            drain.Start(TaskScheduler.Default);
                         }
                     }
                 }
