@@ -40,14 +40,14 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
         });
         var connection = new ChatConnection(userId, socket, settings.SendQueueLimit);
         var aborted = context.RequestAborted;
+        Task? writer = null;
         try
         {
             await hub.AttachAsync(connection, aborted);
             connection.Send(OutboundFrame.Control(new ReadyFrame(userId, connection.Id)));
-            var writer = connection.RunWriterAsync(aborted);
+            writer = connection.RunWriterAsync(aborted);
             await ReadAsync(connection, aborted);
-            connection.Abort(connection.CloseReason ?? "client_closed");
-            await writer;
+            connection.Abort("client_closed");
         }
         catch (Exception ex) when (ex is OperationCanceledException or WebSocketException)
         {
@@ -55,6 +55,12 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
         }
         finally
         {
+            // The writer must have stopped before the close frame goes out: a WebSocket takes one send at a time.
+            connection.Abort("closed");
+            if (writer is not null)
+            {
+                await writer;
+            }
             hub.Detach(connection);
             await CloseAsync(socket, connection.CloseReason);
         }
