@@ -9,6 +9,8 @@ namespace RealtimeChat.Matrix;
 /// <summary>Who a Matrix sender is in the app: an app user (seed-style id in client mode) or an external participant.</summary>
 public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<MatrixOptions> options, TimeProvider time)
 {
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string?> _stored = new();
+
     /// <summary>
     /// A stable UUID for a Matrix user who is not an app user: the same id gives the same UUID on every install
     /// (a name-based UUID, version 8, over SHA-256 of the user id), so it survives a lost mapping table.
@@ -31,6 +33,11 @@ public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<M
             return appUser;
         }
         var userId = ExternalUserId(matrixUserId);
+        // Stored once per user and again only when a new display name arrives, not on every event they send.
+        if (_stored.TryGetValue(matrixUserId, out var storedName) && (displayName is null || displayName == storedName))
+        {
+            return userId;
+        }
         await using var connection = await database.OpenAsync(cancellationToken);
         await connection.ExecuteAsync(
             """
@@ -39,6 +46,7 @@ public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<M
             ON CONFLICT (user_id) DO UPDATE SET display_name = COALESCE(@displayName, matrix_external_users.display_name)
             """,
             new { userId, matrixUserId, displayName, now = time.UtcNowMicros() });
+        _stored[matrixUserId] = displayName ?? storedName;
         return userId;
     }
 }
