@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by scripts that need PostgreSQL: installs it from Debian's packages if missing, starts a private
 # cluster on a free loopback port in a temp directory, exports CHAT_PG_PORT and CHAT_PG_CONNECTION, and
-# removes the cluster when the calling script exits. Set CHAT_PG_DURABLE=1 to keep fsync on (benchmarks).
+# removes the cluster when the calling script exits. Set CHAT_PG_DURABLE=1 to keep fsync on (benchmarks), and
+# CHAT_PG_OPTIONS to pass more server settings (e.g. "-c shared_preload_libraries=pg_stat_statements" to profile).
 
 chat_pg_bin() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
@@ -35,6 +36,7 @@ if [ "${CHAT_PG_DURABLE:-0}" != "1" ]; then
   # Tests need isolation, not durability.
   chat_pg_options="$chat_pg_options -c fsync=off -c synchronous_commit=off"
 fi
+chat_pg_options="$chat_pg_options ${CHAT_PG_OPTIONS:-}"
 echo "== starting a private PostgreSQL on 127.0.0.1:$CHAT_PG_PORT ($CHAT_PG_DIR)"
 "${chat_as_pg[@]}" "$CHAT_PG_BIN/initdb" -D "$CHAT_PG_DIR/data" -A trust -U postgres --no-sync >/dev/null
 "${chat_as_pg[@]}" "$CHAT_PG_BIN/pg_ctl" -D "$CHAT_PG_DIR/data" -l "$CHAT_PG_DIR/server.log" -w -o "$chat_pg_options" start >/dev/null

@@ -44,8 +44,10 @@ public static class SendScenario
         Common.Say(log, $"closed loop, {o.Senders} senders, {o.Seconds} s");
         var maxDeliveries = sink.Begin(trackArrivals: true);
         var cpu = new CpuMeter(service.Process.Pid);
+        var batchesBefore = await api.MetricsAsync();
         var max = await Load.RunAsync(o.Senders, 0, Common.Seconds(o.Seconds), Send, trackEnds: true);
         var maxCpu = cpu.Stop();
+        var maxBatch = SendBatch.Between(batchesBefore, await api.MetricsAsync());
         await maxDeliveries.SettleAsync(max.Completed, TimeSpan.FromSeconds(5));
         var maxBeyond = maxDeliveries.BeyondSend(max);
 
@@ -53,13 +55,16 @@ public static class SendScenario
         Deliveries? rateDeliveries = null;
         Latency? rateBeyond = null;
         CpuUse? rateCpu = null;
+        double? rateBatch = null;
         if (o.Rate > 0)
         {
             Common.Say(log, $"open loop at {o.Rate}/s, {o.Seconds} s");
             rateDeliveries = sink.Begin(trackArrivals: true);
             var rateMeter = new CpuMeter(service.Process.Pid);
+            var rateBatchesBefore = await api.MetricsAsync();
             atRate = await Load.RunAsync(o.Senders, o.Rate, Common.Seconds(o.Seconds), Send, trackEnds: true);
             rateCpu = rateMeter.Stop();
+            rateBatch = SendBatch.Between(rateBatchesBefore, await api.MetricsAsync());
             await rateDeliveries.SettleAsync(atRate.Completed, TimeSpan.FromSeconds(5));
             rateBeyond = rateDeliveries.BeyondSend(atRate);
         }
@@ -80,7 +85,9 @@ public static class SendScenario
         report.Row("send latency, closed loop", m.ToString(), bMax.Latency.Summary().ToString(), Report.Ratio(m.P99, bMax.Latency.PercentileMs(99)));
         report.Row("send->WS delivery, closed loop", md.ToString());
         report.Row("  delivered / sent", $"{maxDeliveries.Count} / {max.Completed}");
+        report.Row("  messages per transaction (group commit)", Fmt.R(maxBatch, 1).ToString(System.Globalization.CultureInfo.InvariantCulture));
         report.Figures["sends_per_second"] = Fmt.R(max.PerSecond);
+        report.Figures["messages_per_transaction_closed_loop"] = Fmt.R(maxBatch, 1);
         report.Figures["sent"] = max.Completed;
         report.Figures["send_errors"] = max.Errors + (atRate?.Errors ?? 0);
         report.Figures["send_latency_closed_loop"] = m.ToJson();
@@ -107,6 +114,8 @@ public static class SendScenario
             report.Row($"send->WS delivery @ {o.Rate}/s", rd.ToString(), be.ToString() + " (echo)", Report.Ratio(rd.P99, be.P99));
             report.Row($"  delivery beyond the send's answer", rb.ToString(), "", null, "p99 <= 10 ms", rb.P99 <= 10);
             report.Row("  delivered / sent", $"{rateDeliveries.Count} / {atRate.Completed}");
+            report.Row("  messages per transaction (group commit)", Fmt.R(rateBatch ?? 0, 1).ToString(System.Globalization.CultureInfo.InvariantCulture));
+            report.Figures["messages_per_transaction_at_rate"] = Fmt.R(rateBatch ?? 0, 1);
             report.Figures["rate_achieved"] = Fmt.R(atRate.PerSecond);
             report.Figures["send_latency_at_rate"] = r.ToJson();
             report.Figures["delivery_latency_at_rate"] = rd.ToJson();
@@ -130,5 +139,16 @@ public static class SendScenario
             report.Notes.Add("first error: " + error);
         }
         return report;
+    }
+}
+
+/// <summary>Mean messages stored per transaction between two readings of the service's <c>chat_send_batch_size</c> histogram.</summary>
+internal static class SendBatch
+{
+    public static double Between(Dictionary<string, double> before, Dictionary<string, double> after)
+    {
+        var transactions = after.GetValueOrDefault("chat_send_batch_size_count") - before.GetValueOrDefault("chat_send_batch_size_count");
+        var messages = after.GetValueOrDefault("chat_send_batch_size_sum") - before.GetValueOrDefault("chat_send_batch_size_sum");
+        return transactions > 0 ? messages / transactions : 0;
     }
 }

@@ -77,6 +77,8 @@ public static class ChatApp
         services.AddSingleton<MessageRenderer>();
         services.AddSingleton<UserProfiles>();
         services.AddSingleton<ConversationService>();
+        services.AddSingleton<MessageWriter>();
+        services.AddHostedService(provider => provider.GetRequiredService<MessageWriter>());
         services.AddSingleton<MessageService>();
         services.AddMedia(configuration);
         services.AddMatrix(configuration);

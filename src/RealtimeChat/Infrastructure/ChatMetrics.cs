@@ -7,6 +7,10 @@ public static class ChatMetrics
     public static readonly Counter MessagesSent = Metrics.CreateCounter(
         "chat_messages_sent_total", "Messages stored, by kind.", "kind");
 
+    public static readonly Histogram SendBatchSize = Metrics.CreateHistogram(
+        "chat_send_batch_size", "New messages stored per transaction (group commit).",
+        new HistogramConfiguration { Buckets = [1, 2, 4, 8, 16, 32, 64, 128, 256] });
+
     public static readonly Gauge WebSocketConnections = Metrics.CreateGauge(
         "chat_websocket_connections", "Open WebSocket connections.");
 

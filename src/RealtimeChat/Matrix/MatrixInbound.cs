@@ -202,7 +202,7 @@ public sealed class MatrixInbound(
                 text = $"[{((string?)content["msgtype"])![2..]}] {body}";
             }
         }
-        await messages.SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, text, null, replyTo, MatrixEventId: eventId), cancellationToken);
+        await messages.SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, text, null, replyTo, MatrixEventId: eventId));
         recorded.Recorded(eventId);
     }
 

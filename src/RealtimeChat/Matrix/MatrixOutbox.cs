@@ -38,28 +38,65 @@ public static class MatrixActions
 /// </summary>
 public sealed class MatrixOutbox(MatrixDispatcher dispatcher) : ITransactionalEventSink, IChatEventPublisher
 {
-    public async Task OnAppendedAsync(ChatTransaction transaction, ConversationEvent evt)
+    public bool Records(string eventType, EventOrigin origin) => origin == EventOrigin.App && MatrixActions.For(eventType) is not null;
+
+    public async Task OnAppendedAsync(ChatTransaction transaction, IReadOnlyList<ConversationEvent> events)
     {
-        if (transaction.Origin == EventOrigin.Matrix || MatrixActions.For(evt.Type) is not { } action)
+        var actions = events
+            .Where(evt => Records(evt.Type, evt.Origin))
+            .Select(evt =>
+            {
+                var action = MatrixActions.For(evt.Type)!;
+                return new
+                {
+                    evt.ConversationId,
+                    evt.Seq,
+                    Action = action,
+                    evt.ActorId,
+                    evt.MessageId,
+                    Payload = JsonSerializer.Serialize(evt.StoredPayload ?? evt.Data, ChatJson.Options),
+                    TxnId = MatrixIds.TransactionId(evt.ConversationId, evt.Seq, action),
+                    CreatedAt = evt.CreatedAt.ToUniversalTime(),
+                };
+            })
+            .ToList();
+        if (actions.Count == 0)
         {
             return;
         }
-        await transaction.ExecuteAsync(
+
+        const string insert =
             """
             INSERT INTO matrix_outbox (conversation_id, seq, action, actor_id, message_id, payload, txn_id, status, attempts, next_attempt_at, created_at)
-            VALUES (@ConversationId, @Seq, @action, @ActorId, @MessageId, @payload, @txnId, 'pending', 0, @CreatedAt, @CreatedAt)
-            """,
-            new
-            {
-                evt.ConversationId,
-                evt.Seq,
-                action,
-                evt.ActorId,
-                evt.MessageId,
-                payload = JsonSerializer.Serialize(evt.StoredPayload ?? evt.Data, ChatJson.Options),
-                txnId = MatrixIds.TransactionId(evt.ConversationId, evt.Seq, action),
-                evt.CreatedAt,
-            });
+            """;
+        if (transaction.IsPostgres)
+        {
+            // Rows are numbered in array order, which is each conversation's seq order: the dispatcher sends by id.
+            await transaction.ExecuteAsync(
+                insert +
+                """
+                 SELECT a.conversation_id, a.seq, a.action, a.actor_id, a.message_id, a.payload, a.txn_id, 'pending', 0, a.created_at, a.created_at
+                   FROM unnest(@conversationIds, @seqs, @actions, @actorIds, @messageIds, @payloads, @txnIds, @createdAts)
+                        AS a(conversation_id, seq, action, actor_id, message_id, payload, txn_id, created_at)
+                """,
+                new
+                {
+                    conversationIds = actions.Select(a => a.ConversationId).ToArray(),
+                    seqs = actions.Select(a => a.Seq).ToArray(),
+                    actions = actions.Select(a => a.Action).ToArray(),
+                    actorIds = actions.Select(a => a.ActorId).ToArray(),
+                    messageIds = actions.Select(a => a.MessageId).ToArray(),
+                    payloads = actions.Select(a => a.Payload).ToArray(),
+                    txnIds = actions.Select(a => a.TxnId).ToArray(),
+                    createdAts = actions.Select(a => a.CreatedAt).ToArray(),
+                });
+        }
+        else
+        {
+            await transaction.ExecuteAsync(
+                insert + " VALUES (@ConversationId, @Seq, @Action, @ActorId, @MessageId, @Payload, @TxnId, 'pending', 0, @CreatedAt, @CreatedAt)",
+                actions);
+        }
     }
 
     public void Publish(ConversationEvent evt)

@@ -24,7 +24,6 @@ public sealed class MediaService(
     MessageService messages,
     MediaCipher mediaCipher,
     IMediaStore store,
-    TimeProvider time,
     IOptions<MediaOptions> options,
     IOptions<MessageOptions> messageOptions,
     ILogger<MediaService> logger)
@@ -96,7 +95,7 @@ public sealed class MediaService(
                 throw ApiException.BadRequest("file_required", "The form has no 'file' part.");
             }
 
-            return await SendWithFileAsync(userId, conversationId, file, form.Caption, form.DurationMs, form.ClientMessageId, form.ReplyTo, null, cancellationToken);
+            return await SendWithFileAsync(userId, conversationId, file, form.Caption, form.DurationMs, form.ClientMessageId, form.ReplyTo, null);
         }
         catch
         {
@@ -116,7 +115,7 @@ public sealed class MediaService(
         var file = await StoreFileAsync(content, contentType, fileName, audioOnly: false, cancellationToken);
         try
         {
-            return (await SendWithFileAsync(userId, conversationId, file, caption, durationMs, null, replyTo, matrixEventId, cancellationToken)).Message;
+            return (await SendWithFileAsync(userId, conversationId, file, caption, durationMs, null, replyTo, matrixEventId)).Message;
         }
         catch
         {
@@ -127,18 +126,11 @@ public sealed class MediaService(
 
     private async Task<(MessageDto Message, bool Created)> SendWithFileAsync(
         Guid userId, Guid conversationId, StoredFile stored, string? caption, int? durationMs, string? clientMessageId, Guid? replyTo,
-        string? matrixEventId, CancellationToken cancellationToken)
+        string? matrixEventId)
     {
+        var media = new NewMedia(stored.MediaId, stored.StorageKey, stored.ContentType, stored.SizeBytes, durationMs, stored.FileName, stored.WrappedKey);
         var (message, created) = await messages.SendAsync(
-            userId, conversationId,
-            new NewMessage(stored.Kind, caption ?? stored.FileName ?? "", clientMessageId, replyTo, stored.MediaId, matrixEventId),
-            cancellationToken,
-            write => write.ExecuteAsync(
-                """
-                INSERT INTO media (id, conversation_id, uploader_id, storage_key, content_type, size_bytes, duration_ms, file_name, wrapped_key, created_at)
-                VALUES (@MediaId, @conversationId, @userId, @StorageKey, @ContentType, @SizeBytes, @durationMs, @FileName, @WrappedKey, @now)
-                """,
-                new { stored.MediaId, conversationId, userId, stored.StorageKey, stored.ContentType, stored.SizeBytes, durationMs, stored.FileName, stored.WrappedKey, now = time.UtcNowMicros() }));
+            userId, conversationId, new NewMessage(stored.Kind, caption ?? stored.FileName ?? "", clientMessageId, replyTo, media, matrixEventId));
         if (!created)
         {
             // A retry of an earlier upload: the original message keeps its own file.

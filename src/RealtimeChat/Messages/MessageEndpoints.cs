@@ -13,9 +13,9 @@ public static class MessageEndpoints
         var group = routes.MapGroup("/api/v1/conversations/{conversationId}").WithTags("Messages").RequireAuthorization();
 
         group.MapPost("/messages", async Task<Results<Created<MessageDto>, Ok<MessageDto>>> (
-            Guid conversationId, SendMessageRequest request, ClaimsPrincipal user, MessageService messages, CancellationToken ct) =>
+            Guid conversationId, SendMessageRequest request, ClaimsPrincipal user, MessageService messages) =>
         {
-            var (message, created) = await messages.SendTextAsync(user.UserId(), conversationId, request, ct);
+            var (message, created) = await messages.SendTextAsync(user.UserId(), conversationId, request);
             return created
                 ? TypedResults.Created($"/api/v1/conversations/{conversationId}/messages/{message.Id}", message)
                 : TypedResults.Ok(message);

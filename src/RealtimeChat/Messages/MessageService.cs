@@ -21,6 +21,16 @@ public sealed class MessageOptions
     [Range(1, 1000)]
     public int MaxPageSize { get; set; } = 100;
 
+    /// <summary>
+    /// Transactions storing new messages at once (group commit; PostgreSQL only, SQLite has one writer). Each takes
+    /// what has queued while the others commit, up to <see cref="MaxSendBatch"/> messages.
+    /// </summary>
+    [Range(1, 64)]
+    public int SendWriters { get; set; } = 4;
+
+    [Range(1, 1000)]
+    public int MaxSendBatch { get; set; } = 64;
+
     /// <summary>Sends a user may make per second (token bucket refill), and the burst above that.</summary>
     [Range(1, 100_000)]
     public int SendsPerSecond { get; set; } = 20;
@@ -30,15 +40,23 @@ public sealed class MessageOptions
 }
 
 /// <summary>A new message's parts, whoever sends it (text endpoint, media upload, the Matrix bridge).</summary>
+/// <param name="Media">The message's file, stored in the message's own transaction.</param>
 /// <param name="MatrixEventId">Set for a message that arrived from Matrix: the event it mirrors.</param>
-public sealed record NewMessage(string Kind, string Content, string? ClientMessageId, Guid? ReplyTo, Guid? MediaId = null, string? MatrixEventId = null)
+public sealed record NewMessage(string Kind, string Content, string? ClientMessageId, Guid? ReplyTo, NewMedia? Media = null, string? MatrixEventId = null)
 {
     public EventOrigin Origin => MatrixEventId is null ? EventOrigin.App : EventOrigin.Matrix;
+}
+
+/// <summary>An uploaded (already encrypted and stored) file's row.</summary>
+public sealed record NewMedia(Guid Id, string StorageKey, string ContentType, long SizeBytes, int? DurationMs, string? FileName, byte[] WrappedKey)
+{
+    public MediaDto ToDto() => new(Id, ContentType, SizeBytes, DurationMs, FileName, $"/api/v1/media/{Id}");
 }
 
 public sealed class MessageService(
     ChatDatabase database,
     ChatEventPipeline events,
+    MessageWriter writer,
     MessageRenderer renderer,
     ContentCipher cipher,
     IMediaStore mediaStore,
@@ -50,69 +68,17 @@ public sealed class MessageService(
     private const int MaxReactionLength = 64;
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
-    public Task<(MessageDto Message, bool Created)> SendTextAsync(
-        Guid userId, Guid conversationId, SendMessageRequest request, CancellationToken cancellationToken) =>
-        SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, ValidContent(request.Content), request.ClientMessageId, request.ReplyTo), cancellationToken);
+    public Task<(MessageDto Message, bool Created)> SendTextAsync(Guid userId, Guid conversationId, SendMessageRequest request) =>
+        SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, ValidContent(request.Content), request.ClientMessageId, request.ReplyTo));
 
-    /// <param name="beforeInsert">Runs in the message's transaction once membership is checked (e.g. to store its media row).</param>
     /// <returns>The stored message; Created is false when <c>client_message_id</c> matched an earlier send.</returns>
-    public async Task<(MessageDto Message, bool Created)> SendAsync(
-        Guid userId, Guid conversationId, NewMessage message, CancellationToken cancellationToken,
-        Func<ChatTransaction, Task>? beforeInsert = null)
+    public Task<(MessageDto Message, bool Created)> SendAsync(Guid userId, Guid conversationId, NewMessage message)
     {
         if (message.ClientMessageId is { Length: 0 or > MaxClientMessageIdLength })
         {
             throw ApiException.BadRequest("invalid_client_message_id", $"client_message_id must be 1 to {MaxClientMessageIdLength} characters.");
         }
-
-        try
-        {
-            return await InsertAsync(userId, conversationId, message, beforeInsert, cancellationToken);
-        }
-        catch (Exception ex) when (DbErrors.IsUniqueViolation(ex) && message.ClientMessageId is not null)
-        {
-            // A concurrent retry with the same client_message_id committed first: answer with its message.
-            await using var connection = await database.OpenAsync(cancellationToken);
-            return ((await FindByClientIdAsync(connection, null, conversationId, userId, message.ClientMessageId))!, false);
-        }
-    }
-
-    private async Task<(MessageDto, bool)> InsertAsync(
-        Guid userId, Guid conversationId, NewMessage message, Func<ChatTransaction, Task>? beforeInsert, CancellationToken cancellationToken)
-    {
-        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, message.Origin);
-        await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
-
-        if (message.ClientMessageId is not null &&
-            await FindByClientIdAsync(write.Connection, write, conversationId, userId, message.ClientMessageId) is { } original)
-        {
-            return (original, false);
-        }
-        if (message.ReplyTo is { } replyTo && !await ExistsAsync(write, conversationId, replyTo))
-        {
-            throw ApiException.BadRequest("reply_target_not_found", "reply_to does not name a message of this conversation.");
-        }
-
-        if (beforeInsert is not null)
-        {
-            await beforeInsert(write);
-        }
-
-        var id = Guid.CreateVersion7();
-        var now = time.UtcNowMicros();
-        var seq = await write.NextSequenceAsync(conversationId, now, id);
-        await write.ExecuteAsync(
-            """
-            INSERT INTO messages (id, conversation_id, seq, sender_id, kind, content, media_id, reply_to, client_message_id, created_at, matrix_event_id)
-            VALUES (@id, @conversationId, @seq, @userId, @Kind, @content, @MediaId, @ReplyTo, @ClientMessageId, @now, @MatrixEventId)
-            """,
-            new { id, conversationId, seq, userId, message.Kind, content = cipher.EncryptText(message.Content, id), message.MediaId, message.ReplyTo, message.ClientMessageId, now, message.MatrixEventId });
-
-        var dto = (await renderer.LoadAsync(write.Connection, [id], write.Transaction))[0];
-        await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MessageNew, userId, now, new MessageReference(id), dto, id);
-        await write.CommitAsync(cancellationToken);
-        ChatMetrics.MessagesSent.WithLabels(message.Kind).Inc();
-        return (dto, true);
+        return writer.SendAsync(userId, conversationId, message);
     }
 
     public async Task<MessagePage> ListAsync(
@@ -302,20 +268,6 @@ public sealed class MessageService(
         await write.CommitAsync(cancellationToken);
         return seq;
     }
-
-    private async Task<MessageDto?> FindByClientIdAsync(
-        System.Data.Common.DbConnection connection, ChatTransaction? write, Guid conversationId, Guid userId, string clientMessageId)
-    {
-        var rows = (await connection.QueryAsync<MessageRow>(
-            MessageRow.Select + " WHERE m.conversation_id = @conversationId AND m.sender_id = @userId AND m.client_message_id = @clientMessageId",
-            new { conversationId, userId, clientMessageId }, write?.Transaction)).AsList();
-        return (await renderer.RenderAsync(connection, rows, write?.Transaction)).SingleOrDefault();
-    }
-
-    private static async Task<bool> ExistsAsync(ChatTransaction write, Guid conversationId, Guid messageId) =>
-        await write.QuerySingleOrDefaultAsync<int>(
-            "SELECT 1 FROM messages WHERE id = @messageId AND conversation_id = @conversationId",
-            new { messageId, conversationId }) == 1;
 
     private static async Task<MessageRow> LoadRowAsync(ChatTransaction write, Guid conversationId, Guid messageId) =>
         await write.QuerySingleOrDefaultAsync<MessageRow>(

@@ -55,17 +55,34 @@ public sealed class ChatDatabase : IAsyncDisposable
     }
 
     /// <summary>Starts a write transaction for one conversation; events appended to it are published on commit.</summary>
+    public Task<ChatTransaction> BeginWriteAsync(
+        Guid conversationId, ChatEventPipeline pipeline, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App) =>
+        BeginWriteAsync([conversationId], pipeline, cancellationToken, origin);
+
+    /// <summary>
+    /// Starts one write transaction for several conversations (group commit). Their gates are taken in one global
+    /// order, so writers that hold several never wait on each other in a cycle.
+    /// </summary>
     public async Task<ChatTransaction> BeginWriteAsync(
-        Guid conversationId, ChatEventPipeline pipeline, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
+        IReadOnlyCollection<Guid> conversationIds, ChatEventPipeline pipeline, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
     {
-        var gate = _writeLocks[(int)((uint)conversationId.GetHashCode() % (uint)_writeLocks.Length)];
-        await gate.WaitAsync(cancellationToken);
+        var gates = conversationIds
+            .Select(id => (int)((uint)id.GetHashCode() % (uint)_writeLocks.Length))
+            .Distinct()
+            .Order()
+            .Select(stripe => _writeLocks[stripe])
+            .ToArray();
+        var held = 0;
         DbConnection? connection = null;
         try
         {
+            for (; held < gates.Length; held++)
+            {
+                await gates[held].WaitAsync(cancellationToken);
+            }
             connection = await OpenAsync(cancellationToken);
             var transaction = await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken);
-            return new ChatTransaction(connection, transaction, gate, pipeline, origin);
+            return new ChatTransaction(connection, transaction, gates, pipeline, origin);
         }
         catch
         {
@@ -73,7 +90,10 @@ public sealed class ChatDatabase : IAsyncDisposable
             {
                 await connection.DisposeAsync();
             }
-            gate.Release();
+            for (var i = 0; i < held; i++)
+            {
+                gates[i].Release();
+            }
             throw;
         }
     }

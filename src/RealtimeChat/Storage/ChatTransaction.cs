@@ -1,6 +1,7 @@
 using System.Data.Common;
 using System.Text.Json;
 using Dapper;
+using Npgsql;
 
 namespace RealtimeChat.Storage;
 
@@ -12,15 +13,15 @@ namespace RealtimeChat.Storage;
 /// </summary>
 public sealed class ChatTransaction : IAsyncDisposable
 {
-    private readonly SemaphoreSlim _gate;
+    private readonly SemaphoreSlim[] _gates;
     private readonly ChatEventPipeline _pipeline;
     private readonly List<ConversationEvent> _events = [];
 
-    internal ChatTransaction(DbConnection connection, DbTransaction transaction, SemaphoreSlim gate, ChatEventPipeline pipeline, EventOrigin origin)
+    internal ChatTransaction(DbConnection connection, DbTransaction transaction, SemaphoreSlim[] gates, ChatEventPipeline pipeline, EventOrigin origin)
     {
         Connection = connection;
         Transaction = transaction;
-        _gate = gate;
+        _gates = gates;
         _pipeline = pipeline;
         Origin = origin;
     }
@@ -29,6 +30,12 @@ public sealed class ChatTransaction : IAsyncDisposable
     public EventOrigin Origin { get; }
 
     public DbConnection Connection { get; }
+
+    /// <summary>
+    /// Multi-row writes differ by dialect: PostgreSQL takes a whole batch in one statement over arrays
+    /// (<c>unnest</c>), one round trip; SQLite runs in-process, where a prepared statement per row costs as little.
+    /// </summary>
+    public bool IsPostgres => Connection is NpgsqlConnection;
 
     public DbTransaction Transaction { get; }
 
@@ -51,24 +58,95 @@ public sealed class ChatTransaction : IAsyncDisposable
             """,
             new { conversationId, now, lastMessageId }, Transaction);
 
+    /// <summary>
+    /// Takes <paramref name="count"/> sequence numbers for each conversation at once (group commit) and records the
+    /// activity; returns each conversation's new last seq (the batch's numbers end there).
+    /// </summary>
+    public async Task<Dictionary<Guid, long>> ReserveSequencesAsync(
+        IReadOnlyList<(Guid ConversationId, int Count, Guid LastMessageId)> reservations, DateTimeOffset now)
+    {
+        if (IsPostgres)
+        {
+            var rows = await Connection.QueryAsync<(Guid Id, long LastSeq)>(
+                """
+                UPDATE conversations c
+                   SET last_seq = c.last_seq + r.count,
+                       last_activity_at = @now,
+                       last_message_id = r.last_message_id
+                  FROM unnest(@conversationIds, @counts, @lastMessageIds) AS r(conversation_id, count, last_message_id)
+                 WHERE c.id = r.conversation_id
+                RETURNING c.id, c.last_seq
+                """,
+                new
+                {
+                    conversationIds = reservations.Select(r => r.ConversationId).ToArray(),
+                    counts = reservations.Select(r => r.Count).ToArray(),
+                    lastMessageIds = reservations.Select(r => r.LastMessageId).ToArray(),
+                    now,
+                },
+                Transaction);
+            return rows.ToDictionary(r => r.Id, r => r.LastSeq);
+        }
+
+        var lastSeqs = new Dictionary<Guid, long>(reservations.Count);
+        foreach (var (conversationId, count, lastMessageId) in reservations)
+        {
+            lastSeqs[conversationId] = await Connection.ExecuteScalarAsync<long>(
+                """
+                UPDATE conversations
+                   SET last_seq = last_seq + @count, last_activity_at = @now, last_message_id = @lastMessageId
+                 WHERE id = @conversationId
+                RETURNING last_seq
+                """,
+                new { conversationId, count, now, lastMessageId }, Transaction);
+        }
+        return lastSeqs;
+    }
+
     /// <param name="storedPayload">What the log keeps: never message content, which stays encrypted in <c>messages</c>.</param>
     /// <param name="liveData">What connected clients receive now; defaults to the stored payload.</param>
     public async Task<ConversationEvent> AppendEventAsync(
         Guid conversationId, long seq, string type, Guid? actorId, DateTimeOffset now,
         object storedPayload, object? liveData = null, Guid? messageId = null)
     {
-        var payload = JsonSerializer.Serialize(storedPayload, ChatJson.Options);
-        await Connection.ExecuteAsync(
-            """
-            INSERT INTO conversation_events (conversation_id, seq, type, actor_id, message_id, payload, created_at)
-            VALUES (@conversationId, @seq, @type, @actorId, @messageId, @payload, @now)
-            """,
-            new { conversationId, seq, type, actorId, messageId, payload, now }, Transaction);
-        var evt = new ConversationEvent(conversationId, seq, type, actorId, now, liveData ?? storedPayload, messageId, storedPayload);
-        await _pipeline.OnAppendedAsync(this, evt);
-        _events.Add(evt);
+        var evt = new ConversationEvent(conversationId, seq, type, actorId, now, liveData ?? storedPayload, messageId, storedPayload, Origin);
+        await AppendEventsAsync([evt]);
         return evt;
     }
+
+    /// <summary>Stores events (each with its seq already taken) in the log, shows them to the sinks, and queues them for publication.</summary>
+    public async Task AppendEventsAsync(IReadOnlyList<ConversationEvent> events)
+    {
+        const string insert =
+            """
+            INSERT INTO conversation_events (conversation_id, seq, type, actor_id, message_id, payload, created_at)
+            """;
+        if (IsPostgres)
+        {
+            await ExecuteAsync(
+                insert + " SELECT * FROM unnest(@conversationIds, @seqs, @types, @actorIds, @messageIds, @payloads, @createdAts)",
+                new
+                {
+                    conversationIds = events.Select(e => e.ConversationId).ToArray(),
+                    seqs = events.Select(e => e.Seq).ToArray(),
+                    types = events.Select(e => e.Type).ToArray(),
+                    actorIds = events.Select(e => e.ActorId).ToArray(),
+                    messageIds = events.Select(e => e.MessageId).ToArray(),
+                    payloads = events.Select(StoredJson).ToArray(),
+                    createdAts = events.Select(e => e.CreatedAt.ToUniversalTime()).ToArray(),
+                });
+        }
+        else
+        {
+            await ExecuteAsync(
+                insert + " VALUES (@ConversationId, @Seq, @Type, @ActorId, @MessageId, @Payload, @CreatedAt)",
+                events.Select(e => new { e.ConversationId, e.Seq, e.Type, e.ActorId, e.MessageId, Payload = StoredJson(e), e.CreatedAt }));
+        }
+        await _pipeline.OnAppendedAsync(this, events);
+        _events.AddRange(events);
+    }
+
+    private static string StoredJson(ConversationEvent evt) => JsonSerializer.Serialize(evt.StoredPayload ?? evt.Data, ChatJson.Options);
 
     public async Task CommitAsync(CancellationToken cancellationToken = default)
     {
@@ -87,7 +165,10 @@ public sealed class ChatTransaction : IAsyncDisposable
         }
         finally
         {
-            _gate.Release();
+            foreach (var gate in _gates)
+            {
+                gate.Release();
+            }
         }
     }
 }
@@ -95,7 +176,7 @@ public sealed class ChatTransaction : IAsyncDisposable
 /// <summary>A stored chat change: the conversation, its sequence number, what clients see and what the log keeps.</summary>
 public sealed record ConversationEvent(
     Guid ConversationId, long Seq, string Type, Guid? ActorId, DateTimeOffset CreatedAt, object Data,
-    Guid? MessageId = null, object? StoredPayload = null);
+    Guid? MessageId = null, object? StoredPayload = null, EventOrigin Origin = EventOrigin.App);
 
 public enum EventOrigin
 {
@@ -112,7 +193,10 @@ public interface IChatEventPublisher
 /// <summary>Sees each event inside its transaction, so what it writes commits or rolls back with the change (e.g. an outbox).</summary>
 public interface ITransactionalEventSink
 {
-    Task OnAppendedAsync(ChatTransaction transaction, ConversationEvent evt);
+    /// <summary>Whether an event of this type and origin gets a row of this sink (known before the event is stored).</summary>
+    bool Records(string eventType, EventOrigin origin);
+
+    Task OnAppendedAsync(ChatTransaction transaction, IReadOnlyList<ConversationEvent> events);
 }
 
 /// <summary>Every consumer of stored chat changes, in one place.</summary>
@@ -121,11 +205,14 @@ public sealed class ChatEventPipeline(IEnumerable<ITransactionalEventSink> sinks
     private readonly ITransactionalEventSink[] _sinks = [.. sinks];
     private readonly IChatEventPublisher[] _publishers = [.. publishers];
 
-    internal async Task OnAppendedAsync(ChatTransaction transaction, ConversationEvent evt)
+    /// <summary>Whether a change of this type and origin is recorded for a sink (e.g. will be mirrored to Matrix).</summary>
+    public bool Records(string eventType, EventOrigin origin) => _sinks.Any(sink => sink.Records(eventType, origin));
+
+    internal async Task OnAppendedAsync(ChatTransaction transaction, IReadOnlyList<ConversationEvent> events)
     {
         foreach (var sink in _sinks)
         {
-            await sink.OnAppendedAsync(transaction, evt);
+            await sink.OnAppendedAsync(transaction, events);
         }
     }
 

@@ -63,6 +63,77 @@ public sealed class MessageTests(ServerFixture fixture) : IClassFixture<ServerFi
     }
 
     [Fact]
+    public async Task Concurrent_sends_to_several_conversations_get_gapless_seqs_delivered_in_order_and_answered_as_stored()
+    {
+        var owner = Guid.NewGuid();
+        var members = Enumerable.Range(0, 5).Select(_ => Guid.NewGuid()).ToArray();
+        var ownerClient = _server.Client(owner);
+        var conversations = new[]
+        {
+            await ownerClient.CreateGroupAsync("burst a", members),
+            await ownerClient.CreateGroupAsync("burst b", members),
+            await ownerClient.CreateGroupAsync("burst c", members),
+        };
+        await using var watcher = await _server.ConnectAsync(owner);
+        var outsider = _server.Client(Guid.NewGuid());
+
+        // Sends arriving together are stored together: members' sends and an outsider's refused ones share batches.
+        const int perMemberAndConversation = 8;
+        // Each member sends to each conversation one message after another; all of those streams run at once.
+        var memberSends = members
+            .SelectMany(member => conversations.Select(async conversation =>
+            {
+                var client = _server.Client(member);
+                var answers = new List<(Guid Conversation, JsonElement Message)>();
+                for (var n = 0; n < perMemberAndConversation; n++)
+                {
+                    answers.Add((conversation, await client.SendAsync(conversation, $"{member:N}/{n}")));
+                }
+                return answers;
+            }))
+            .ToList();
+        var outsiderSends = Enumerable.Range(0, 10)
+            .Select(n => outsider.PostJsonAsync($"/api/v1/conversations/{conversations[n % 3]}/messages", new { content = "let me in" }))
+            .ToList();
+        var sent = (await Task.WhenAll(memberSends)).SelectMany(answers => answers).ToArray();
+        foreach (var refused in await Task.WhenAll(outsiderSends))
+        {
+            await refused.ProblemAsync(HttpStatusCode.NotFound, "conversation_not_found");
+        }
+
+        foreach (var conversation in conversations)
+        {
+            var answers = sent.Where(s => s.Conversation == conversation).Select(s => s.Message).OrderBy(m => m.GetProperty("seq").GetInt64()).ToList();
+            var seqs = answers.Select(m => m.GetProperty("seq").GetInt64()).ToList();
+            Assert.Equal(Enumerable.Range((int)seqs[0], members.Length * perMemberAndConversation).Select(n => (long)n), seqs);
+
+            // Each member's sends keep the order in which that member made them.
+            foreach (var member in members)
+            {
+                var mine = answers.Where(m => m.GetProperty("sender_id").GetGuid() == member).Select(m => m.GetProperty("content").GetString());
+                Assert.Equal(Enumerable.Range(0, perMemberAndConversation).Select(n => $"{member:N}/{n}"), mine);
+            }
+
+            var page = await ownerClient.GetJsonAsync($"/api/v1/conversations/{conversation}/messages?limit=100");
+            Assert.Equal(answers.Select(m => m.GetRawText()), page.GetProperty("messages").EnumerateArray().Select(m => m.GetRawText()));
+        }
+
+        var live = new List<LiveFrame>();
+        while (live.Count < sent.Length)
+        {
+            live.Add(await watcher.WaitForAsync(f => f.Type == "message.new"));
+        }
+        foreach (var conversation in conversations)
+        {
+            var frames = live.Where(f => f.ConversationId == conversation).ToList();
+            Assert.Equal(frames.Select(f => f.Seq).Order(), frames.Select(f => f.Seq));
+            Assert.Equal(
+                sent.Where(s => s.Conversation == conversation).Select(s => s.Message.GetRawText()).Order(),
+                frames.Select(f => f.Data.GetRawText()).Order());
+        }
+    }
+
+    [Fact]
     public async Task History_pages_by_sequence_in_both_directions()
     {
         var (id, alice, _, _, _) = await PairAsync();
