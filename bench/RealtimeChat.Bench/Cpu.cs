@@ -37,7 +37,10 @@ public sealed class CpuMeter
         // Per process, so a postgres process that exits meanwhile (another cluster stopping) does not count negative.
         var postgres = PostgresSeconds().Sum(p => p.Value - _postgres.GetValueOrDefault(p.Key)) / seconds;
         var client = (Common.ClientCpuSeconds() - _client) / seconds;
-        return new CpuUse(busy, service, postgres, client, Math.Max(0, busy - service - postgres - client));
+        // Some sandboxes update /proc/stat lazily, so the machine's reading can come out below what its processes
+        // used; the processes' own counters are exact, so the machine is at least their sum.
+        var parts = service + postgres + client;
+        return new CpuUse(Math.Max(busy, parts), service, postgres, client, Math.Max(0, busy - parts));
     }
 
     private static (long Busy, long Total) Machine()
