@@ -1,33 +1,43 @@
 using System.Diagnostics;
 using System.Net.WebSockets;
-using System.Threading.Channels;
 
 namespace RealtimeChat.Realtime;
 
 /// <summary>
-/// One WebSocket of one user. Frames go through a bounded queue drained by a single writer; a client that falls
-/// a whole queue behind is disconnected rather than buffered without bound.
+/// One WebSocket of one user. Frames go through a bounded queue drained on the thread pool by at most one writer at a
+/// time; a client that falls a whole queue behind is disconnected rather than buffered without bound.
 /// </summary>
-public sealed class ChatConnection
+/// <remarks>
+/// At 10,000 connections what each one holds matters, so an idle connection holds no writer task, no cancellation
+/// sources and no buffers: the queue is a small array grown on demand, and a writer is queued only when a frame
+/// arrives at an empty queue. When frames pile up, the writer hands them to the socket in one write.
+/// </remarks>
+public sealed class ChatConnection : IThreadPoolWorkItem
 {
+    // Queues that grew past this during a burst are dropped once drained instead of kept for the connection's life.
+    private const int KeptQueueCapacity = 16;
+
     private readonly Lock _lock = new();
-    private readonly Channel<OutboundFrame> _outbound;
+    private readonly int _queueLimit;
+    private readonly FrameBatchingStream? _batching;
     private readonly HashSet<Guid> _conversations = [];
     // Per conversation: the first seq delivered live on this connection (everything from it on was sent in order).
-    private readonly Dictionary<Guid, long> _firstLiveSeq = [];
+    private Dictionary<Guid, long>? _firstLiveSeq;
     // Per conversation being resumed: live frames held back until the replay from the database is queued.
-    private readonly Dictionary<Guid, List<OutboundFrame>> _resuming = [];
-    private readonly CancellationTokenSource _closed = new();
+    private Dictionary<Guid, List<OutboundFrame>>? _resuming;
+    private OutboundFrame[] _queue = [];
+    private int _head;
+    private int _count;
+    private bool _writing;
+    private bool _closed;
+    private TaskCompletionSource? _writerStopped;
 
-    public ChatConnection(Guid userId, WebSocket socket, int queueLimit)
+    internal ChatConnection(Guid userId, WebSocket socket, int queueLimit, FrameBatchingStream? batching = null)
     {
         UserId = userId;
         Socket = socket;
-        _outbound = Channel.CreateBounded<OutboundFrame>(new BoundedChannelOptions(queueLimit)
-        {
-            SingleReader = true,
-            FullMode = BoundedChannelFullMode.Wait,
-        });
+        _queueLimit = queueLimit;
+        _batching = batching;
     }
 
     public Guid Id { get; } = Guid.NewGuid();
@@ -35,8 +45,6 @@ public sealed class ChatConnection
     public Guid UserId { get; }
 
     public WebSocket Socket { get; }
-
-    public CancellationToken Closed => _closed.Token;
 
     public string? CloseReason { get; private set; }
 
@@ -78,26 +86,38 @@ public sealed class ChatConnection
         lock (_lock)
         {
             _conversations.Remove(conversationId);
-            _firstLiveSeq.Remove(conversationId);
+            _firstLiveSeq?.Remove(conversationId);
         }
     }
 
     /// <summary>Queues a live frame; false if the connection is gone or was just dropped as a slow consumer.</summary>
     public bool Send(OutboundFrame frame)
     {
+        bool queued;
+        bool startWriter;
         lock (_lock)
         {
             if (frame.ConversationId is { } conversationId)
             {
-                if (_resuming.TryGetValue(conversationId, out var held))
+                if (_resuming is not null && _resuming.TryGetValue(conversationId, out var held))
                 {
                     held.Add(frame);
                     return true;
                 }
-                _firstLiveSeq.TryAdd(conversationId, frame.Seq);
+                (_firstLiveSeq ??= []).TryAdd(conversationId, frame.Seq);
             }
-            return QueueLocked(frame);
+            queued = QueueLocked(frame);
+            startWriter = StartWriterLocked();
         }
+        if (startWriter)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
+        if (!queued)
+        {
+            AbortSocketIfSlow();
+        }
+        return queued;
     }
 
     /// <summary>Holds live frames of a conversation back while its missed events are read from the database.</summary>
@@ -105,11 +125,11 @@ public sealed class ChatConnection
     {
         lock (_lock)
         {
-            if (!_conversations.Contains(conversationId) || _resuming.ContainsKey(conversationId))
+            if (!_conversations.Contains(conversationId) || (_resuming?.ContainsKey(conversationId) ?? false))
             {
                 return false;
             }
-            _resuming[conversationId] = [];
+            (_resuming ??= [])[conversationId] = [];
             return true;
         }
     }
@@ -120,11 +140,18 @@ public sealed class ChatConnection
     /// </summary>
     internal int CompleteResume(Guid conversationId, long afterSeq, IReadOnlyList<OutboundFrame> replay, OutboundFrame? notice)
     {
+        int sent;
+        bool startWriter;
         lock (_lock)
         {
-            var held = _resuming.Remove(conversationId, out var frames) ? frames : [];
+            List<OutboundFrame>? held = null;
+            if (_resuming is not null && _resuming.Remove(conversationId, out held) && _resuming.Count == 0)
+            {
+                _resuming = null;
+            }
+            _firstLiveSeq ??= [];
             var firstLive = _firstLiveSeq.GetValueOrDefault(conversationId, long.MaxValue);
-            var sent = 0;
+            sent = 0;
             var last = afterSeq;
             foreach (var frame in replay)
             {
@@ -138,57 +165,168 @@ public sealed class ChatConnection
             {
                 QueueLocked(notice);
             }
-            foreach (var frame in held.Where(f => f.Seq > last))
+            foreach (var frame in held ?? [])
             {
-                QueueLocked(frame);
+                if (frame.Seq > last)
+                {
+                    QueueLocked(frame);
+                }
             }
             _firstLiveSeq[conversationId] = afterSeq + 1;
-            return sent;
+            startWriter = StartWriterLocked();
+        }
+        if (startWriter)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
+        AbortSocketIfSlow();
+        return sent;
+    }
+
+    /// <summary>Stops queuing frames; what is still queued is dropped. The first reason given is the one kept.</summary>
+    public void Close(string reason)
+    {
+        lock (_lock)
+        {
+            CloseLocked(reason);
         }
     }
 
-    public async Task RunWriterAsync(CancellationToken cancellationToken)
+    /// <summary>Completes once no writer is running; a closed connection starts none again.</summary>
+    public Task WriterStoppedAsync()
     {
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
+        lock (_lock)
+        {
+            if (!_writing)
+            {
+                return Task.CompletedTask;
+            }
+            _writerStopped ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            return _writerStopped.Task;
+        }
+    }
+
+    void IThreadPoolWorkItem.Execute() => _ = WriteQueuedAsync();
+
+    private async Task WriteQueuedAsync()
+    {
         try
         {
-            await foreach (var frame in _outbound.Reader.ReadAllAsync(linked.Token))
+            while (TryTakeNext(out var frame, out var more))
             {
-                await Socket.SendAsync(frame.Payload, WebSocketMessageType.Text, endOfMessage: true, linked.Token);
+                _batching?.Hold(more);
+                await Socket.SendAsync(frame.Payload, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None);
                 if (frame.PublishedAt != 0)
                 {
                     ChatMetrics.FanoutLatency.Observe(Stopwatch.GetElapsedTime(frame.PublishedAt).TotalSeconds);
                 }
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
+        catch (Exception)
         {
-            Abort(CloseReason ?? "send_failed");
+            // Nobody awaits this writer: whatever stopped it, the connection is over and must not look busy forever.
+            _batching?.Hold(false);
+            lock (_lock)
+            {
+                CloseLocked("send_failed");
+                StopWriterLocked();
+            }
+            // The reader is waiting on the same broken socket: end it too.
+            Socket.Abort();
         }
     }
 
-    public void Abort(string reason)
+    private bool TryTakeNext(out OutboundFrame frame, out bool more)
     {
         lock (_lock)
         {
-            CloseReason ??= reason;
+            if (_count == 0 || _closed)
+            {
+                _batching?.Hold(false);
+                StopWriterLocked();
+                frame = null!;
+                more = false;
+                return false;
+            }
+            frame = _queue[_head];
+            _queue[_head] = null!;
+            _head = (_head + 1) % _queue.Length;
+            _count--;
+            more = _count > 0;
+            if (_count == 0)
+            {
+                _head = 0;
+                if (_queue.Length > KeptQueueCapacity)
+                {
+                    _queue = [];
+                }
+            }
+            return true;
         }
-        _outbound.Writer.TryComplete();
-        _closed.Cancel();
+    }
+
+    private bool StartWriterLocked()
+    {
+        if (_writing || _closed || _count == 0)
+        {
+            return false;
+        }
+        _writing = true;
+        return true;
+    }
+
+    private void StopWriterLocked()
+    {
+        _writing = false;
+        _writerStopped?.TrySetResult();
+        _writerStopped = null;
     }
 
     private bool QueueLocked(OutboundFrame frame)
     {
-        if (_outbound.Writer.TryWrite(frame))
+        if (_closed)
         {
-            return true;
+            return false;
         }
-        if (!_closed.IsCancellationRequested)
+        if (_count == _queueLimit)
         {
-            CloseReason ??= "slow_consumer";
-            _outbound.Writer.TryComplete();
-            _closed.Cancel();
+            CloseLocked("slow_consumer");
+            return false;
         }
-        return false;
+        if (_count == _queue.Length)
+        {
+            var larger = new OutboundFrame[Math.Min(Math.Max(4, _queue.Length * 2), _queueLimit)];
+            for (var i = 0; i < _count; i++)
+            {
+                larger[i] = _queue[(_head + i) % _queue.Length];
+            }
+            _queue = larger;
+            _head = 0;
+        }
+        _queue[(_head + _count) % _queue.Length] = frame;
+        _count++;
+        return true;
+    }
+
+    private void CloseLocked(string reason)
+    {
+        CloseReason ??= reason;
+        if (_closed)
+        {
+            return;
+        }
+        _closed = true;
+        _queue = [];
+        _head = 0;
+        _count = 0;
+    }
+
+    // A slow consumer's reader is still waiting for client frames: abort the socket so the session ends and detaches.
+    private void AbortSocketIfSlow()
+    {
+        if (CloseReason == "slow_consumer")
+        {
+            Socket.Abort();
+        }
     }
 }

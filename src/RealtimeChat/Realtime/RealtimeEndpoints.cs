@@ -1,8 +1,13 @@
 using System.Buffers;
 using System.Net.WebSockets;
 using System.Security.Claims;
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http.Timeouts;
 using Microsoft.Extensions.Options;
+using Microsoft.Net.Http.Headers;
 using RealtimeChat.Identity;
 using RealtimeChat.Infrastructure;
 
@@ -28,37 +33,35 @@ public static class RealtimeEndpoints
 /// <summary>Runs one accepted WebSocket: subscriptions, the writer, and the client's frames (resume, typing, ping).</summary>
 public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOptions<RealtimeOptions> options, ILogger<RealtimeSession> logger)
 {
-    private const int SmallFrameBytes = 1024;
+    // How long a closing session waits for a send in progress before it aborts the socket.
+    private static readonly TimeSpan WriterStopTimeout = TimeSpan.FromSeconds(2);
 
     public async Task RunAsync(HttpContext context, Guid userId)
     {
         var settings = options.Value;
-        using var socket = await context.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext
-        {
-            KeepAliveInterval = settings.KeepAliveInterval,
-            KeepAliveTimeout = settings.KeepAliveTimeout,
-        });
-        var connection = new ChatConnection(userId, socket, settings.SendQueueLimit);
+        var (socket, batching) = await AcceptAsync(context, settings);
+        using var _ = socket;
+        var connection = new ChatConnection(userId, socket, settings.SendQueueLimit, batching);
         var aborted = context.RequestAborted;
-        Task? writer = null;
         try
         {
             await hub.AttachAsync(connection, aborted);
             connection.Send(OutboundFrame.Control(new ReadyFrame(userId, connection.Id)));
-            writer = connection.RunWriterAsync(aborted);
             await ReadAsync(connection, aborted);
-            connection.Abort("client_closed");
+            connection.Close("client_closed");
         }
         catch (Exception ex) when (ex is OperationCanceledException or WebSocketException)
         {
-            connection.Abort("connection_lost");
+            connection.Close("connection_lost");
         }
         finally
         {
+            connection.Close("closed");
             // The writer must have stopped before the close frame goes out: a WebSocket takes one send at a time.
-            connection.Abort("closed");
-            if (writer is not null)
+            var writer = connection.WriterStoppedAsync();
+            if (!writer.IsCompleted && await Task.WhenAny(writer, Task.Delay(WriterStopTimeout)) != writer)
             {
+                socket.Abort();
                 await writer;
             }
             hub.Detach(connection);
@@ -66,75 +69,117 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
         }
     }
 
+    /// <summary>
+    /// Accepts the upgrade over a <see cref="FrameBatchingStream"/>, so the writer can send a backlog in one socket
+    /// write. The handshake is ASP.NET Core's (RFC 6455 section 4.2.2: no subprotocol, no compression); WebSockets
+    /// over HTTP/2 use the framework's accept, without batching.
+    /// </summary>
+    private static async Task<(WebSocket Socket, FrameBatchingStream? Batching)> AcceptAsync(HttpContext context, RealtimeOptions settings)
+    {
+        var upgrade = context.Features.Get<IHttpUpgradeFeature>();
+        if (upgrade is not { IsUpgradableRequest: true })
+        {
+            var socket = await context.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext
+            {
+                KeepAliveInterval = settings.KeepAliveInterval,
+                KeepAliveTimeout = settings.KeepAliveTimeout,
+            });
+            return (socket, null);
+        }
+
+        var headers = context.Response.Headers;
+        headers.Connection = HeaderNames.Upgrade;
+        headers.Upgrade = "websocket";
+        headers.SecWebSocketAccept = AcceptKey(context.Request.Headers.SecWebSocketKey.ToString());
+        var stream = new FrameBatchingStream(context, await upgrade.UpgradeAsync());
+        context.Features.Get<IHttpRequestTimeoutFeature>()?.DisableTimeout();
+        var batchingSocket = WebSocket.CreateFromStream(stream, new WebSocketCreationOptions
+        {
+            IsServer = true,
+            KeepAliveInterval = settings.KeepAliveInterval,
+            KeepAliveTimeout = settings.KeepAliveTimeout,
+        });
+        stream.Socket = batchingSocket;
+        return (batchingSocket, stream);
+    }
+
+    private static string AcceptKey(string key)
+    {
+        Span<byte> hash = stackalloc byte[SHA1.HashSizeInBytes];
+        SHA1.HashData(Encoding.ASCII.GetBytes(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"), hash);
+        return Convert.ToBase64String(hash);
+    }
+
     private async Task ReadAsync(ChatConnection connection, CancellationToken aborted)
     {
-        var settings = options.Value;
-        // Client frames are small (typing, ping, a resume list): a connection keeps only a small buffer for its whole
-        // life and borrows a large one for the rare frame that does not fit, which matters at 10,000 connections.
-        var small = new byte[SmallFrameBytes];
-        var lastTyping = new Dictionary<Guid, long>();
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(aborted, connection.Closed);
-        try
+        var maxFrameBytes = options.Value.MaxClientFrameBytes;
+        Dictionary<Guid, long>? lastTyping = null;
+        while (true)
         {
-            while (!linked.IsCancellationRequested)
+            // Wait for the next message with no buffer at all, and borrow one only while a message is read: an idle
+            // connection then holds none, which matters at 10,000 connections.
+            var result = await connection.Socket.ReceiveAsync(Memory<byte>.Empty, CancellationToken.None);
+            if (result.MessageType == WebSocketMessageType.Close)
             {
-                var buffer = small;
-                byte[]? borrowed = null;
-                try
+                return;
+            }
+            var buffer = ArrayPool<byte>.Shared.Rent(maxFrameBytes);
+            ClientFrame? frame;
+            bool malformed;
+            try
+            {
+                var length = 0;
+                while (!result.EndOfMessage)
                 {
-                    var length = 0;
-                    ValueWebSocketReceiveResult result;
-                    do
+                    if (length == maxFrameBytes)
                     {
-                        if (length == buffer.Length)
-                        {
-                            if (length >= settings.MaxClientFrameBytes)
-                            {
-                                connection.Abort("frame_too_large");
-                                return;
-                            }
-                            borrowed = ArrayPool<byte>.Shared.Rent(settings.MaxClientFrameBytes);
-                            buffer.AsSpan(0, length).CopyTo(borrowed);
-                            buffer = borrowed;
-                        }
-                        var room = Math.Min(buffer.Length, settings.MaxClientFrameBytes) - length;
-                        result = await connection.Socket.ReceiveAsync(buffer.AsMemory(length, room), linked.Token);
-                        length += result.Count;
-                    } while (!result.EndOfMessage && result.MessageType != WebSocketMessageType.Close);
-
+                        connection.Close("frame_too_large");
+                        return;
+                    }
+                    result = await connection.Socket.ReceiveAsync(buffer.AsMemory(length, maxFrameBytes - length), CancellationToken.None);
                     if (result.MessageType == WebSocketMessageType.Close)
                     {
                         return;
                     }
-                    await HandleAsync(connection, buffer.AsMemory(0, length), lastTyping, linked.Token);
+                    length += result.Count;
                 }
-                finally
-                {
-                    if (borrowed is not null)
-                    {
-                        ArrayPool<byte>.Shared.Return(borrowed);
-                    }
-                }
+                (frame, malformed) = Parse(buffer.AsSpan(0, length));
             }
-        }
-        catch (OperationCanceledException)
-        {
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+            if (malformed)
+            {
+                connection.Send(OutboundFrame.Control(new ErrorFrame("malformed_frame", "Frames are JSON objects with a type.")));
+                continue;
+            }
+            if (frame is { Type: "resume", Conversations: { } conversations })
+            {
+                foreach (var (conversationId, afterSeq) in conversations)
+                {
+                    await ResumeAsync(connection, conversationId, Math.Max(0, afterSeq), aborted);
+                }
+                continue;
+            }
+            Handle(connection, frame, ref lastTyping);
         }
     }
 
-    private async Task HandleAsync(ChatConnection connection, ReadOnlyMemory<byte> json, Dictionary<Guid, long> lastTyping, CancellationToken cancellationToken)
+    private static (ClientFrame? Frame, bool Malformed) Parse(ReadOnlySpan<byte> json)
     {
-        ClientFrame? frame;
         try
         {
-            frame = JsonSerializer.Deserialize<ClientFrame>(json.Span, ChatJson.Options);
+            return (JsonSerializer.Deserialize<ClientFrame>(json, ChatJson.Options), false);
         }
         catch (JsonException)
         {
-            connection.Send(OutboundFrame.Control(new ErrorFrame("malformed_frame", "Frames are JSON objects with a type.")));
-            return;
+            return (null, true);
         }
+    }
 
+    private void Handle(ChatConnection connection, ClientFrame? frame, ref Dictionary<Guid, long>? lastTyping)
+    {
         switch (frame?.Type)
         {
             case "ping":
@@ -147,16 +192,11 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
                     break;
                 }
                 var now = Environment.TickCount64;
+                lastTyping ??= [];
                 if (!lastTyping.TryGetValue(conversationId, out var last) || now - last >= options.Value.TypingThrottle.TotalMilliseconds)
                 {
                     lastTyping[conversationId] = now;
                     hub.Typing(connection.UserId, conversationId);
-                }
-                break;
-            case "resume" when frame.Conversations is { } conversations:
-                foreach (var (conversationId, afterSeq) in conversations)
-                {
-                    await ResumeAsync(connection, conversationId, Math.Max(0, afterSeq), cancellationToken);
                 }
                 break;
             default:
