@@ -239,7 +239,6 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
         }
         var status = reason switch
         {
-            "slow_consumer" => WebSocketCloseStatus.PolicyViolation,
             "frame_too_large" => WebSocketCloseStatus.MessageTooBig,
             _ => WebSocketCloseStatus.NormalClosure,
         };
