@@ -7,7 +7,7 @@ public sealed record FanoutOptions
 {
     public int Connections { get; init; } = 10_000;
     public int GroupSize { get; init; } = 1000;
-    public double Rate { get; init; } = 100;
+    public double Rate { get; init; } = 120;
     public double Seconds { get; init; } = 20;
     public int ConnectParallel { get; init; } = 64;
     public double BaselineSeconds { get; init; } = 10;
