@@ -1,9 +1,7 @@
 using System.Collections.Concurrent;
-using System.Data.Common;
 using System.Diagnostics;
 using Dapper;
 using Microsoft.Extensions.Options;
-using Npgsql;
 using RealtimeChat.Messages;
 using RealtimeChat.Storage;
 
@@ -363,25 +361,19 @@ public sealed class MatrixDispatcher(
         await using (var connection = await database.OpenAsync(CancellationToken.None))
         await using (var transaction = await connection.BeginTransactionAsync(CancellationToken.None))
         {
+            // A statement per row: each is a primary-key update with a plan that stays right as the outbox grows, and the
+            // batches are small under load (one or two actions per room).
             var now = time.UtcNowMicros();
-            if (connection is NpgsqlConnection)
-            {
-                await StoreOutcomesAsync(connection, transaction, turn, now);
-            }
-            else
-            {
-                // SQLite runs in-process: a statement per row costs no round trip.
-                await connection.ExecuteAsync(
-                    """
-                    UPDATE matrix_outbox
-                       SET status = @Status, attempts = attempts + 1, matrix_event_id = COALESCE(@EventId, matrix_event_id),
-                           last_error = @Error, next_attempt_at = @NextAttemptAt, sent_at = CASE WHEN @Status = 'sent' THEN @now ELSE sent_at END
-                     WHERE id = @Id
-                    """,
-                    turn.Outcomes.Select(o => new { o.Status, o.EventId, o.Error, o.NextAttemptAt, now, o.Id }).ToList(),
-                    transaction);
-                await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = @EventId WHERE id = @MessageId", turn.MessageEvents, transaction);
-            }
+            await connection.ExecuteAsync(
+                """
+                UPDATE matrix_outbox
+                   SET status = @Status, attempts = attempts + 1, matrix_event_id = COALESCE(@EventId, matrix_event_id),
+                       last_error = @Error, next_attempt_at = @NextAttemptAt, sent_at = CASE WHEN @Status = 'sent' THEN @now ELSE sent_at END
+                 WHERE id = @Id
+                """,
+                turn.Outcomes.Select(o => new { o.Status, o.EventId, o.Error, o.NextAttemptAt, now, o.Id }).ToList(),
+                transaction);
+            await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = @EventId WHERE id = @MessageId", turn.MessageEvents, transaction);
             if (turn.ReactionEvents.Count > 0)
             {
                 await connection.ExecuteAsync(
@@ -400,36 +392,6 @@ public sealed class MatrixDispatcher(
         }
         MatrixMetrics.MessagesSent.Inc(turn.Outcomes.Count(o => o.Action == MatrixActions.SendMessage && o.Status == "sent"));
         turn.Recorded();
-    }
-
-    /// <summary>PostgreSQL: the whole batch in two statements (arrays), rather than two round trips per action.</summary>
-    private static async Task StoreOutcomesAsync(DbConnection connection, DbTransaction transaction, DispatchTurn turn, DateTimeOffset now)
-    {
-        await connection.ExecuteAsync(
-            """
-            UPDATE matrix_outbox o
-               SET status = v.status, attempts = o.attempts + 1, matrix_event_id = COALESCE(v.event_id, o.matrix_event_id),
-                   last_error = v.error, next_attempt_at = v.next_attempt_at, sent_at = CASE WHEN v.status = 'sent' THEN @now ELSE o.sent_at END
-              FROM unnest(@ids, @statuses, @eventIds, @errors, @nextAttempts) AS v (id, status, event_id, error, next_attempt_at)
-             WHERE o.id = v.id
-            """,
-            new
-            {
-                ids = turn.Outcomes.Select(o => o.Id).ToArray(),
-                statuses = turn.Outcomes.Select(o => o.Status).ToArray(),
-                eventIds = turn.Outcomes.Select(o => o.EventId).ToArray(),
-                errors = turn.Outcomes.Select(o => o.Error).ToArray(),
-                nextAttempts = turn.Outcomes.Select(o => o.NextAttemptAt.ToUniversalTime()).ToArray(),
-                now,
-            },
-            transaction);
-        if (turn.MessageEvents.Count > 0)
-        {
-            await connection.ExecuteAsync(
-                "UPDATE messages m SET matrix_event_id = v.event_id FROM unnest(@ids, @eventIds) AS v (id, event_id) WHERE m.id = v.id",
-                new { ids = turn.MessageEvents.Select(e => e.MessageId).ToArray(), eventIds = turn.MessageEvents.Select(e => e.EventId).ToArray() },
-                transaction);
-        }
     }
 
     private async Task RecordBacklogAsync(CancellationToken cancellationToken)
