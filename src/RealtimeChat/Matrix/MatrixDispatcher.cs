@@ -186,14 +186,15 @@ public sealed class MatrixDispatcher(
     private async Task<List<Guid>> DueConversationsAsync(int limit, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
-        // The head (oldest pending action) of each conversation's queue decides whether the conversation is due.
+        // The head (oldest pending action) of each conversation's queue decides whether the conversation is due. Ordered
+        // by the heads found in the pending index, not by the outbox's id: with "ORDER BY o.id LIMIT" PostgreSQL walked
+        // the primary key through every sent row kept for retention (3 ms per poll at 20,000 rows in the bench).
         return (await connection.QueryAsync<Guid>(
             """
-            SELECT o.conversation_id
-              FROM matrix_outbox o
-             WHERE o.id IN (SELECT MIN(id) FROM matrix_outbox WHERE status = 'pending' GROUP BY conversation_id)
-               AND o.next_attempt_at <= @now
-             ORDER BY o.id
+            SELECT h.conversation_id
+              FROM (SELECT conversation_id, MIN(id) AS head FROM matrix_outbox WHERE status = 'pending' GROUP BY conversation_id) h
+             WHERE EXISTS (SELECT 1 FROM matrix_outbox o WHERE o.id = h.head AND o.next_attempt_at <= @now)
+             ORDER BY h.head
              LIMIT @limit
             """,
             new { now = time.UtcNowMicros(), limit })).AsList();
