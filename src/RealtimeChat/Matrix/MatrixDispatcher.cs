@@ -186,15 +186,19 @@ public sealed class MatrixDispatcher(
     private async Task<List<Guid>> DueConversationsAsync(int limit, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
-        // The head (oldest pending action) of each conversation's queue decides whether the conversation is due. Ordered
-        // by the heads found in the pending index, not by the outbox's id: with "ORDER BY o.id LIMIT" PostgreSQL walked
-        // the primary key through every sent row kept for retention (3 ms per poll at 20,000 rows in the bench).
+        // The head (oldest pending action) of each conversation's queue decides whether the conversation is due, and only
+        // the head can be waiting for a retry (an action is retried only at the head, and its queue stops behind it), so
+        // the latest next_attempt_at of a queue is its head's. One pass over the pending index, no join: joining the
+        // heads back to the outbox let PostgreSQL walk the primary key through every sent row kept for retention to
+        // satisfy "ORDER BY id LIMIT" (3 ms per poll at 20,000 rows in the bench).
         return (await connection.QueryAsync<Guid>(
             """
-            SELECT h.conversation_id
-              FROM (SELECT conversation_id, MIN(id) AS head FROM matrix_outbox WHERE status = 'pending' GROUP BY conversation_id) h
-             WHERE EXISTS (SELECT 1 FROM matrix_outbox o WHERE o.id = h.head AND o.next_attempt_at <= @now)
-             ORDER BY h.head
+            SELECT conversation_id
+              FROM matrix_outbox
+             WHERE status = 'pending'
+             GROUP BY conversation_id
+            HAVING MAX(next_attempt_at) <= @now
+             ORDER BY MIN(id)
              LIMIT @limit
             """,
             new { now = time.UtcNowMicros(), limit })).AsList();
