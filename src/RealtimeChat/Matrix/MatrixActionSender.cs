@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Data.Common;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Dapper;
@@ -26,13 +27,46 @@ public sealed class MatrixActionSender(
     public const string ConversationIdField = "io.nova.conversation_id";
     public const string SenderField = "io.nova.sender";
 
+    // The columns MessageRenderer needs, without what only the API shows (delivery state, reactions).
+    private const string MessageColumns =
+        """
+        SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.content, m.media_id, m.reply_to,
+               m.client_message_id, m.created_at, m.edited_at, m.deleted_at, m.matrix_event_id,
+               md.content_type AS media_content_type, md.size_bytes AS media_size_bytes,
+               md.duration_ms AS media_duration_ms, md.file_name AS media_file_name,
+               md.storage_key AS media_storage_key
+          FROM messages m
+          LEFT JOIN media md ON md.id = m.media_id
+        """;
+
     // Ghosts registered by this process, with the display name they were last given.
     private readonly ConcurrentDictionary<Guid, string?> _ghosts = new();
 
+    // A conversation's room never changes once created (a re-run of create_room finds the same room by its alias).
+    private readonly ConcurrentDictionary<Guid, string> _rooms = new();
+
     private bool Appservice => options.Value.Mode == MatrixMode.Appservice;
 
-    /// <returns>The Matrix event id the action produced, if any.</returns>
-    public async Task<string?> SendAsync(OutboxAction action, CancellationToken cancellationToken)
+    /// <summary>Reads the messages a batch of actions will send or edit, in one query on the drain's connection.</summary>
+    public async Task ReadAheadAsync(DbConnection connection, DispatchTurn turn, IReadOnlyList<OutboxAction> actions, CancellationToken cancellationToken)
+    {
+        var ids = actions
+            .Where(a => a.Action is MatrixActions.SendMessage or MatrixActions.Edit && a.MessageId is not null)
+            .Select(a => a.MessageId!.Value)
+            .Distinct()
+            .ToArray();
+        if (ids.Length == 0)
+        {
+            turn.ReadAhead([]);
+            return;
+        }
+        var rows = await connection.QueryAsync<MessageRow>(new CommandDefinition(
+            MessageColumns + " WHERE " + SqlDialect.InList(connection, "m.id", "ids"), new { ids }, cancellationToken: cancellationToken));
+        turn.ReadAhead(rows.Select(row => renderer.Render(row, [])));
+    }
+
+    /// <returns>The Matrix event id the action produced, if any. Event ids to store on messages and reactions go into <paramref name="turn"/>.</returns>
+    public async Task<string?> SendAsync(DispatchTurn turn, OutboxAction action, CancellationToken cancellationToken)
     {
         if (action.Action == MatrixActions.CreateRoom)
         {
@@ -47,10 +81,10 @@ public sealed class MatrixActionSender(
             MatrixActions.Invite => await InviteAsync(roomId, Payload<MemberAdded>(action).Member.UserId, cancellationToken),
             MatrixActions.RemoveMember => await RemoveMemberAsync(roomId, Payload<MemberRemoved>(action), cancellationToken),
             MatrixActions.Rename => await api.SetStateAsync(roomId, "m.room.name", "", new JsonObject { ["name"] = Payload<ConversationUpdated>(action).Name }, null, cancellationToken),
-            MatrixActions.SendMessage => await SendMessageAsync(roomId, action, cancellationToken),
-            MatrixActions.Edit => await EditAsync(roomId, action, cancellationToken),
-            MatrixActions.Redact => await RedactMessageAsync(roomId, action, Payload<MessageDeleted>(action), cancellationToken),
-            MatrixActions.React => await ReactAsync(roomId, action, Payload<ReactionChanged>(action), cancellationToken),
+            MatrixActions.SendMessage => await SendMessageAsync(turn, roomId, action, cancellationToken),
+            MatrixActions.Edit => await EditAsync(turn, roomId, action, cancellationToken),
+            MatrixActions.Redact => await RedactMessageAsync(turn, roomId, action, Payload<MessageDeleted>(action), cancellationToken),
+            MatrixActions.React => await ReactAsync(turn, roomId, action, Payload<ReactionChanged>(action), cancellationToken),
             MatrixActions.Unreact => await UnreactAsync(roomId, action, Payload<ReactionChanged>(action), cancellationToken),
             _ => throw new MatrixApiException(null, null, $"Unknown outbox action '{action.Action}'."),
         };
@@ -58,7 +92,8 @@ public sealed class MatrixActionSender(
 
     private async Task CreateRoomAsync(OutboxAction action, ConversationCreated conversation, CancellationToken cancellationToken)
     {
-        if (await RoomIdAsync(conversation.Id, cancellationToken) is { } existing)
+        // The stored mapping, not the cache: a create_room that runs again must also save a mapping that went missing.
+        if (await StoredRoomIdAsync(conversation.Id, cancellationToken) is { } existing)
         {
             await JoinMembersAsync(existing, conversation.Members.Select(m => m.UserId), cancellationToken);
             return;
@@ -105,6 +140,7 @@ public sealed class MatrixActionSender(
                 """,
                 new { conversationId = conversation.Id, roomId, now });
         }
+        _rooms[conversation.Id] = roomId;
         recorded.Recorded(MatrixInbound.RoomKey(roomId));
         await JoinMembersAsync(roomId, conversation.Members.Select(m => m.UserId), cancellationToken);
     }
@@ -150,9 +186,9 @@ public sealed class MatrixActionSender(
         return null;
     }
 
-    private async Task<string?> SendMessageAsync(string roomId, OutboxAction action, CancellationToken cancellationToken)
+    private async Task<string?> SendMessageAsync(DispatchTurn turn, string roomId, OutboxAction action, CancellationToken cancellationToken)
     {
-        var message = await MessageAsync(action, cancellationToken);
+        var message = await MessageAsync(turn, action, cancellationToken);
         if (message.DeletedAt is not null)
         {
             // Deleted before it reached Matrix: there is nothing left to mirror.
@@ -162,25 +198,23 @@ public sealed class MatrixActionSender(
         var content = message.Media is { } media
             ? await MediaContentAsync(message, media, cancellationToken)
             : TextContent(message.SenderId, message.Content ?? "");
-        if (message.ReplyTo is { } parent && await EventIdOfMessageAsync(parent, cancellationToken) is { } parentEventId)
+        if (message.ReplyTo is { } parent && await EventIdOfMessageAsync(turn, parent, cancellationToken) is { } parentEventId)
         {
             content["m.relates_to"] = new JsonObject { ["m.in_reply_to"] = new JsonObject { ["event_id"] = parentEventId } };
         }
         var eventId = await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), cancellationToken);
-        await using var connection = await database.OpenAsync(CancellationToken.None);
-        await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = @eventId WHERE id = @id", new { eventId, id = message.Id });
-        recorded.Recorded(eventId);
+        turn.MessageSent(message.Id, eventId);
         return eventId;
     }
 
-    private async Task<string?> EditAsync(string roomId, OutboxAction action, CancellationToken cancellationToken)
+    private async Task<string?> EditAsync(DispatchTurn turn, string roomId, OutboxAction action, CancellationToken cancellationToken)
     {
-        var message = await MessageAsync(action, cancellationToken);
+        var message = await MessageAsync(turn, action, cancellationToken);
         if (message.DeletedAt is not null)
         {
             return null;
         }
-        var original = await EventIdOfMessageAsync(message.Id, cancellationToken)
+        var original = await EventIdOfMessageAsync(turn, message.Id, cancellationToken)
             ?? throw new MatrixApiException(System.Net.HttpStatusCode.NotFound, "M_NOT_FOUND", $"Message {message.Id} never reached Matrix; its edit cannot either.");
         var newContent = TextContent(message.SenderId, message.Content ?? "");
         var content = TextContent(message.SenderId, "* " + (message.Content ?? ""));
@@ -189,9 +223,9 @@ public sealed class MatrixActionSender(
         return await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), cancellationToken);
     }
 
-    private async Task<string?> RedactMessageAsync(string roomId, OutboxAction action, MessageDeleted deleted, CancellationToken cancellationToken)
+    private async Task<string?> RedactMessageAsync(DispatchTurn turn, string roomId, OutboxAction action, MessageDeleted deleted, CancellationToken cancellationToken)
     {
-        if (await EventIdOfMessageAsync(deleted.MessageId, cancellationToken) is not { } eventId)
+        if (await EventIdOfMessageAsync(turn, deleted.MessageId, cancellationToken) is not { } eventId)
         {
             return null;
         }
@@ -202,9 +236,9 @@ public sealed class MatrixActionSender(
         return await api.RedactAsync(roomId, eventId, action.TxnId, "Deleted in the app", redactor, cancellationToken);
     }
 
-    private async Task<string?> ReactAsync(string roomId, OutboxAction action, ReactionChanged reaction, CancellationToken cancellationToken)
+    private async Task<string?> ReactAsync(DispatchTurn turn, string roomId, OutboxAction action, ReactionChanged reaction, CancellationToken cancellationToken)
     {
-        var target = await EventIdOfMessageAsync(reaction.MessageId, cancellationToken)
+        var target = await EventIdOfMessageAsync(turn, reaction.MessageId, cancellationToken)
             ?? throw new MatrixApiException(System.Net.HttpStatusCode.NotFound, "M_NOT_FOUND", $"Message {reaction.MessageId} never reached Matrix; its reaction cannot either.");
         await EnsureGhostAsync(reaction.UserId, cancellationToken);
         var content = new JsonObject
@@ -212,11 +246,7 @@ public sealed class MatrixActionSender(
             ["m.relates_to"] = new JsonObject { ["rel_type"] = "m.annotation", ["event_id"] = target, ["key"] = reaction.Reaction },
         };
         var eventId = await api.SendEventAsync(roomId, "m.reaction", action.TxnId, content, As(reaction.UserId), cancellationToken);
-        await using var connection = await database.OpenAsync(CancellationToken.None);
-        await connection.ExecuteAsync(
-            "UPDATE message_reactions SET matrix_event_id = @eventId WHERE message_id = @MessageId AND user_id = @UserId AND reaction = @Reaction",
-            new { eventId, reaction.MessageId, reaction.UserId, reaction.Reaction });
-        recorded.Recorded(eventId);
+        turn.ReactionSent(reaction.MessageId, reaction.UserId, reaction.Reaction, eventId);
         return eventId;
     }
 
@@ -322,21 +352,37 @@ public sealed class MatrixActionSender(
         public string? DisplayName { get; init; }
     }
 
-    private async Task<string?> RoomIdAsync(Guid conversationId, CancellationToken cancellationToken)
+    private async Task<string?> RoomIdAsync(Guid conversationId, CancellationToken cancellationToken) =>
+        _rooms.TryGetValue(conversationId, out var known) ? known : await StoredRoomIdAsync(conversationId, cancellationToken);
+
+    private async Task<string?> StoredRoomIdAsync(Guid conversationId, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
-        return await connection.QuerySingleOrDefaultAsync<string>(
+        var roomId = await connection.QuerySingleOrDefaultAsync<string>(
             "SELECT matrix_room_id FROM matrix_room_mapping WHERE conversation_id = @conversationId", new { conversationId });
+        if (roomId is not null)
+        {
+            _rooms[conversationId] = roomId;
+        }
+        return roomId;
     }
 
-    private async Task<string?> EventIdOfMessageAsync(Guid messageId, CancellationToken cancellationToken)
+    private async Task<string?> EventIdOfMessageAsync(DispatchTurn turn, Guid messageId, CancellationToken cancellationToken)
     {
+        if (turn.EventIdOf(messageId) is { } sentThisTurn)
+        {
+            return sentThisTurn;
+        }
         await using var connection = await database.OpenAsync(cancellationToken);
         return await connection.QuerySingleOrDefaultAsync<string>("SELECT matrix_event_id FROM messages WHERE id = @messageId", new { messageId });
     }
 
-    private async Task<MessageDto> MessageAsync(OutboxAction action, CancellationToken cancellationToken)
+    private async Task<MessageDto> MessageAsync(DispatchTurn turn, OutboxAction action, CancellationToken cancellationToken)
     {
+        if (turn.Message(action.MessageId) is { } readAhead)
+        {
+            return readAhead;
+        }
         await using var connection = await database.OpenAsync(cancellationToken);
         var messages = await renderer.LoadAsync(connection, [action.MessageId!.Value]);
         return messages.Single();
