@@ -101,9 +101,9 @@ public sealed class MatrixOutbox(MatrixDispatcher dispatcher) : ITransactionalEv
 
     public void Publish(ConversationEvent evt)
     {
-        if (MatrixActions.For(evt.Type) is not null)
+        if (Records(evt.Type, evt.Origin))
         {
-            dispatcher.Wake();
+            dispatcher.Wake(evt.ConversationId);
         }
     }
 }
