@@ -1,3 +1,4 @@
+using System.Data.Common;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Dapper;
@@ -25,6 +26,7 @@ public sealed class MatrixDeferredWorker(
 {
     private static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan GiveUpAfter = TimeSpan.FromDays(1);
+    private const int MaxTargetsPerLookup = 500;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -35,22 +37,27 @@ public sealed class MatrixDeferredWorker(
             {
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
                 wait.CancelAfter(Max(nextSweep - time.GetUtcNow(), TimeSpan.Zero));
-                string? target = null;
+                var targets = new List<string>();
                 try
                 {
-                    target = await recorded.Reader.ReadAsync(wait.Token);
+                    targets.Add(await recorded.Reader.ReadAsync(wait.Token));
                 }
                 catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
                 {
                 }
-                if (target is not null)
+                // Every sent message records an id: look them up together, not one query each.
+                while (targets.Count < MaxTargetsPerLookup && recorded.Reader.TryRead(out var more))
                 {
-                    await ApplyAsync("target_event_id = @target", new { target }, stoppingToken);
+                    targets.Add(more);
+                }
+                if (targets.Count > 0)
+                {
+                    await ApplyAsync(connection => SqlDialect.InList(connection, "target_event_id", "targets"), new { targets }, stoppingToken);
                 }
                 if (time.GetUtcNow() >= nextSweep)
                 {
                     await ApplyAsync(
-                        "target_event_id IN (SELECT matrix_event_id FROM messages WHERE matrix_event_id IS NOT NULL) " +
+                        _ => "target_event_id IN (SELECT matrix_event_id FROM messages WHERE matrix_event_id IS NOT NULL) " +
                         "OR target_event_id IN (SELECT matrix_event_id FROM message_reactions WHERE matrix_event_id IS NOT NULL) " +
                         "OR target_event_id IN (SELECT 'room:' || matrix_room_id FROM matrix_room_mapping WHERE matrix_room_id IS NOT NULL)",
                         null, stoppingToken);
@@ -69,13 +76,13 @@ public sealed class MatrixDeferredWorker(
         }
     }
 
-    private async Task ApplyAsync(string where, object? parameters, CancellationToken cancellationToken)
+    private async Task ApplyAsync(Func<DbConnection, string> where, object? parameters, CancellationToken cancellationToken)
     {
         List<Deferred> due;
         await using (var connection = await database.OpenAsync(cancellationToken))
         {
             due = (await connection.QueryAsync<Deferred>(
-                $"SELECT event_id, payload FROM matrix_deferred_events WHERE {where} ORDER BY received_at", parameters)).AsList();
+                $"SELECT event_id, payload FROM matrix_deferred_events WHERE {where(connection)} ORDER BY received_at", parameters)).AsList();
         }
         foreach (var deferred in due)
         {
