@@ -4,8 +4,9 @@
 # removes the cluster when the calling script exits. Set CHAT_PG_DURABLE=1 to keep fsync on (benchmarks), and
 # CHAT_PG_OPTIONS to pass more server settings (e.g. "-c shared_preload_libraries=pg_stat_statements" to profile).
 
+# The server's bin directory: the one with initdb (the client package alone also creates a bin directory).
 chat_pg_bin() {
-  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+  ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname
 }
 
 if [ -z "$(chat_pg_bin)" ]; then
