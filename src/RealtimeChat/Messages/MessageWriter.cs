@@ -114,7 +114,7 @@ public sealed class MessageWriter : BackgroundService
     /// <summary>Stores a batch in one transaction; every send's outcome is given out only after the commit.</summary>
     private async Task StoreAsync(IReadOnlyList<PendingSend> batch)
     {
-        await using var write = await _database.BeginWriteAsync(batch.Select(p => p.ConversationId).Distinct().ToArray(), _events, CancellationToken.None);
+        await using var write = await _database.BeginWriteAsync(batch.Select(p => p.ConversationId).ToArray(), _events, CancellationToken.None);
         var checks = await CheckAsync(write, batch);
         var failures = new Exception?[batch.Count];
         var earlierIds = new Guid?[batch.Count];
@@ -260,15 +260,12 @@ public sealed class MessageWriter : BackgroundService
     private async Task<List<MessageDto>> InsertAsync(ChatTransaction write, IReadOnlyList<PendingSend> batch, List<int> accepted, Guid[] newIds)
     {
         var now = _time.UtcNowMicros();
-        var lastSeqs = await write.ReserveSequencesAsync(
-            accepted
-                .GroupBy(i => batch[i].ConversationId)
-                .Select(g => (g.Key, g.Count(), newIds[g.Last()]))
-                .ToList(),
-            now);
-        var nextSeqs = accepted
-            .CountBy(i => batch[i].ConversationId)
-            .ToDictionary(c => c.Key, c => lastSeqs[c.Key] - c.Value + 1);
+        var reservations = accepted
+            .GroupBy(i => batch[i].ConversationId)
+            .Select(g => (ConversationId: g.Key, Count: g.Count(), LastMessageId: newIds[g.Last()]))
+            .ToList();
+        var lastSeqs = await write.ReserveSequencesAsync(reservations, now);
+        var nextSeqs = reservations.ToDictionary(r => r.ConversationId, r => lastSeqs[r.ConversationId] - r.Count + 1);
 
         var rows = new List<NewMessageRow>(accepted.Count);
         var dtos = new List<MessageDto>(accepted.Count);

@@ -59,8 +59,8 @@ public sealed class ChatTransaction : IAsyncDisposable
             new { conversationId, now, lastMessageId }, Transaction);
 
     /// <summary>
-    /// Takes <paramref name="count"/> sequence numbers for each conversation at once (group commit) and records the
-    /// activity; returns each conversation's new last seq (the batch's numbers end there).
+    /// Takes each conversation's Count sequence numbers at once (group commit) and records the activity; returns each
+    /// conversation's new last seq (the batch's numbers end there).
     /// </summary>
     public async Task<Dictionary<Guid, long>> ReserveSequencesAsync(
         IReadOnlyList<(Guid ConversationId, int Count, Guid LastMessageId)> reservations, DateTimeOffset now)
@@ -132,7 +132,7 @@ public sealed class ChatTransaction : IAsyncDisposable
                     types = events.Select(e => e.Type).ToArray(),
                     actorIds = events.Select(e => e.ActorId).ToArray(),
                     messageIds = events.Select(e => e.MessageId).ToArray(),
-                    payloads = events.Select(StoredJson).ToArray(),
+                    payloads = events.Select(e => e.StoredJson).ToArray(),
                     createdAts = events.Select(e => e.CreatedAt.ToUniversalTime()).ToArray(),
                 });
         }
@@ -140,13 +140,11 @@ public sealed class ChatTransaction : IAsyncDisposable
         {
             await ExecuteAsync(
                 insert + " VALUES (@ConversationId, @Seq, @Type, @ActorId, @MessageId, @Payload, @CreatedAt)",
-                events.Select(e => new { e.ConversationId, e.Seq, e.Type, e.ActorId, e.MessageId, Payload = StoredJson(e), e.CreatedAt }));
+                events.Select(e => new { e.ConversationId, e.Seq, e.Type, e.ActorId, e.MessageId, Payload = e.StoredJson, e.CreatedAt }));
         }
         await _pipeline.OnAppendedAsync(this, events);
         _events.AddRange(events);
     }
-
-    private static string StoredJson(ConversationEvent evt) => JsonSerializer.Serialize(evt.StoredPayload ?? evt.Data, ChatJson.Options);
 
     public async Task CommitAsync(CancellationToken cancellationToken = default)
     {
@@ -176,7 +174,11 @@ public sealed class ChatTransaction : IAsyncDisposable
 /// <summary>A stored chat change: the conversation, its sequence number, what clients see and what the log keeps.</summary>
 public sealed record ConversationEvent(
     Guid ConversationId, long Seq, string Type, Guid? ActorId, DateTimeOffset CreatedAt, object Data,
-    Guid? MessageId = null, object? StoredPayload = null, EventOrigin Origin = EventOrigin.App);
+    Guid? MessageId = null, object? StoredPayload = null, EventOrigin Origin = EventOrigin.App)
+{
+    /// <summary>The stored payload as JSON, serialised once for the log and every sink that keeps it.</summary>
+    public string StoredJson { get; } = JsonSerializer.Serialize(StoredPayload ?? Data, ChatJson.Options);
+}
 
 public enum EventOrigin
 {
