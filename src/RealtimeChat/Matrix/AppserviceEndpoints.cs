@@ -97,7 +97,6 @@ public static class AppserviceEndpoints
     private static async ValueTask<object?> RequireHsToken(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var request = context.HttpContext.Request;
-        var settings = context.HttpContext.RequestServices.GetRequiredService<IOptions<MatrixOptions>>().Value;
         var presented = request.Headers.Authorization.ToString() is { Length: > 7 } header && header.StartsWith("Bearer ", StringComparison.Ordinal)
             ? header[7..]
             : request.Query["access_token"].ToString();
@@ -105,8 +104,8 @@ public static class AppserviceEndpoints
         {
             return Results.Json(new { errcode = "M_UNAUTHORIZED", error = "Missing hs_token." }, statusCode: StatusCodes.Status401Unauthorized);
         }
-        var expected = MatrixOptions.Secret(settings.HsToken, settings.HsTokenFile) ?? "";
-        if (!CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(presented), Encoding.UTF8.GetBytes(expected)))
+        var expected = context.HttpContext.RequestServices.GetRequiredService<MatrixCredentials>().HsToken;
+        if (!CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(presented), expected))
         {
             MatrixMetrics.TransactionsReceived.WithLabels("forbidden").Inc();
             return Results.Json(new { errcode = "M_FORBIDDEN", error = "Bad hs_token." }, statusCode: StatusCodes.Status403Forbidden);

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Data.Common;
+using System.Net;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Dapper;
@@ -27,18 +28,6 @@ public sealed class MatrixActionSender(
     public const string ConversationIdField = "io.nova.conversation_id";
     public const string SenderField = "io.nova.sender";
 
-    // The columns MessageRenderer needs, without what only the API shows (delivery state, reactions).
-    private const string MessageColumns =
-        """
-        SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.content, m.media_id, m.reply_to,
-               m.client_message_id, m.created_at, m.edited_at, m.deleted_at, m.matrix_event_id,
-               md.content_type AS media_content_type, md.size_bytes AS media_size_bytes,
-               md.duration_ms AS media_duration_ms, md.file_name AS media_file_name,
-               md.storage_key AS media_storage_key
-          FROM messages m
-          LEFT JOIN media md ON md.id = m.media_id
-        """;
-
     // Ghosts registered by this process, with the display name they were last given.
     private readonly ConcurrentDictionary<Guid, string?> _ghosts = new();
 
@@ -61,7 +50,7 @@ public sealed class MatrixActionSender(
             return;
         }
         var rows = await connection.QueryAsync<MessageRow>(new CommandDefinition(
-            MessageColumns + " WHERE " + SqlDialect.InList(connection, "m.id", "ids"), new { ids }, cancellationToken: cancellationToken));
+            MessageRow.SelectStored + " WHERE " + SqlDialect.InList(connection, "m.id", "ids"), new { ids }, cancellationToken: cancellationToken));
         turn.ReadAhead(rows.Select(row => renderer.Render(row, [])));
     }
 
@@ -70,7 +59,7 @@ public sealed class MatrixActionSender(
     {
         if (action.Action == MatrixActions.CreateRoom)
         {
-            await CreateRoomAsync(action, Payload<ConversationCreated>(action), cancellationToken);
+            await CreateRoomAsync(Payload<ConversationCreated>(action), cancellationToken);
             return null;
         }
 
@@ -80,7 +69,7 @@ public sealed class MatrixActionSender(
         {
             MatrixActions.Invite => await InviteAsync(roomId, Payload<MemberAdded>(action).Member.UserId, cancellationToken),
             MatrixActions.RemoveMember => await RemoveMemberAsync(roomId, Payload<MemberRemoved>(action), cancellationToken),
-            MatrixActions.Rename => await api.SetStateAsync(roomId, "m.room.name", "", new JsonObject { ["name"] = Payload<ConversationUpdated>(action).Name }, null, cancellationToken),
+            MatrixActions.Rename => await api.SetStateAsync(roomId, "m.room.name", "", new JsonObject { ["name"] = Payload<ConversationUpdated>(action).Name }, cancellationToken),
             MatrixActions.SendMessage => await SendMessageAsync(turn, roomId, action, cancellationToken),
             MatrixActions.Edit => await EditAsync(turn, roomId, action, cancellationToken),
             MatrixActions.Redact => await RedactMessageAsync(turn, roomId, action, Payload<MessageDeleted>(action), cancellationToken),
@@ -90,7 +79,7 @@ public sealed class MatrixActionSender(
         };
     }
 
-    private async Task CreateRoomAsync(OutboxAction action, ConversationCreated conversation, CancellationToken cancellationToken)
+    private async Task CreateRoomAsync(ConversationCreated conversation, CancellationToken cancellationToken)
     {
         // The stored mapping, not the cache: a create_room that runs again must also save a mapping that went missing.
         if (await StoredRoomIdAsync(conversation.Id, cancellationToken) is { } existing)
@@ -119,7 +108,7 @@ public sealed class MatrixActionSender(
         string roomId;
         try
         {
-            roomId = await api.CreateRoomAsync(request, null, cancellationToken);
+            roomId = await api.CreateRoomAsync(request, cancellationToken);
         }
         catch (MatrixApiException ex) when (ex.Errcode == "M_ROOM_IN_USE")
         {
@@ -162,7 +151,7 @@ public sealed class MatrixActionSender(
         await EnsureGhostAsync(userId, cancellationToken);
         try
         {
-            await api.InviteAsync(roomId, ids.UserId(userId), null, cancellationToken);
+            await api.InviteAsync(roomId, ids.UserId(userId), cancellationToken);
         }
         catch (MatrixApiException ex) when (ex.Errcode == "M_FORBIDDEN" && ex.Message.Contains("already in the room", StringComparison.OrdinalIgnoreCase))
         {
@@ -181,14 +170,14 @@ public sealed class MatrixActionSender(
         }
         else
         {
-            await api.KickAsync(roomId, userId, removed.Left ? "Left the conversation" : "Removed from the conversation", null, cancellationToken);
+            await api.KickAsync(roomId, userId, removed.Left ? "Left the conversation" : "Removed from the conversation", cancellationToken);
         }
         return null;
     }
 
     private async Task<string?> SendMessageAsync(DispatchTurn turn, string roomId, OutboxAction action, CancellationToken cancellationToken)
     {
-        var message = await MessageAsync(turn, action, cancellationToken);
+        var message = MessageOf(turn, action);
         if (message.DeletedAt is not null)
         {
             // Deleted before it reached Matrix: there is nothing left to mirror.
@@ -209,7 +198,7 @@ public sealed class MatrixActionSender(
 
     private async Task<string?> EditAsync(DispatchTurn turn, string roomId, OutboxAction action, CancellationToken cancellationToken)
     {
-        var message = await MessageAsync(turn, action, cancellationToken);
+        var message = MessageOf(turn, action);
         if (message.DeletedAt is not null)
         {
             return null;
@@ -377,16 +366,9 @@ public sealed class MatrixActionSender(
         return await connection.QuerySingleOrDefaultAsync<string>("SELECT matrix_event_id FROM messages WHERE id = @messageId", new { messageId });
     }
 
-    private async Task<MessageDto> MessageAsync(DispatchTurn turn, OutboxAction action, CancellationToken cancellationToken)
-    {
-        if (turn.Message(action.MessageId) is { } readAhead)
-        {
-            return readAhead;
-        }
-        await using var connection = await database.OpenAsync(cancellationToken);
-        var messages = await renderer.LoadAsync(connection, [action.MessageId!.Value]);
-        return messages.Single();
-    }
+    // The dispatcher reads every message of its batch ahead (ReadAheadAsync) before sending any of it.
+    private static MessageDto MessageOf(DispatchTurn turn, OutboxAction action) =>
+        turn.Message(action.MessageId) ?? throw new MatrixApiException(HttpStatusCode.NotFound, null, $"Message {action.MessageId} is no longer stored.");
 
     private static T Payload<T>(OutboxAction action) => JsonSerializer.Deserialize<T>(action.Payload, ChatJson.Options)!;
 }

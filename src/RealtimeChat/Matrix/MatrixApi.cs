@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Options;
@@ -23,6 +24,10 @@ public sealed class MatrixApiException(HttpStatusCode? status, string? errcode, 
     /// </summary>
     public bool IsPermanent => Status is HttpStatusCode.BadRequest or HttpStatusCode.Forbidden or HttpStatusCode.NotFound
         or HttpStatusCode.RequestEntityTooLarge;
+
+    /// <summary>The <c>matrix_errors_total</c> label: the errcode, else the status, else "unreachable" (no answer).</summary>
+    public static string MetricLabel(Exception ex) =>
+        ex is MatrixApiException matrix ? matrix.Errcode ?? (matrix.Status is { } status ? ((int)status).ToString() : "unreachable") : "unreachable";
 }
 
 /// <summary>The Client-Server API calls the bridge makes, as the appservice (optionally masquerading) or the service account.</summary>
@@ -43,8 +48,8 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
         }
     }
 
-    public async Task<string> CreateRoomAsync(JsonObject request, string? asUser, CancellationToken cancellationToken) =>
-        (await SendAsync(HttpMethod.Post, "/_matrix/client/v3/createRoom", asUser, request, cancellationToken))!["room_id"]!.GetValue<string>();
+    public async Task<string> CreateRoomAsync(JsonObject request, CancellationToken cancellationToken) =>
+        (await SendAsync(HttpMethod.Post, "/_matrix/client/v3/createRoom", null, request, cancellationToken))!["room_id"]!.GetValue<string>();
 
     public async Task<string?> ResolveAliasAsync(string alias, CancellationToken cancellationToken)
     {
@@ -59,8 +64,8 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
         }
     }
 
-    public Task InviteAsync(string roomId, string userId, string? asUser, CancellationToken cancellationToken) =>
-        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/invite", asUser, new JsonObject { ["user_id"] = userId }, cancellationToken);
+    public Task InviteAsync(string roomId, string userId, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/invite", null, new JsonObject { ["user_id"] = userId }, cancellationToken);
 
     public Task JoinAsync(string roomId, string asUser, CancellationToken cancellationToken) =>
         SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/join", asUser, new JsonObject(), cancellationToken);
@@ -68,8 +73,8 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
     public Task LeaveAsync(string roomId, string asUser, CancellationToken cancellationToken) =>
         SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/leave", asUser, new JsonObject(), cancellationToken);
 
-    public Task KickAsync(string roomId, string userId, string? reason, string? asUser, CancellationToken cancellationToken) =>
-        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/kick", asUser,
+    public Task KickAsync(string roomId, string userId, string? reason, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/kick", null,
             new JsonObject { ["user_id"] = userId, ["reason"] = reason }, cancellationToken);
 
     public async Task<string> SendEventAsync(string roomId, string eventType, string txnId, JsonObject content, string? asUser, CancellationToken cancellationToken) =>
@@ -82,10 +87,10 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
             $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/redact/{Uri.EscapeDataString(eventId)}/{Uri.EscapeDataString(txnId)}",
             asUser, new JsonObject { ["reason"] = reason }, cancellationToken))!["event_id"]!.GetValue<string>();
 
-    public async Task<string> SetStateAsync(string roomId, string eventType, string stateKey, JsonObject content, string? asUser, CancellationToken cancellationToken) =>
+    public async Task<string> SetStateAsync(string roomId, string eventType, string stateKey, JsonObject content, CancellationToken cancellationToken) =>
         (await SendAsync(HttpMethod.Put,
             $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/state/{Uri.EscapeDataString(eventType)}/{Uri.EscapeDataString(stateKey)}",
-            asUser, content, cancellationToken))!["event_id"]!.GetValue<string>();
+            null, content, cancellationToken))!["event_id"]!.GetValue<string>();
 
     public async Task<string> UploadAsync(Stream content, string contentType, string? fileName, string? asUser, CancellationToken cancellationToken)
     {
@@ -195,6 +200,9 @@ public sealed class MatrixCredentials(IOptions<MatrixOptions> options, IHttpClie
 {
     private readonly SemaphoreSlim _login = new(1, 1);
     private string? _token;
+
+    /// <summary>The token the homeserver presents to us, read once (it may live in a file).</summary>
+    public byte[] HsToken => field ??= Encoding.UTF8.GetBytes(MatrixOptions.Secret(options.Value.HsToken, options.Value.HsTokenFile) ?? "");
 
     public async ValueTask<string> AccessTokenAsync(CancellationToken cancellationToken)
     {

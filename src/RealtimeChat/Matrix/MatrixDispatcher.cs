@@ -39,17 +39,8 @@ public sealed class MatrixDispatcher(
     private readonly HashSet<Guid> _dueSet = [];
     // Conversations backing off: their wake-ups are ignored until the outbox query finds them due again.
     private readonly ConcurrentDictionary<Guid, DateTimeOffset> _heldBack = new();
-    private volatile bool _rescanRequested = true;
     private DateTimeOffset _nextRescan;
-    private DateTimeOffset _nextBacklogReading;
     private DateTimeOffset _nextRetentionSweep;
-
-    /// <summary>Something may have become due somewhere: look in the outbox.</summary>
-    public void Wake()
-    {
-        _rescanRequested = true;
-        Signal();
-    }
 
     /// <summary>An action of this conversation was recorded: no need to look in the outbox to know it is due.</summary>
     public void Wake(Guid conversationId)
@@ -101,24 +92,18 @@ public sealed class MatrixDispatcher(
         {
             try
             {
-                // Wake-ups name their conversation; the outbox is only searched at start, on the poll interval (for
-                // rooms whose back-off ended, drains that stopped on an error, other writers) and when asked to.
-                if (_rescanRequested || time.GetUtcNow() >= _nextRescan)
+                // Wake-ups name their conversation; the outbox is only searched at start and on the poll interval (for
+                // rooms whose back-off ended, drains that stopped on an error, other writers), as are the gauges.
+                if (time.GetUtcNow() >= _nextRescan)
                 {
-                    _rescanRequested = false;
                     _nextRescan = time.GetUtcNow() + settings.PollInterval;
                     foreach (var conversationId in await DueConversationsAsync(settings.MaxRoomsInFlight + _inFlight.Count, stoppingToken))
                     {
                         MarkDue(conversationId);
                     }
+                    await RecordBacklogAsync(stoppingToken);
                 }
                 StartDrains(settings.MaxRoomsInFlight, stoppingToken);
-                // Wake-ups come once per stored change under load; the gauges need not.
-                if (time.GetUtcNow() >= _nextBacklogReading)
-                {
-                    await RecordBacklogAsync(stoppingToken);
-                    _nextBacklogReading = time.GetUtcNow() + settings.PollInterval;
-                }
                 if (time.GetUtcNow() >= _nextRetentionSweep)
                 {
                     await ForgetOldRowsAsync(stoppingToken);
@@ -322,7 +307,7 @@ public sealed class MatrixDispatcher(
         }
         catch (MatrixApiException ex) when (ex.IsPermanent)
         {
-            MatrixMetrics.Errors.WithLabels(ex.Errcode ?? ((int?)ex.Status)?.ToString() ?? "permanent").Inc();
+            MatrixMetrics.Errors.WithLabels(MatrixApiException.MetricLabel(ex)).Inc();
             logger.LogWarning("Matrix action {Action} #{Id} of conversation {ConversationId} parked as failed: {Error}",
                 action.Action, action.Id, action.ConversationId, ex.Message);
             turn.Done(new ActionOutcome(action.Id, action.Action, "failed", null, ex.Message, action.NextAttemptAt), time.GetUtcNow());
@@ -330,9 +315,8 @@ public sealed class MatrixDispatcher(
         }
         catch (Exception ex) when (ex is MatrixApiException or ActionNotReadyException && !stoppingToken.IsCancellationRequested)
         {
-            var matrix = ex as MatrixApiException;
-            MatrixMetrics.Errors.WithLabels(matrix?.Errcode ?? (matrix?.Status is { } status ? ((int)status).ToString() : "unreachable")).Inc();
-            var delay = RetryDelay(action.Attempts + 1, matrix?.RetryAfter);
+            MatrixMetrics.Errors.WithLabels(MatrixApiException.MetricLabel(ex)).Inc();
+            var delay = options.Value.RetryDelay(action.Attempts + 1, (ex as MatrixApiException)?.RetryAfter);
             logger.LogWarning("Matrix action {Action} #{Id} of conversation {ConversationId} failed (attempt {Attempt}), retrying in {Delay}: {Error}",
                 action.Action, action.Id, action.ConversationId, action.Attempts + 1, delay, ex.Message);
             var nextAttemptAt = time.UtcNowMicros() + delay;
@@ -340,19 +324,6 @@ public sealed class MatrixDispatcher(
             _heldBack[action.ConversationId] = nextAttemptAt;
             return false;
         }
-    }
-
-    private TimeSpan RetryDelay(int attempt, TimeSpan? retryAfter)
-    {
-        var settings = options.Value;
-        if (retryAfter is { } wait && wait > TimeSpan.Zero)
-        {
-            return wait < settings.MaxRetryDelay ? wait : settings.MaxRetryDelay;
-        }
-        var exponential = settings.MinRetryDelay * Math.Pow(2, Math.Min(attempt - 1, 20));
-        var capped = exponential < settings.MaxRetryDelay ? exponential : settings.MaxRetryDelay;
-        // Jitter so rooms that failed together do not retry together.
-        return capped * (0.8 + Random.Shared.NextDouble() * 0.4);
     }
 
     /// <summary>Records the turn's outcomes and the event ids they produced in one transaction, then lets waiting inbound events apply.</summary>

@@ -73,6 +73,20 @@ public sealed class MatrixOptions : IValidatableObject
 
     public TimeSpan MaxRetryDelay { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>How long to wait before attempt <paramref name="attempt"/> + 1: the homeserver's retry_after if it gave one
+    /// (capped), else exponential from <see cref="MinRetryDelay"/> to <see cref="MaxRetryDelay"/> with jitter.</summary>
+    public TimeSpan RetryDelay(int attempt, TimeSpan? retryAfter)
+    {
+        if (retryAfter is { } wait && wait > TimeSpan.Zero)
+        {
+            return wait < MaxRetryDelay ? wait : MaxRetryDelay;
+        }
+        var exponential = MinRetryDelay * Math.Pow(2, Math.Min(attempt - 1, 20));
+        var capped = exponential < MaxRetryDelay ? exponential : MaxRetryDelay;
+        // Jitter so rooms that failed together do not retry together.
+        return capped * (0.8 + Random.Shared.NextDouble() * 0.4);
+    }
+
     /// <summary>How long sent outbox rows and seen appservice transaction ids are kept.</summary>
     public TimeSpan Retention { get; set; } = TimeSpan.FromDays(7);
 

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using RealtimeChat.Realtime;
 using RealtimeChat.Storage;
 
@@ -54,7 +53,7 @@ public sealed class MatrixOutbox(MatrixDispatcher dispatcher) : ITransactionalEv
                     Action = action,
                     evt.ActorId,
                     evt.MessageId,
-                    Payload = JsonSerializer.Serialize(evt.StoredPayload ?? evt.Data, ChatJson.Options),
+                    Payload = evt.StoredJson,
                     TxnId = MatrixIds.TransactionId(evt.ConversationId, evt.Seq, action),
                     CreatedAt = evt.CreatedAt.ToUniversalTime(),
                 };

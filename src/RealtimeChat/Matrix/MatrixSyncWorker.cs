@@ -70,8 +70,10 @@ public sealed class MatrixSyncWorker(
                 MatrixMetrics.Errors.WithLabels("invalid_since").Inc();
                 since = null;
             }
-            catch (Exception ex) when (ex is MatrixApiException or HttpRequestException)
+            catch (Exception ex)
             {
+                // Whatever failed (the homeserver, our database), the loop must go on: a background service that
+                // throws stops the whole host.
                 failures++;
                 var matrix = ex as MatrixApiException;
                 if (matrix?.Status == HttpStatusCode.Unauthorized)
@@ -80,9 +82,10 @@ public sealed class MatrixSyncWorker(
                     logger.LogError("Matrix rejected the service account's access token ({Errcode}); check Matrix:AccessToken", matrix.Errcode);
                     credentials.Invalidate();
                 }
-                MatrixMetrics.Errors.WithLabels(matrix?.Errcode ?? (matrix?.Status is { } status ? ((int)status).ToString() : "unreachable")).Inc();
-                var delay = matrix?.RetryAfter ?? TimeSpan.FromTicks(Math.Min(settings.MaxRetryDelay.Ticks, settings.MinRetryDelay.Ticks << Math.Min(failures, 20)));
-                logger.LogWarning("Matrix sync failed (attempt {Attempt}), retrying in {Delay}: {Error}", failures, delay, ex.Message);
+                MatrixMetrics.Errors.WithLabels(MatrixApiException.MetricLabel(ex)).Inc();
+                var delay = settings.RetryDelay(failures, matrix?.RetryAfter);
+                // A homeserver's refusal says all in its message; anything else needs its stack trace.
+                logger.LogWarning(matrix is null ? ex : null, "Matrix sync failed (attempt {Attempt}), retrying in {Delay}: {Error}", failures, delay, ex.Message);
                 try
                 {
                     await Task.Delay(delay, time, stoppingToken);

@@ -69,20 +69,29 @@ internal sealed class MessageRow
     public string? MatrixOutboxStatus { get; init; }
     public string? MatrixOutboxError { get; init; }
 
-    // The outbox is read through scalar subqueries, not a join: a prepared plan made while matrix_outbox was young
-    // joined it by scanning the whole table (1.4-3 ms per query at 10,000-20,000 rows).
-    public const string Select =
+    private const string StoredColumns =
         """
-        SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.content, m.media_id, m.reply_to,
+        m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.content, m.media_id, m.reply_to,
                m.client_message_id, m.created_at, m.edited_at, m.deleted_at, m.matrix_event_id,
                md.content_type AS media_content_type, md.size_bytes AS media_size_bytes,
                md.duration_ms AS media_duration_ms, md.file_name AS media_file_name,
-               md.storage_key AS media_storage_key,
+               md.storage_key AS media_storage_key
+        """;
+
+    private const string FromMessagesWithMedia = " FROM messages m LEFT JOIN media md ON md.id = m.media_id";
+
+    /// <summary>The stored message and its media, without the delivery state the API adds (what the Matrix bridge reads).</summary>
+    public const string SelectStored = "SELECT " + StoredColumns + FromMessagesWithMedia;
+
+    // The outbox is read through scalar subqueries, not a join: a prepared plan made while matrix_outbox was young
+    // joined it by scanning the whole table (1.4-3 ms per query at 10,000-20,000 rows).
+    public const string Select =
+        "SELECT " + StoredColumns +
+        """
+        ,
                (SELECT o.status FROM matrix_outbox o WHERE o.message_id = m.id AND o.action = 'send_message') AS matrix_outbox_status,
                (SELECT o.last_error FROM matrix_outbox o WHERE o.message_id = m.id AND o.action = 'send_message') AS matrix_outbox_error
-          FROM messages m
-          LEFT JOIN media md ON md.id = m.media_id
-        """;
+        """ + FromMessagesWithMedia;
 }
 
 internal sealed class ReactionRow
