@@ -10,31 +10,11 @@ namespace RealtimeChat.Tests.Matrix;
 /// <summary>Homeserver outages, throttling, errors and our own crashes: nothing lost, duplicated or reordered.</summary>
 public sealed class BridgeFailureTests
 {
-    private static async Task<(Guid Conversation, string RoomId, HttpClient Alice, Guid AliceId)> RoomAsync(BridgeHost bridge)
-    {
-        var alice = Guid.NewGuid();
-        var client = bridge.Server.Client(alice);
-        var conversation = await client.CreateGroupAsync("resilience", Guid.NewGuid());
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
-        // Room creation also joins the members; let all of it finish before a test injects its fault.
-        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the room set-up");
-        return (conversation, roomId, client, alice);
-    }
-
-    private static List<string> Bodies(BridgeHost bridge, string roomId) =>
-        bridge.Homeserver.Timeline(roomId).Where(e => e.Type == "m.room.message").Select(e => (string?)e.OriginalContent["body"] ?? "").ToList();
-
-    private static async Task<int> PendingAsync(ChatServer server)
-    {
-        await using var connection = await server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
-        return await connection.ExecuteScalarAsync<int>("SELECT COUNT(*) FROM matrix_outbox WHERE status = 'pending'");
-    }
-
     [Fact]
     public async Task Burst_during_an_outage_is_delivered_afterwards_in_order_exactly_once()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("resilience");
 
         var expected = Enumerable.Range(0, 20).Select(i => $"burst {i}").ToList();
         var last = Guid.Empty;
@@ -48,15 +28,15 @@ public sealed class BridgeFailureTests
             // The chat does not wait for Matrix: 20 sends with the homeserver down take well under a second.
             Assert.True(timer.Elapsed < TimeSpan.FromSeconds(5), $"sends took {timer.Elapsed}");
             await Task.Delay(300);
-            Assert.Empty(Bodies(bridge, roomId));
-            Assert.Equal(20, await PendingAsync(bridge.Server));
+            Assert.Empty(bridge.MessageBodies(roomId));
+            Assert.Equal(20, await bridge.PendingActionsAsync());
             await BridgeHost.MatrixStateAsync(alice, conversation, last, "pending");
         }
 
-        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Count >= 20, "the backlog");
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count >= 20, "the backlog");
         await Task.Delay(200);
-        Assert.Equal(expected, Bodies(bridge, roomId));
-        Assert.Equal(0, await PendingAsync(bridge.Server));
+        Assert.Equal(expected, bridge.MessageBodies(roomId));
+        Assert.Equal(0, await bridge.PendingActionsAsync());
         await BridgeHost.MatrixStateAsync(alice, conversation, last, "sent");
     }
 
@@ -64,7 +44,7 @@ public sealed class BridgeFailureTests
     public async Task Throttling_server_errors_and_timeouts_are_retried_without_duplicates()
     {
         await using var bridge = await BridgeHost.StartAsync(settings: new() { ["Matrix:RequestTimeout"] = "00:00:00.300" });
-        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("resilience");
 
         bridge.Homeserver.Faults.Inject(Fault.RateLimited(TimeSpan.FromMilliseconds(200)).On("PUT", "/send/").ForNext(2));
         bridge.Homeserver.Faults.Inject(Fault.ServerError(502).On("PUT", "/send/").ForNext(2));
@@ -76,9 +56,9 @@ public sealed class BridgeFailureTests
             await alice.SendAsync(conversation, body);
         }
 
-        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the outbox to drain");
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
         await Task.Delay(800);
-        Assert.Equal(expected, Bodies(bridge, roomId));
+        Assert.Equal(expected, bridge.MessageBodies(roomId));
         var sendAttempts = bridge.Homeserver.Requests.All.Count(r => r.Method == "PUT" && r.Path.Contains("/send/m.room.message/"));
         // 6 sends + 2 throttled + 2 failed (the timed-out attempt is abandoned by us before the emulator logs it).
         Assert.True(sendAttempts >= 10, $"expected retries, saw {sendAttempts} send requests");
@@ -91,13 +71,13 @@ public sealed class BridgeFailureTests
     public async Task A_crash_after_the_homeserver_accepted_but_before_we_recorded_it_does_not_post_twice()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("resilience");
         var expected = Enumerable.Range(0, 10).Select(i => $"once {i}").ToList();
         foreach (var body in expected)
         {
             await alice.SendAsync(conversation, body);
         }
-        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Count == 10, "first delivery");
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count == 10, "first delivery");
 
         // Forget that they were sent, as a crash between the homeserver's answer and our update would.
         await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
@@ -107,43 +87,43 @@ public sealed class BridgeFailureTests
         }
         await bridge.RestartAsync();
 
-        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the re-dispatch");
-        Assert.Equal(expected, Bodies(bridge, roomId));
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the re-dispatch");
+        Assert.Equal(expected, bridge.MessageBodies(roomId));
     }
 
     [Fact]
     public async Task Stopping_the_service_mid_dispatch_loses_and_duplicates_nothing()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("resilience");
         var slow = bridge.Homeserver.Faults.Inject(Fault.Slow(TimeSpan.FromMilliseconds(40)).On("PUT", "/send/"));
         var expected = Enumerable.Range(0, 30).Select(i => $"restart {i}").ToList();
         foreach (var body in expected)
         {
             await alice.SendAsync(conversation, body);
         }
-        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Count >= 3, "dispatch under way");
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count >= 3, "dispatch under way");
 
         await bridge.RestartAsync();
         slow.Dispose();
 
-        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the rest after restart");
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the rest after restart");
         await Task.Delay(200);
-        Assert.Equal(expected, Bodies(bridge, roomId));
+        Assert.Equal(expected, bridge.MessageBodies(roomId));
     }
 
     [Fact]
     public async Task An_action_the_homeserver_forbids_is_parked_and_the_room_moves_on()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("resilience");
         bridge.Homeserver.Faults.Inject(Fault.Forbidden("You are not allowed to send").On("PUT", "/send/").ForNext(1));
 
         var refused = await alice.SendAsync(conversation, "refused");
         await alice.SendAsync(conversation, "accepted");
 
-        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Contains("accepted"), "the next message");
-        Assert.Equal(["accepted"], Bodies(bridge, roomId));
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("accepted"), "the next message");
+        Assert.Equal(["accepted"], bridge.MessageBodies(roomId));
         var parked = await BridgeHost.MatrixStateAsync(alice, conversation, refused.GetProperty("id").GetGuid(), "failed");
         Assert.Contains("M_FORBIDDEN", parked.GetProperty("matrix").GetProperty("error").GetString());
         // The chat itself is untouched by what Matrix refused.
@@ -155,7 +135,7 @@ public sealed class BridgeFailureTests
     public async Task A_slow_homeserver_does_not_slow_the_chat_and_readiness_stays_up()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, _, alice, _) = await RoomAsync(bridge);
+        var (conversation, _, alice) = await bridge.BridgedConversationAsync("resilience");
         using var slow = bridge.Homeserver.Faults.Inject(Fault.Slow(TimeSpan.FromSeconds(3)));
 
         var timer = Stopwatch.StartNew();
@@ -175,7 +155,7 @@ public sealed class BridgeFailureTests
     public async Task A_crash_between_creating_the_room_and_saving_the_mapping_does_not_make_a_second_room()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice, _) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("resilience");
 
         // As if we died right after createRoom answered: the mapping was never saved and the action is still due.
         await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
@@ -186,7 +166,7 @@ public sealed class BridgeFailureTests
         await bridge.RestartAsync();
         await alice.SendAsync(conversation, "after the crash");
 
-        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Contains("after the crash"), "the message in the original room");
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("after the crash"), "the message in the original room");
         Assert.Single(bridge.Homeserver.Rooms, r => r.Name == "resilience");
     }
 
@@ -194,15 +174,15 @@ public sealed class BridgeFailureTests
     public async Task A_room_held_back_by_the_homeserver_does_not_hold_back_other_rooms()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (stuck, stuckRoom, stuckSender, _) = await RoomAsync(bridge);
-        var (free, freeRoom, freeSender, _) = await RoomAsync(bridge);
+        var (stuck, stuckRoom, stuckSender) = await bridge.BridgedConversationAsync("resilience");
+        var (free, freeRoom, freeSender) = await bridge.BridgedConversationAsync("resilience");
         using var throttled = bridge.Homeserver.Faults.Inject(Fault.RateLimited(TimeSpan.FromSeconds(30)).On("PUT", $"/rooms/{stuckRoom}/send/"));
 
         await stuckSender.SendAsync(stuck, "waits");
         await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.Count($"/rooms/{stuckRoom}/send/") >= 1, "the throttled attempt");
         await freeSender.SendAsync(free, "goes through");
 
-        await BridgeHost.EventuallyAsync(() => Bodies(bridge, freeRoom).Contains("goes through"), "the other room's message");
-        Assert.Empty(Bodies(bridge, stuckRoom));
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(freeRoom).Contains("goes through"), "the other room's message");
+        Assert.Empty(bridge.MessageBodies(stuckRoom));
     }
 }

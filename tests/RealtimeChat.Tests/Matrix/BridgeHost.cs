@@ -1,6 +1,9 @@
 using System.Net;
 using System.Net.Sockets;
+using Dapper;
 using MatrixEmulator;
+using Microsoft.Extensions.DependencyInjection;
+using RealtimeChat.Storage;
 using RealtimeChat.Tests.Infrastructure;
 
 namespace RealtimeChat.Tests.Matrix;
@@ -74,6 +77,27 @@ public sealed class BridgeHost : IAsyncDisposable
     public string Ghost(Guid userId) => $"@nova_{userId:N}:{Homeserver.ServerName}";
 
     public string? RoomOf(Guid conversationId) => Homeserver.ResolveAlias($"#nova_{conversationId:N}:{Homeserver.ServerName}");
+
+    /// <summary>A new two-member conversation whose room exists and whose set-up (creation, joins) is all sent.</summary>
+    public async Task<(Guid Conversation, string RoomId, HttpClient Owner)> BridgedConversationAsync(string name)
+    {
+        var client = Server.Client(Guid.NewGuid());
+        var conversation = await client.CreateGroupAsync(name, Guid.NewGuid());
+        var roomId = await EventuallyAsync(() => RoomOf(conversation), "the room");
+        // Room creation also joins the members; let all of it finish before a test injects its fault.
+        await EventuallyAsync(async () => await PendingActionsAsync() == 0, "the room set-up");
+        return (conversation, roomId, client);
+    }
+
+    public async Task<int> PendingActionsAsync()
+    {
+        await using var connection = await Server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
+        return await connection.ExecuteScalarAsync<int>("SELECT COUNT(*) FROM matrix_outbox WHERE status = 'pending'");
+    }
+
+    /// <summary>The bodies of the room's messages, in timeline order.</summary>
+    public List<string> MessageBodies(string roomId) =>
+        Homeserver.Timeline(roomId).Where(e => e.Type == "m.room.message").Select(e => (string?)e.OriginalContent["body"] ?? "").ToList();
 
     public static async Task<T> EventuallyAsync<T>(Func<T?> probe, string what, TimeSpan? timeout = null) where T : class
     {

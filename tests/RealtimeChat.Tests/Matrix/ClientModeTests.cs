@@ -62,6 +62,7 @@ public sealed class ClientModeTests
 
         await bridge.Server.StopAsync();
         human.SendText(roomId, "while we were down");
+        var requestsBeforeRestart = bridge.Homeserver.Requests.All.Count;
         await bridge.RestartAsync();
 
         await BridgeHost.EventuallyAsync(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() >= 2, "the missed message");
@@ -70,6 +71,10 @@ public sealed class ClientModeTests
         Assert.Equal(["before restart", "while we were down"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));
         await using var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
         Assert.NotNull(await connection.QuerySingleOrDefaultAsync<string>("SELECT next_batch FROM matrix_sync_state"));
+        // Events already held are skipped anyway, so only the requests show whether the restart synced from the start.
+        var syncsAfterRestart = bridge.Homeserver.Requests.All.Skip(requestsBeforeRestart).Where(r => r.Path.EndsWith("/sync", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(syncsAfterRestart);
+        Assert.All(syncsAfterRestart, r => Assert.Contains("since=", r.Query));
     }
 
     [Fact]

@@ -14,24 +14,6 @@ namespace RealtimeChat.Tests.Matrix;
 /// </summary>
 public sealed class DispatchBatchingTests
 {
-    private static async Task<(Guid Conversation, string RoomId, HttpClient Alice)> RoomAsync(BridgeHost bridge)
-    {
-        var client = bridge.Server.Client(Guid.NewGuid());
-        var conversation = await client.CreateGroupAsync("batching", Guid.NewGuid());
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
-        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the room set-up");
-        return (conversation, roomId, client);
-    }
-
-    private static async Task<int> PendingAsync(ChatServer server)
-    {
-        await using var connection = await server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
-        return await connection.ExecuteScalarAsync<int>("SELECT COUNT(*) FROM matrix_outbox WHERE status = 'pending'");
-    }
-
-    private static List<string> Bodies(BridgeHost bridge, string roomId) =>
-        bridge.Homeserver.Timeline(roomId).Where(e => e.Type == "m.room.message").Select(e => (string?)e.OriginalContent["body"] ?? "").ToList();
-
     private static int MessagePuts(BridgeHost bridge, string roomId) =>
         bridge.Homeserver.Requests.All.Count(r => r.Method == "PUT" && r.Path.Contains($"/rooms/{roomId}/send/m.room.message/", StringComparison.Ordinal));
 
@@ -64,7 +46,7 @@ public sealed class DispatchBatchingTests
     public async Task Messages_the_homeserver_has_but_we_never_recorded_are_resent_without_posting_twice()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("batching");
         await RefuseRecordingAsync(bridge.Server, refuse: true);
 
         var expected = Enumerable.Range(0, 12).Select(i => $"unrecorded {i}").ToList();
@@ -73,17 +55,17 @@ public sealed class DispatchBatchingTests
         {
             ids.Add((await alice.SendAsync(conversation, body)).GetProperty("id").GetGuid());
         }
-        await BridgeHost.EventuallyAsync(() => Bodies(bridge, roomId).Count >= expected.Count, "the homeserver to have them all");
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count >= expected.Count, "the homeserver to have them all");
         // Recording keeps failing, so the drain keeps resending the same txnIds.
         await BridgeHost.EventuallyAsync(() => MessagePuts(bridge, roomId) > expected.Count, "a resend");
-        Assert.Equal(expected.Count, await PendingAsync(bridge.Server));
+        Assert.Equal(expected.Count, await bridge.PendingActionsAsync());
 
         // Stopping cannot record them either; the next start sends them once more and now records them.
         await bridge.RestartAsync();
         await RefuseRecordingAsync(bridge.Server, refuse: false);
 
-        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the outbox to drain");
-        Assert.Equal(expected, Bodies(bridge, roomId));
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
+        Assert.Equal(expected, bridge.MessageBodies(roomId));
         var events = bridge.Homeserver.Timeline(roomId).Where(e => e.Type == "m.room.message").ToList();
         for (var i = 0; i < ids.Count; i++)
         {
@@ -96,7 +78,7 @@ public sealed class DispatchBatchingTests
     public async Task A_backlog_of_messages_replies_edits_and_reactions_keeps_every_relation()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("batching");
 
         Guid first;
         using (bridge.Homeserver.Faults.Inject(Fault.Down()))
@@ -111,7 +93,7 @@ public sealed class DispatchBatchingTests
             await Task.Delay(200);
         }
 
-        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the backlog");
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the backlog");
         var timeline = bridge.Homeserver.Timeline(roomId).Where(e => e.Type is "m.room.message" or "m.reaction").ToList();
         var original = timeline.Single(e => (string?)e.OriginalContent["body"] == "first, edited");
         var reply = timeline.Single(e => e.Body == "a reply");
@@ -131,7 +113,7 @@ public sealed class DispatchBatchingTests
     public async Task New_messages_in_a_room_that_is_backing_off_do_not_bring_its_retry_forward()
     {
         await using var bridge = await BridgeHost.StartAsync(settings: new() { ["Matrix:MaxRetryDelay"] = "00:00:02" });
-        var (conversation, roomId, alice) = await RoomAsync(bridge);
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("batching");
         bridge.Homeserver.Faults.Inject(Fault.RateLimited(TimeSpan.FromSeconds(1.5)).On("PUT", "/send/").ForNext(1));
 
         await alice.SendAsync(conversation, "throttled 0");
@@ -144,7 +126,7 @@ public sealed class DispatchBatchingTests
         await Task.Delay(600);
         Assert.Equal(1, MessagePuts(bridge, roomId));
 
-        await BridgeHost.EventuallyAsync(async () => await PendingAsync(bridge.Server) == 0, "the retry");
-        Assert.Equal(expected, Bodies(bridge, roomId));
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the retry");
+        Assert.Equal(expected, bridge.MessageBodies(roomId));
     }
 }
