@@ -30,31 +30,26 @@ root="$PWD"
 # Which code the figures are of (recorded in the JSON line).
 if [ -n "${CHAT_BENCH_REF:-}" ]; then
   CHAT_BENCH_COMMIT="$(git rev-parse --short "$CHAT_BENCH_REF")"
+  root="$(mktemp -d /tmp/chat-bench-src.XXXXXX)"
+  trap 'rm -rf "$root"' EXIT
+  echo "== building $CHAT_BENCH_COMMIT in $root"
+  git archive "$CHAT_BENCH_REF" src tests/MatrixEmulator Directory.Build.props Directory.Packages.props | tar -x -C "$root"
+  cp -r bench "$root/"
+  cp realtime-chat-service.slnx "$root/"
+  rm -rf "$root"/bench/*/bin "$root"/bench/*/obj
 else
   CHAT_BENCH_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   git diff --quiet HEAD -- src 2>/dev/null || CHAT_BENCH_COMMIT="$CHAT_BENCH_COMMIT+working-tree"
 fi
 export CHAT_BENCH_COMMIT
-if [ -n "${CHAT_BENCH_REF:-}" ]; then
-  root="$(mktemp -d /tmp/chat-bench-src.XXXXXX)"
-  trap 'rm -rf "$root"' EXIT
-  echo "== building $(git rev-parse --short "$CHAT_BENCH_REF") in $root"
-  git archive "$CHAT_BENCH_REF" src tests/MatrixEmulator Directory.Build.props Directory.Packages.props | tar -x -C "$root"
-  cp -r bench "$root/"
-  cp realtime-chat-service.slnx "$root/"
-  rm -rf "$root"/bench/*/bin "$root"/bench/*/obj
-fi
 dotnet build "$root/bench/RealtimeChat.Bench/RealtimeChat.Bench.csproj" -c Release -warnaserror -nologo -v q >/dev/null
 
 if [ "$db" = "postgres" ]; then
+  export CHAT_PG_DURABLE="${CHAT_PG_DURABLE:-1}"
+  source scripts/postgres.sh
   if [ -n "${CHAT_BENCH_REF:-}" ]; then
     # postgres.sh sets its own EXIT trap; keep removing the temp tree too.
-    export CHAT_PG_DURABLE="${CHAT_PG_DURABLE:-1}"
-    source scripts/postgres.sh
     trap 'chat_pg_stop; rm -rf "$root"' EXIT
-  else
-    export CHAT_PG_DURABLE="${CHAT_PG_DURABLE:-1}"
-    source scripts/postgres.sh
   fi
 fi
 

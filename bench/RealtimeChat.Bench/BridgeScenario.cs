@@ -54,7 +54,7 @@ public static class BridgeScenario
         var owners = Enumerable.Range(0, o.Conversations).Select(_ => User.New()).ToArray();
         var conversations = await Common.ParallelAsync(o.Conversations, 4, i => api.CreateGroupAsync(owners[i], $"bridge {i}", senders.Select(s => s.Id)));
         var sink = new FrameSink();
-        var watchers = await Watcher.ConnectManyAsync(o.Conversations, 16, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", owners[i].Token, sink.OnFrame, CancellationToken.None));
+        var watchers = await Common.ParallelAsync(o.Conversations, 16, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", owners[i].Token, sink.OnFrame, CancellationToken.None));
 
         // Rooms are created by the dispatcher; wait for all of them and an empty outbox.
         var rooms = new string[o.Conversations];
@@ -124,7 +124,6 @@ public static class BridgeScenario
 
         // Per message: from the intended send to the homeserver's origin_server_ts (millisecond resolution).
         var toHomeserver = new Latency();
-        var lagStart = (long)0;
         foreach (var room in rooms)
         {
             foreach (var evt in homeserver.Timeline(room))
@@ -133,7 +132,6 @@ public static class BridgeScenario
                 {
                     var sentWallMs = wallAtStart + (ts - ticksAtStart) * 1000.0 / Stopwatch.Frequency;
                     toHomeserver.RecordMicros((long)((evt.OriginServerTs - sentWallMs) * 1000));
-                    lagStart++;
                 }
             }
         }

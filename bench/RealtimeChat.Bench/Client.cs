@@ -12,12 +12,12 @@ namespace RealtimeChat.Bench;
 /// <summary>HS256 development tokens for the key the harness starts the service with.</summary>
 public static class Tokens
 {
-    public static string Mint(Guid userId, string key = ChatService.SigningKey)
+    public static string Mint(Guid userId)
     {
         var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var header = Base64Url.EncodeToString("{\"alg\":\"HS256\",\"typ\":\"JWT\"}"u8);
         var payload = Base64Url.EncodeToString(Encoding.UTF8.GetBytes($"{{\"sub\":\"{userId}\",\"nbf\":{now - 60},\"iat\":{now},\"exp\":{now + 86400}}}"));
-        var signature = Base64Url.EncodeToString(HMACSHA256.HashData(Encoding.UTF8.GetBytes(key), Encoding.ASCII.GetBytes($"{header}.{payload}")));
+        var signature = Base64Url.EncodeToString(HMACSHA256.HashData(Encoding.UTF8.GetBytes(ChatService.SigningKey), Encoding.ASCII.GetBytes($"{header}.{payload}")));
         return $"{header}.{payload}.{signature}";
     }
 }
@@ -167,9 +167,7 @@ public sealed class Watcher : IAsyncDisposable
 
     public Watcher(Action<ReadOnlySpan<byte>, long> onFrame) => OnFrame = onFrame;
 
-    public Action<ReadOnlySpan<byte>, long> OnFrame { get; set; }
-
-    public long Frames;
+    public Action<ReadOnlySpan<byte>, long> OnFrame { get; }
 
     public string? Failure { get; private set; }
 
@@ -222,7 +220,6 @@ public sealed class Watcher : IAsyncDisposable
             {
                 (var count, buffer) = await ReceiveAsync(buffer, _stop.Token);
                 var now = Stopwatch.GetTimestamp();
-                Interlocked.Increment(ref Frames);
                 OnFrame(buffer.AsSpan(0, count), now);
             }
         }
@@ -269,21 +266,5 @@ public sealed class Watcher : IAsyncDisposable
         await _loop;
         _socket.Dispose();
         _stop.Dispose();
-    }
-
-    /// <summary>Opens <paramref name="count"/> watchers, <paramref name="parallel"/> handshakes at a time.</summary>
-    public static async Task<Watcher[]> ConnectManyAsync(int count, int parallel, Func<int, Task<Watcher>> connect)
-    {
-        var watchers = new Watcher[count];
-        var next = -1;
-        await Task.WhenAll(Enumerable.Range(0, Math.Min(parallel, count)).Select(_ => Task.Run(async () =>
-        {
-            int i;
-            while ((i = Interlocked.Increment(ref next)) < count)
-            {
-                watchers[i] = await connect(i);
-            }
-        })));
-        return watchers;
     }
 }

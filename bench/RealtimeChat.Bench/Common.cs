@@ -43,7 +43,7 @@ public static class Common
     public static async Task<Deliveries> BaselineEchoAsync(ServerProcess baseline, int sockets, int workers, double rate, TimeSpan duration)
     {
         var sink = new FrameSink();
-        var watchers = await Watcher.ConnectManyAsync(sockets, 16, i => Watcher.ConnectAsync(baseline.BaseUrl, "/ws?group=echo", null, sink.OnFrame, CancellationToken.None));
+        var watchers = await Common.ParallelAsync(sockets, 16, i => Watcher.ConnectAsync(baseline.BaseUrl, "/ws?group=echo", null, sink.OnFrame, CancellationToken.None));
         try
         {
             sink.Begin();

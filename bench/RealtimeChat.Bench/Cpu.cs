@@ -12,17 +12,17 @@ namespace RealtimeChat.Bench;
 public sealed class CpuMeter
 {
     private static readonly double TicksPerSecond = 100;
-    private readonly int? _servicePid;
+    private readonly int _servicePid;
     private readonly (long Busy, long Total) _machine;
     private readonly double _service, _client;
     private readonly Dictionary<int, double> _postgres;
     private readonly long _start = Stopwatch.GetTimestamp();
 
-    public CpuMeter(int? servicePid)
+    public CpuMeter(int servicePid)
     {
         _servicePid = servicePid;
         _machine = Machine();
-        _service = servicePid is { } pid ? ProcessSeconds(pid) : 0;
+        _service = ProcessSeconds(servicePid);
         _postgres = PostgresSeconds();
         _client = Common.ClientCpuSeconds();
     }
@@ -33,7 +33,7 @@ public sealed class CpuMeter
         var machine = Machine();
         var total = machine.Total - _machine.Total;
         var busy = total == 0 ? 0 : (double)(machine.Busy - _machine.Busy) / total * Environment.ProcessorCount;
-        var service = ((_servicePid is { } pid ? ProcessSeconds(pid) : 0) - _service) / seconds;
+        var service = (ProcessSeconds(_servicePid) - _service) / seconds;
         // Per process, so a postgres process that exits meanwhile (another cluster stopping) does not count negative.
         var postgres = PostgresSeconds().Sum(p => p.Value - _postgres.GetValueOrDefault(p.Key)) / seconds;
         var client = (Common.ClientCpuSeconds() - _client) / seconds;

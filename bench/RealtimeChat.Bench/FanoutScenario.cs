@@ -42,7 +42,7 @@ public static class FanoutScenario
         var rssBefore = service.Process.RssBytes();
         var sink = new FrameSink();
         var connectClock = Stopwatch.StartNew();
-        var watchers = await Watcher.ConnectManyAsync(o.Connections, o.ConnectParallel, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", users[i].Token, sink.OnFrame, CancellationToken.None));
+        var watchers = await Common.ParallelAsync(o.Connections, o.ConnectParallel, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", users[i].Token, sink.OnFrame, CancellationToken.None));
         var connectRate = o.Connections / connectClock.Elapsed.TotalSeconds;
         await Task.Delay(3000);
         var rssConnected = service.Process.RssBytes();
@@ -79,7 +79,7 @@ public static class FanoutScenario
         var bRssBefore = baseline.RssBytes();
         var bSink = new FrameSink();
         var bClock = Stopwatch.StartNew();
-        var bWatchers = await Watcher.ConnectManyAsync(o.Connections, o.ConnectParallel, i => Watcher.ConnectAsync(baseline.BaseUrl, $"/ws?group={GroupOf(i)}", null, bSink.OnFrame, CancellationToken.None));
+        var bWatchers = await Common.ParallelAsync(o.Connections, o.ConnectParallel, i => Watcher.ConnectAsync(baseline.BaseUrl, $"/ws?group={GroupOf(i)}", null, bSink.OnFrame, CancellationToken.None));
         var bConnectRate = o.Connections / bClock.Elapsed.TotalSeconds;
         await Task.Delay(3000);
         var bPerConnection = (baseline.RssBytes() - bRssBefore) / (double)o.Connections;

@@ -15,20 +15,7 @@ public sealed class Latency
     private readonly Lock _lock = new();
     private readonly LongHistogram _histogram = new(1, Highest, 3);
 
-    public long Count
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _histogram.TotalCount;
-            }
-        }
-    }
-
     public void RecordTicks(long stopwatchTicks) => RecordMicros(stopwatchTicks * 1_000_000 / Stopwatch.Frequency);
-
-    public void RecordSince(long startTimestamp) => RecordTicks(Stopwatch.GetTimestamp() - startTimestamp);
 
     public void RecordMicros(long micros)
     {

@@ -13,7 +13,7 @@ public sealed class LoadResult
     public Latency Latency { get; } = new();
 
     /// <summary>Per message number: when its request completed (Stopwatch timestamp), if tracked.</summary>
-    public ConcurrentDictionary<long, (long Start, long End)>? Ends;
+    public ConcurrentDictionary<long, long>? Ends;
 
     public double PerSecond => Completed / Math.Max(Elapsed.TotalSeconds, 1e-9);
 }
@@ -71,7 +71,7 @@ public static class Load
                     await action(worker, number, intended, abort.Token);
                     var done = Stopwatch.GetTimestamp();
                     result.Latency.RecordTicks(done - intended);
-                    result.Ends?.TryAdd(number, (intended, done));
+                    result.Ends?.TryAdd(number, done);
                     Interlocked.Increment(ref result.Completed);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException || !abort.IsCancellationRequested)
@@ -146,9 +146,9 @@ public sealed class Deliveries
         }
         foreach (var (number, arrived) in Arrivals)
         {
-            if (sends.Ends.TryGetValue(number, out var times))
+            if (sends.Ends.TryGetValue(number, out var end))
             {
-                beyond.RecordTicks(Math.Max(0, arrived - times.End));
+                beyond.RecordTicks(Math.Max(0, arrived - end));
             }
         }
         return beyond;

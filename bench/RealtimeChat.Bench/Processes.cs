@@ -12,16 +12,13 @@ public sealed class ServerProcess : IAsyncDisposable
     private readonly Process _process;
     private readonly Queue<string> _tail = new();
 
-    private ServerProcess(Process process, Uri baseUrl, string name)
+    private ServerProcess(Process process, Uri baseUrl)
     {
         _process = process;
         BaseUrl = baseUrl;
-        Name = name;
     }
 
     public Uri BaseUrl { get; }
-
-    public string Name { get; }
 
     public int Pid => _process.Id;
 
@@ -39,7 +36,7 @@ public sealed class ServerProcess : IAsyncDisposable
         }
         var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {dll}.");
         Children.Track(process);
-        var server = new ServerProcess(process, baseUrl, name);
+        var server = new ServerProcess(process, baseUrl);
         process.OutputDataReceived += (_, e) => server.Keep(e.Data);
         process.ErrorDataReceived += (_, e) => server.Keep(e.Data);
         process.BeginOutputReadLine();
@@ -113,14 +110,6 @@ public sealed class ServerProcess : IAsyncDisposable
             }
         }
         return 0;
-    }
-
-    /// <summary>User+system CPU seconds used by the process so far (/proc/&lt;pid&gt;/stat).</summary>
-    public double CpuSeconds()
-    {
-        var stat = File.ReadAllText($"/proc/{_process.Id}/stat");
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
     }
 
     public async ValueTask DisposeAsync()
@@ -260,8 +249,6 @@ public sealed class ChatService : IAsyncDisposable
     public ServerProcess Process { get; }
 
     public Uri BaseUrl => Process.BaseUrl;
-
-    public string DatabaseName => _database is null ? "sqlite" : "postgres";
 
     public static async Task<ChatService> StartAsync(HarnessSettings settings, IEnumerable<string>? extra = null, int? port = null)
     {

@@ -31,7 +31,7 @@ public static class SendScenario
         var owners = Enumerable.Range(0, o.Conversations).Select(_ => User.New()).ToArray();
         var conversations = await Common.ParallelAsync(o.Conversations, 8, i => api.CreateGroupAsync(owners[i], $"bench {i}", senders.Select(s => s.Id)));
         var sink = new FrameSink();
-        var watchers = await Watcher.ConnectManyAsync(o.Conversations, 16, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", owners[i].Token, sink.OnFrame, CancellationToken.None));
+        var watchers = await Common.ParallelAsync(o.Conversations, 16, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", owners[i].Token, sink.OnFrame, CancellationToken.None));
         Common.Say(log, $"{o.Conversations} conversations of {o.Senders + 1} members, {watchers.Length} watchers connected");
 
         Task Send(int worker, long number, long timestamp, CancellationToken ct) =>

@@ -39,7 +39,7 @@ public static class SoakScenario
             overall.OnFrame(frame, now);
             sink.OnFrame(frame, now);
         }
-        var watchers = await Watcher.ConnectManyAsync(o.Conversations, 16, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", owners[i].Token, OnFrame, CancellationToken.None));
+        var watchers = await Common.ParallelAsync(o.Conversations, 16, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", owners[i].Token, OnFrame, CancellationToken.None));
 
         Task Send(int worker, long number, long timestamp, CancellationToken ct) =>
             api.SendAsync(senders[worker % senders.Length], conversations[(int)((worker + number) % conversations.Length)], Marker.Make(timestamp, number), ct);

@@ -35,14 +35,14 @@ public sealed class AppservicePushGoldenTests
         });
 
         // The recording's first listener saw transaction 1 twice before it was replaced.
-        await Until(() => emulator.Appservice.Attempts.Count >= 3);
+        await emulator.Appservice.WaitForAsync(a => a.Count >= 3, Patience);
         appservice.Mode = ListenerMode.Ok;
 
         var recorded = Golden.Load("appservice_push.jsonl");
         var recordedDelivered = recorded.Where(r => ((string)r["listener"]!).StartsWith("second", StringComparison.Ordinal)).ToList();
-        var attempts = await emulator.Appservice.WaitForAsync(a => a.Count(x => x.Succeeded) >= recordedDelivered.Count, Patience);
+        await emulator.Appservice.WaitForAsync(a => a.Count(x => x.Succeeded) >= recordedDelivered.Count, Patience);
         await emulator.Appservice.WaitUntilIdleAsync(Patience);
-        attempts = emulator.Appservice.Attempts;
+        var attempts = emulator.Appservice.Attempts;
 
         var delivered = attempts.Where(a => a.Succeeded).ToList();
         Assert.Equal(recordedDelivered.Count, delivered.Count);

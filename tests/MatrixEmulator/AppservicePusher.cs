@@ -68,13 +68,6 @@ public sealed class AppservicePusher : IAsyncDisposable
     /// <summary>Every push attempt in order, failed ones included.</summary>
     public IReadOnlyList<PushAttempt> Attempts => Locked(() => _attempts.ToList());
 
-    /// <summary>Attempts the appservice accepted, i.e. the transactions it has, in order.</summary>
-    public IReadOnlyList<PushAttempt> Delivered => Locked(() => _attempts.Where(a => a.Succeeded).ToList());
-
-    /// <summary>The events of accepted transactions, as pushed.</summary>
-    public IReadOnlyList<JsonObject> DeliveredEvents =>
-        Delivered.SelectMany(a => ((JsonArray)a.Body["events"]!).Select(e => (JsonObject)e!)).ToList();
-
     public IReadOnlyList<AppserviceQuery> Queries => Locked(() => _queries.ToList());
 
     /// <summary>False between a failed push and the recoverer's first full catch-up.</summary>
@@ -109,10 +102,6 @@ public sealed class AppservicePusher : IAsyncDisposable
             }
         }
     }
-
-    /// <summary>Waits until the appservice has accepted a transaction containing <paramref name="eventId"/>.</summary>
-    public Task WaitForDeliveryAsync(string eventId, TimeSpan timeout) =>
-        WaitForAsync(attempts => attempts.Any(a => a.Succeeded && a.EventIds.Contains(eventId)), timeout);
 
     /// <summary>Waits until nothing is queued, unsent or in flight.</summary>
     public async Task WaitUntilIdleAsync(TimeSpan timeout)
@@ -396,24 +385,6 @@ public sealed class AppservicePusher : IAsyncDisposable
             _queries.Add(new AppserviceQuery(at, kind, subject, path, request.Headers.Authorization?.ToString(), status, error));
             Progress();
         }
-    }
-
-    /// <summary>The appservice ping (MSC2659), which always uses the v1 path and a bearer token.</summary>
-    internal async Task<(int? Status, TimeSpan Duration)> PingAsync(string? transactionId)
-    {
-        var body = new JsonObject();
-        if (transactionId is not null)
-        {
-            body["transaction_id"] = transactionId;
-        }
-
-        using var request = new HttpRequestMessage(HttpMethod.Post, Url("/_matrix/app/v1/ping"))
-        {
-            Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"),
-        };
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _registration.HsToken);
-        var (status, _, _, duration) = await ExchangeAsync(request, _stop.Token);
-        return (status, duration);
     }
 
     private string PathFor(string resource) => _options.PushPathStyle == PushPathStyle.Legacy

@@ -156,31 +156,5 @@ internal static class ClientServerEndpoints
             state.DeleteAlias(hs.Authenticate(context), Route(context, "alias"));
             await WriteJsonAsync(context, new JsonObject());
         });
-
-        if (hs.Options.AppservicePing && hs.Pusher is not null)
-        {
-            app.MapPost("/_matrix/client/v1/appservice/{appserviceId}/ping", async context =>
-            {
-                var requester = hs.Authenticate(context);
-                if (!requester.IsAppservice || Route(context, "appserviceId") != hs.Options.Appservice!.Id)
-                {
-                    throw Errors.Forbidden("Provided access token does not match the appservice ID");
-                }
-
-                var body = await ReadJsonAsync(context);
-                var (status, duration) = await hs.Pusher.PingAsync((string?)body["transaction_id"]);
-                if (status is null)
-                {
-                    throw new MatrixException(502, "M_CONNECTION_FAILED", "Failed to connect to the application service");
-                }
-
-                if (status is < 200 or >= 300)
-                {
-                    throw new MatrixException(502, "M_BAD_STATUS", "Application service returned an error", new JsonObject { ["status"] = status });
-                }
-
-                await WriteJsonAsync(context, new JsonObject { ["duration_ms"] = (long)duration.TotalMilliseconds });
-            });
-        }
     }
 }

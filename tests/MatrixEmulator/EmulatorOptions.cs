@@ -15,14 +15,16 @@ public enum PushPathStyle
 /// <summary>The appservice registration the emulated homeserver was given (the registration YAML).</summary>
 public sealed record AppserviceRegistration
 {
+    private readonly Namespaces _users = Namespaces.None, _aliases = Namespaces.None, _rooms = Namespaces.None;
+
     public required string Id { get; init; }
     public required Uri Url { get; init; }
     public required string AsToken { get; init; }
     public required string HsToken { get; init; }
     public required string SenderLocalpart { get; init; }
-    public IReadOnlyList<string> UserNamespaces { get; init; } = [];
-    public IReadOnlyList<string> AliasNamespaces { get; init; } = [];
-    public IReadOnlyList<string> RoomNamespaces { get; init; } = [];
+    public IReadOnlyList<string> UserNamespaces { get => _users.Patterns; init => _users = new Namespaces(value); }
+    public IReadOnlyList<string> AliasNamespaces { get => _aliases.Patterns; init => _aliases = new Namespaces(value); }
+    public IReadOnlyList<string> RoomNamespaces { get => _rooms.Patterns; init => _rooms = new Namespaces(value); }
     public bool Exclusive { get; init; } = true;
 
     /// <summary>Push typing and receipts too; 1.67 did not for the recorded registration.</summary>
@@ -40,15 +42,30 @@ public sealed record AppserviceRegistration
         AliasNamespaces = ["#nova_.*:localhost"],
     };
 
-    internal bool IsInUserNamespace(string userId) => Matches(UserNamespaces, userId);
+    internal bool IsInUserNamespace(string userId) => _users.Matches(userId);
 
-    internal bool IsInAliasNamespace(string alias) => Matches(AliasNamespaces, alias);
+    internal bool IsInAliasNamespace(string alias) => _aliases.Matches(alias);
 
-    internal bool IsInRoomNamespace(string roomId) => Matches(RoomNamespaces, roomId);
+    internal bool IsInRoomNamespace(string roomId) => _rooms.Matches(roomId);
 
-    // Synapse anchors namespace regexes at the start only (re.match), so a trailing ".*" is not needed to match.
-    private static bool Matches(IReadOnlyList<string> patterns, string value) =>
-        patterns.Any(p => Regex.IsMatch(value, "^(?:" + p + ")", RegexOptions.CultureInvariant));
+    /// <summary>A namespace list with its regexes built once, since they are checked per member per pushed event.</summary>
+    private sealed class Namespaces
+    {
+        public static readonly Namespaces None = new([]);
+
+        private readonly Regex[] _regexes;
+
+        public Namespaces(IReadOnlyList<string> patterns)
+        {
+            Patterns = patterns;
+            // Synapse anchors namespace regexes at the start only (re.match), so a trailing ".*" is not needed to match.
+            _regexes = patterns.Select(p => new Regex("^(?:" + p + ")", RegexOptions.CultureInvariant)).ToArray();
+        }
+
+        public IReadOnlyList<string> Patterns { get; }
+
+        public bool Matches(string value) => _regexes.Any(r => r.IsMatch(value));
+    }
 }
 
 /// <summary>A Synapse-style per-user rate limit on sending events (<c>rc_message</c>).</summary>
@@ -64,9 +81,6 @@ public sealed record EmulatorOptions
 
     /// <summary>Serve <c>/_matrix/client/v1/media/*</c>; Synapse 1.67 answered 400 M_UNRECOGNIZED.</summary>
     public bool AuthenticatedMedia { get; init; }
-
-    /// <summary>Serve <c>POST /_matrix/client/v1/appservice/{id}/ping</c>; Synapse 1.67 answered 400 M_UNRECOGNIZED.</summary>
-    public bool AppservicePing { get; init; }
 
     /// <summary>Send a <c>Retry-After</c> header with 429s as newer servers do; 1.67 put only <c>retry_after_ms</c> in the body.</summary>
     public bool RetryAfterHeader { get; init; }

@@ -31,7 +31,7 @@ internal static class Errors
 
     public static MatrixException NotFound(string error) => new(404, "M_NOT_FOUND", error);
 
-    public static MatrixException Unknown(string error, int status = 400) => new(status, "M_UNKNOWN", error);
+    public static MatrixException Unknown(string error) => new(400, "M_UNKNOWN", error);
 
     public static MatrixException BadJson(string error) => new(400, "M_BAD_JSON", error);
 

@@ -195,15 +195,7 @@ internal sealed partial class HomeserverState
                 content["is_direct"] = true;
             }
 
-            var stripped = new JsonArray();
-            foreach (var type in PrejoinStateTypes)
-            {
-                if (room.GetState(type) is { } state)
-                {
-                    stripped.Add(EventSerializer.Stripped(state));
-                }
-            }
-
+            var stripped = StrippedPrejoinState(room);
             if (room.GetState(EventTypes.Member, requester.UserId) is { } inviterMember)
             {
                 stripped.Add(EventSerializer.Stripped(inviterMember));
@@ -449,6 +441,21 @@ internal sealed partial class HomeserverState
         {
             throw new MatrixException(400, "M_DUPLICATE_ANNOTATION", "Can't send same reaction twice");
         }
+    }
+
+    /// <summary>The room's pre-join state (<see cref="PrejoinStateTypes"/>) in stripped form, as an invite carries it.</summary>
+    private static JsonArray StrippedPrejoinState(Room room)
+    {
+        var stripped = new JsonArray();
+        foreach (var type in PrejoinStateTypes)
+        {
+            if (room.GetState(type) is { } state)
+            {
+                stripped.Add(EventSerializer.Stripped(state));
+            }
+        }
+
+        return stripped;
     }
 
     private static JsonObject TypingEdu(Room room)

@@ -57,15 +57,7 @@ internal sealed partial class HomeserverState
 
                         break;
                     case "invite" when sinceToken is null || member.StreamOrdering > sinceToken.Value.Stream:
-                        var inviteState = new JsonArray();
-                        foreach (var type in PrejoinStateTypes)
-                        {
-                            if (room.GetState(type) is { } state)
-                            {
-                                inviteState.Add(EventSerializer.Stripped(state));
-                            }
-                        }
-
+                        var inviteState = StrippedPrejoinState(room);
                         inviteState.Add(EventSerializer.Stripped(member));
                         invite[room.RoomId] = new JsonObject { ["invite_state"] = new JsonObject { ["events"] = inviteState } };
                         break;

@@ -72,14 +72,7 @@ public sealed class MatrixUser
         _hs.State.Invite(Requester, roomId, userId);
     }
 
-    public void Leave(string roomId) => _hs.State.Leave(Requester, roomId);
-
-    public void Kick(string roomId, string userId, string? reason = null) => _hs.State.Kick(Requester, roomId, userId, reason);
-
     public string Send(string roomId, string eventType, JsonObject content) => _hs.State.Send(Requester, roomId, eventType, content);
-
-    public string SendState(string roomId, string eventType, string stateKey, JsonObject content) =>
-        _hs.State.Send(Requester, roomId, eventType, content, stateKey: stateKey);
 
     public string SendText(string roomId, string body) =>
         Send(roomId, EventTypes.Message, new JsonObject { ["msgtype"] = "m.text", ["body"] = body });

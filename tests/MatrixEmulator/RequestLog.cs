@@ -31,23 +31,6 @@ public sealed class RequestLog
         }
     }
 
-    /// <summary>Counts per "METHOD path".</summary>
-    public IReadOnlyDictionary<string, int> CountsByPath()
-    {
-        lock (_gate)
-        {
-            return _requests.GroupBy(r => $"{r.Method} {r.Path}").ToDictionary(g => g.Key, g => g.Count());
-        }
-    }
-
-    public void Clear()
-    {
-        lock (_gate)
-        {
-            _requests.Clear();
-        }
-    }
-
     internal void Add(LoggedRequest request)
     {
         lock (_gate)
