@@ -146,7 +146,7 @@ public sealed class ConversationService(
     }
 
     public async Task<ConversationDto> RenameAsync(
-        Guid userId, Guid conversationId, UpdateConversationRequest request, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
+        Guid userId, Guid conversationId, UpdateConversationRequest request, CancellationToken cancellationToken, EventOrigin origin = default)
     {
         var name = ValidName(request.Name);
         var now = time.UtcNowMicros();
@@ -155,7 +155,7 @@ public sealed class ConversationService(
             var role = await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
             await RequireGroupAsync(write, conversationId);
             // Matrix enforces its own power levels on room names before the change reaches us.
-            if (!role.CanManage() && origin == EventOrigin.App)
+            if (!role.CanManage() && origin.IsApp)
             {
                 throw ApiException.Forbidden("not_allowed", "Only the owner or an admin can rename the conversation.");
             }
@@ -295,23 +295,37 @@ public sealed class ConversationService(
         await write.CommitAsync(cancellationToken);
     }
 
-    /// <summary>A Matrix user joined the mirrored room: they become a member (no app permission applies; the room's did).</summary>
+    /// <summary>
+    /// A Matrix user joined the mirrored room: they become a member (no app permission applies; the room's did), except
+    /// in a direct conversation, which stays between its two people whatever happens in the room.
+    /// </summary>
     /// <returns>False if they were a member already.</returns>
-    public async Task<bool> JoinFromMatrixAsync(Guid conversationId, Guid userId, string? matrixUserId, string? displayName, CancellationToken cancellationToken)
+    /// <exception cref="ApiException"><c>direct_conversation</c>: a third person cannot join a direct conversation.</exception>
+    public async Task<bool> JoinFromMatrixAsync(
+        Guid conversationId, Guid userId, string? matrixUserId, string? displayName, EventOrigin origin, CancellationToken cancellationToken)
     {
         var now = time.UtcNowMicros();
-        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, EventOrigin.Matrix);
-        var inserted = await write.ExecuteAsync(
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
+        var state = await write.QuerySingleOrDefaultAsync<JoinState>(
             """
-            INSERT INTO conversation_members (conversation_id, user_id, role, joined_at, last_read_seq)
-            VALUES (@conversationId, @userId, 'member', @now, 0)
-            ON CONFLICT (conversation_id, user_id) DO NOTHING
+            SELECT c.kind, (SELECT COUNT(*) FROM conversation_members m WHERE m.conversation_id = c.id AND m.user_id = @userId) AS memberships
+              FROM conversations c WHERE c.id = @conversationId
             """,
-            new { conversationId, userId, now });
-        if (inserted == 0)
+            new { conversationId, userId }) ?? throw ApiException.ConversationNotFound();
+        if (state.Memberships > 0)
         {
             return false;
         }
+        if (state.Kind == "direct")
+        {
+            throw ApiException.Conflict("direct_conversation", "A direct conversation has exactly its two members.");
+        }
+        await write.ExecuteAsync(
+            """
+            INSERT INTO conversation_members (conversation_id, user_id, role, joined_at, last_read_seq)
+            VALUES (@conversationId, @userId, 'member', @now, 0)
+            """,
+            new { conversationId, userId, now });
         var seq = await write.NextSequenceAsync(conversationId, now);
         await write.AppendEventAsync(conversationId, seq, ChatEventTypes.MemberAdded, userId, now,
             new MemberAdded(new MemberDto(userId, MemberRole.Member, now, 0, matrixUserId, displayName), userId));
@@ -319,11 +333,17 @@ public sealed class ConversationService(
         return true;
     }
 
+    private sealed class JoinState
+    {
+        public string Kind { get; init; } = "";
+        public long Memberships { get; init; }
+    }
+
     /// <summary>A Matrix user left or was removed from the mirrored room.</summary>
-    public async Task LeaveFromMatrixAsync(Guid conversationId, Guid userId, Guid? removedBy, CancellationToken cancellationToken)
+    public async Task LeaveFromMatrixAsync(Guid conversationId, Guid userId, Guid? removedBy, EventOrigin origin, CancellationToken cancellationToken)
     {
         var now = time.UtcNowMicros();
-        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, EventOrigin.Matrix);
+        await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
         var removed = await write.ExecuteAsync(
             "DELETE FROM conversation_members WHERE conversation_id = @conversationId AND user_id = @userId AND role <> 'owner'",
             new { conversationId, userId });

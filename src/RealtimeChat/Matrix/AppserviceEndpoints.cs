@@ -52,31 +52,33 @@ public static class AppserviceEndpoints
             return Results.Json(new { errcode = "M_NOT_JSON", error = "The transaction is not a JSON object." }, statusCode: StatusCodes.Status400BadRequest);
         }
 
+        var events = (body["events"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+        var ephemeral = (body["ephemeral"] as JsonArray ?? body["de.sorunome.msc2409.ephemeral"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+        // A homeserver that restarted numbers its transactions from 1 again: an id alone says nothing, the id with the
+        // events it carries is a repeat. This only saves work; each event's own id is what keeps it from applying twice.
+        var eventsHash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(
+            string.Join('\n', events.Select(e => e["event_id"]?.ToJsonString())) + $"\n{ephemeral.Count}")));
         await using (var connection = await database.OpenAsync(cancellationToken))
         {
-            if (await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_appservice_transactions WHERE txn_id = @txnId", new { txnId }) == 1)
+            if (await connection.QuerySingleOrDefaultAsync<int>(
+                "SELECT 1 FROM matrix_appservice_transactions WHERE txn_id = @txnId AND events_hash = @eventsHash", new { txnId, eventsHash }) == 1)
             {
                 MatrixMetrics.TransactionsReceived.WithLabels("repeated").Inc();
                 return Results.Json(new JsonObject());
             }
         }
 
-        // Stored before we answer: a failure here answers 500, and the homeserver sends the same transaction again.
-        foreach (var evt in (body["events"] as JsonArray ?? []).OfType<JsonObject>())
-        {
-            await inbound.HandleAsync(evt, cancellationToken);
-        }
-        var ephemeral = body["ephemeral"] as JsonArray ?? body["de.sorunome.msc2409.ephemeral"] as JsonArray ?? [];
-        foreach (var evt in ephemeral.OfType<JsonObject>())
-        {
-            await inbound.HandleEphemeralAsync(evt, cancellationToken);
-        }
+        // Stored before we answer: a transient failure here answers 500, and the homeserver sends the transaction again.
+        await inbound.HandleBatchAsync(events, ephemeral, cancellationToken);
 
         await using (var connection = await database.OpenAsync(cancellationToken))
         {
             await connection.ExecuteAsync(
-                "INSERT INTO matrix_appservice_transactions (txn_id, received_at) VALUES (@txnId, @now) ON CONFLICT (txn_id) DO NOTHING",
-                new { txnId, now = time.UtcNowMicros() });
+                """
+                INSERT INTO matrix_appservice_transactions (txn_id, events_hash, received_at) VALUES (@txnId, @eventsHash, @now)
+                ON CONFLICT (txn_id, events_hash) DO NOTHING
+                """,
+                new { txnId, eventsHash, now = time.UtcNowMicros() });
         }
         MatrixMetrics.TransactionsReceived.WithLabels("processed").Inc();
         loggers.CreateLogger(typeof(AppserviceEndpoints)).LogDebug("Appservice transaction {TxnId} processed", txnId);

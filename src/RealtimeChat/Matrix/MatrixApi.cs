@@ -8,8 +8,9 @@ using Microsoft.Extensions.Options;
 
 namespace RealtimeChat.Matrix;
 
-/// <summary>A homeserver refusal or failure, classified for the dispatcher.</summary>
-public sealed class MatrixApiException(HttpStatusCode? status, string? errcode, string message, TimeSpan? retryAfter = null)
+/// <summary>A homeserver refusal or failure, classified (<see cref="MatrixFailures"/>) for the dispatcher and the inbound path.</summary>
+/// <param name="outcomeUnknown">The request may have reached the homeserver and taken effect (no answer after sending, a 5xx).</param>
+public sealed class MatrixApiException(HttpStatusCode? status, string? errcode, string message, TimeSpan? retryAfter = null, bool outcomeUnknown = false)
     : Exception(message)
 {
     public HttpStatusCode? Status { get; } = status;
@@ -18,21 +19,22 @@ public sealed class MatrixApiException(HttpStatusCode? status, string? errcode, 
 
     public TimeSpan? RetryAfter { get; } = retryAfter;
 
-    /// <summary>
-    /// Retrying cannot help (forbidden, unknown room or event, bad request): park the action. Everything else —
-    /// no answer, 5xx, 429, a rejected token — may pass once the homeserver or its configuration recovers.
-    /// </summary>
-    public bool IsPermanent => Status is HttpStatusCode.BadRequest or HttpStatusCode.Forbidden or HttpStatusCode.NotFound
-        or HttpStatusCode.RequestEntityTooLarge;
+    public bool OutcomeUnknown { get; } = outcomeUnknown || (int?)status >= 500;
 
-    /// <summary>The <c>matrix_errors_total</c> label: the errcode, else the status, else "unreachable" (no answer).</summary>
-    public static string MetricLabel(Exception ex) =>
-        ex is MatrixApiException matrix ? matrix.Errcode ?? (matrix.Status is { } status ? ((int)status).ToString() : "unreachable") : "unreachable";
+    public FailureClass Class => MatrixFailures.ClassOf(Status, Errcode);
+
+    /// <summary>
+    /// The homeserver as a whole is not answering (no answer, a gateway's 502/503/504): every room waits on one health
+    /// probe instead of each backing off on its own, and all resume together when it answers.
+    /// </summary>
+    public bool HomeserverDown => Status is null or HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable or HttpStatusCode.GatewayTimeout;
 }
 
 /// <summary>The Client-Server API calls the bridge makes, as the appservice (optionally masquerading) or the service account.</summary>
 public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, MatrixCredentials credentials)
 {
+    private bool? _authenticatedMedia;
+
     private MatrixOptions Settings => options.Value;
 
     public async Task RegisterGhostAsync(string localpart, CancellationToken cancellationToken)
@@ -102,8 +104,8 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
     }
 
     /// <summary>
-    /// Downloads an <c>mxc://</c> URI through authenticated media, falling back to the unauthenticated v3 path on
-    /// homeservers that predate it (Synapse 1.67 answers 400 M_UNRECOGNIZED). The caller disposes the response.
+    /// Downloads an <c>mxc://</c> URI, through authenticated media where the homeserver serves it (spec v1.11) and the
+    /// unauthenticated v3 path where it does not (Synapse 1.67 answers 400 M_UNRECOGNIZED). The caller disposes the response.
     /// </summary>
     public async Task<HttpResponseMessage> DownloadAsync(string mxcUri, CancellationToken cancellationToken)
     {
@@ -112,12 +114,9 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
             throw new MatrixApiException(HttpStatusCode.BadRequest, "M_INVALID_PARAM", $"Not an mxc URI: {mxcUri}");
         }
         var media = $"{Uri.EscapeDataString(mxc.Authority)}/{Uri.EscapeDataString(mxc.AbsolutePath.Trim('/'))}";
-        var response = await GetMediaAsync($"/_matrix/client/v1/media/download/{media}", cancellationToken);
-        if (response.StatusCode is HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed)
-        {
-            response.Dispose();
-            response = await GetMediaAsync($"/_matrix/media/v3/download/{media}", cancellationToken);
-        }
+        var response = await GetMediaAsync(
+            await ServesAuthenticatedMediaAsync(cancellationToken) ? $"/_matrix/client/v1/media/download/{media}" : $"/_matrix/media/v3/download/{media}",
+            cancellationToken);
         if (!response.IsSuccessStatusCode)
         {
             var status = response.StatusCode;
@@ -125,6 +124,21 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
             throw new MatrixApiException(status, null, $"Downloading {mxcUri} failed with {(int)status}.");
         }
         return response;
+    }
+
+    /// <summary>Asked once per process (<c>/_matrix/client/versions</c>); asked again only if the question failed.</summary>
+    private async ValueTask<bool> ServesAuthenticatedMediaAsync(CancellationToken cancellationToken)
+    {
+        if (_authenticatedMedia is { } known)
+        {
+            return known;
+        }
+        var versions = await SendAsync(HttpMethod.Get, "/_matrix/client/versions", null, null, cancellationToken);
+        var spec = (versions?["versions"] as JsonArray ?? []).Select(v => v is JsonValue value && value.TryGetValue<string>(out var s) ? s : null);
+        var stable = versions?["unstable_features"] is JsonObject features && features["org.matrix.msc3916.stable"] is JsonValue flag
+            && flag.TryGetValue<bool>(out var on) && on;
+        _authenticatedMedia = stable || spec.Any(v => v is not null && Version.TryParse(v.TrimStart('v', 'r'), out var parsed) && parsed >= new Version(1, 11));
+        return _authenticatedMedia.Value;
     }
 
     private async Task<HttpResponseMessage> GetMediaAsync(string path, CancellationToken cancellationToken)
@@ -163,11 +177,12 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
         }
         catch (HttpRequestException ex)
         {
-            throw new MatrixApiException(null, null, $"Homeserver unreachable: {ex.Message}");
+            // A refused connection never carried the request; anything that broke later may have delivered it.
+            throw new MatrixApiException(null, null, $"Homeserver unreachable: {ex.Message}", outcomeUnknown: ex.HttpRequestError != HttpRequestError.ConnectionError);
         }
         catch (TaskCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            throw new MatrixApiException(null, null, "Homeserver did not answer in time.");
+            throw new MatrixApiException(null, null, "Homeserver did not answer in time.", outcomeUnknown: true);
         }
 
         using (response)

@@ -86,7 +86,7 @@ public sealed class MatrixDeferredWorker(
         }
         foreach (var deferred in due)
         {
-            await inbound.HandleAsync((JsonObject)JsonNode.Parse(deferred.Payload)!, cancellationToken, deferrable: false);
+            await inbound.HandleAsync((JsonObject)JsonNode.Parse(deferred.Payload)!, InboundBatch.Replay, cancellationToken);
             await using var connection = await database.OpenAsync(cancellationToken);
             await connection.ExecuteAsync("DELETE FROM matrix_deferred_events WHERE event_id = @EventId", new { deferred.EventId });
         }

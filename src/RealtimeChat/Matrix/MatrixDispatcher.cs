@@ -305,9 +305,9 @@ public sealed class MatrixDispatcher(
             turn.Done(new ActionOutcome(action.Id, action.Action, "sent", eventId, null, action.NextAttemptAt), time.GetUtcNow());
             return true;
         }
-        catch (MatrixApiException ex) when (ex.IsPermanent)
+        catch (MatrixApiException ex) when (ex.Class == FailureClass.Permanent)
         {
-            MatrixMetrics.Errors.WithLabels(MatrixApiException.MetricLabel(ex)).Inc();
+            MatrixMetrics.Errors.WithLabels(MatrixFailures.MetricLabel(ex)).Inc();
             logger.LogWarning("Matrix action {Action} #{Id} of conversation {ConversationId} parked as failed: {Error}",
                 action.Action, action.Id, action.ConversationId, ex.Message);
             turn.Done(new ActionOutcome(action.Id, action.Action, "failed", null, ex.Message, action.NextAttemptAt), time.GetUtcNow());
@@ -315,7 +315,7 @@ public sealed class MatrixDispatcher(
         }
         catch (Exception ex) when (ex is MatrixApiException or ActionNotReadyException && !stoppingToken.IsCancellationRequested)
         {
-            MatrixMetrics.Errors.WithLabels(MatrixApiException.MetricLabel(ex)).Inc();
+            MatrixMetrics.Errors.WithLabels(MatrixFailures.MetricLabel(ex)).Inc();
             var delay = options.Value.RetryDelay(action.Attempts + 1, (ex as MatrixApiException)?.RetryAfter);
             logger.LogWarning("Matrix action {Action} #{Id} of conversation {ConversationId} failed (attempt {Attempt}), retrying in {Delay}: {Error}",
                 action.Action, action.Id, action.ConversationId, action.Attempts + 1, delay, ex.Message);

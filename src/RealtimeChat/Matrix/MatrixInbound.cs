@@ -1,5 +1,7 @@
+using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
 using Dapper;
+using Microsoft.Extensions.Options;
 using RealtimeChat.Conversations;
 using RealtimeChat.Infrastructure;
 using RealtimeChat.Messages;
@@ -8,10 +10,27 @@ using RealtimeChat.Storage;
 
 namespace RealtimeChat.Matrix;
 
+/// <summary>What the homeserver delivered at once: one appservice transaction or one /sync response.</summary>
+public sealed class InboundBatch(int maxDeferrals, bool replay = false)
+{
+    /// <summary>How many more relations to unknown events this batch may park for later (bounds what one push can store).</summary>
+    public int DeferralsLeft { get; set; } = maxDeferrals;
+
+    /// <summary>Deferred events applied again: they do not wait a second time.</summary>
+    public bool IsReplay { get; } = replay;
+
+    public static InboundBatch Replay => new(0, replay: true);
+}
+
 /// <summary>
 /// Turns what Matrix users do in a mirrored room into the same chat changes an app user would make (stored,
 /// sequenced, pushed to WebSockets), whether the events came in an appservice transaction or a /sync batch.
-/// Applying an event twice changes nothing, so a redelivered transaction or batch is harmless.
+/// <list type="bullet">
+/// <item>Per room, one event at a time in the order delivered: a retried or concurrent delivery waits its turn.</item>
+/// <item>Once per event: <see cref="MatrixInboundLedger"/> records each applied event id in the change's transaction.</item>
+/// <item>Each event alone: one that cannot be understood is logged, counted (<c>bad_event</c>) and skipped; only a
+/// transient failure (database, homeserver media) fails the delivery, so that the homeserver sends it again.</item>
+/// </list>
 /// </summary>
 public sealed class MatrixInbound(
     ChatDatabase database,
@@ -23,67 +42,134 @@ public sealed class MatrixInbound(
     MatrixApi api,
     RealtimeHub hub,
     RecordedEventIds recorded,
+    IOptions<MatrixOptions> options,
     TimeProvider time,
     ILogger<MatrixInbound> logger)
 {
-    /// <param name="deferrable">Whether a relation to an event we do not know yet may wait for it (false when replaying one that waited).</param>
-    public async Task HandleAsync(JsonObject evt, CancellationToken cancellationToken, bool deferrable = true)
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _roomGates = new(StringComparer.Ordinal);
+
+    public InboundBatch NewBatch() => new(options.Value.MaxDeferredPerBatch);
+
+    /// <summary>Applies a delivery: timeline events in order (each room's strictly one at a time), then typing and receipts.</summary>
+    /// <exception cref="Exception">Only transient failures escape: the delivery must be retried as a whole.</exception>
+    public async Task HandleBatchAsync(IEnumerable<JsonObject> events, IEnumerable<JsonObject> ephemeral, CancellationToken cancellationToken)
+    {
+        var batch = NewBatch();
+        foreach (var evt in events)
+        {
+            await HandleAsync(evt, batch, cancellationToken);
+        }
+        foreach (var evt in ephemeral)
+        {
+            await HandleEphemeralAsync(evt, cancellationToken);
+        }
+    }
+
+    public async Task HandleAsync(JsonObject evt, InboundBatch batch, CancellationToken cancellationToken)
     {
         MatrixMetrics.SyncEvents.Inc();
-        var type = (string?)evt["type"];
-        var roomId = (string?)evt["room_id"];
-        var sender = (string?)evt["sender"];
-        var eventId = (string?)evt["event_id"];
-        if (type is null || roomId is null || sender is null || eventId is null || ids.IsEcho(sender))
+        var (type, roomId, sender, eventId) = (Json.String(evt["type"]), Json.String(evt["room_id"]), Json.String(evt["sender"]), Json.String(evt["event_id"]));
+        if (type is null || roomId is null || sender is null || eventId is null)
+        {
+            BadEvent(eventId, roomId, "it lacks a string type, room_id, sender or event_id", null);
+            return;
+        }
+        if (ids.IsEcho(sender))
         {
             return;
         }
-        if (await ConversationOfRoomAsync(roomId, cancellationToken) is not { } conversationId)
-        {
-            // A room we are creating right now exists on the homeserver a moment before its mapping is saved.
-            if (deferrable && await RoomCreationPendingAsync(cancellationToken))
-            {
-                await DeferAsync(eventId, RoomKey(roomId), evt, cancellationToken);
-                return;
-            }
-            logger.LogInformation("Ignoring {Type} {EventId} in unmapped room {RoomId}", type, eventId, roomId);
-            return;
-        }
-        var content = evt["content"] as JsonObject ?? [];
+        var gate = _roomGates.GetOrAdd(roomId, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(cancellationToken);
         try
         {
-            switch (type)
+            await ApplyAsync(evt, new EventContext(type, roomId, sender, eventId), batch, cancellationToken);
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    private sealed record EventContext(string Type, string RoomId, string Sender, string EventId)
+    {
+        public EventOrigin Origin => EventOrigin.Bridged(EventId);
+    }
+
+    private async Task ApplyAsync(JsonObject evt, EventContext e, InboundBatch batch, CancellationToken cancellationToken)
+    {
+        try
+        {
+            Guid? conversation;
+            await using (var connection = await database.OpenAsync(cancellationToken))
+            {
+                if (await MatrixInboundLedger.AppliedAsync(connection, e.EventId))
+                {
+                    MatrixMetrics.InboundEvents.WithLabels("repeated").Inc();
+                    return;
+                }
+                conversation = await connection.QuerySingleOrDefaultAsync<Guid?>(
+                    "SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @RoomId", new { e.RoomId });
+            }
+            if (conversation is not { } conversationId)
+            {
+                // A room we are creating right now exists on the homeserver a moment before its mapping is saved.
+                if (await RoomCreationPendingAsync(cancellationToken))
+                {
+                    await DeferAsync(e, RoomKey(e.RoomId), evt, batch, cancellationToken);
+                    return;
+                }
+                logger.LogDebug("Ignoring {Type} {EventId} in unmapped room {RoomId}", e.Type, e.EventId, e.RoomId);
+                return;
+            }
+            var content = evt["content"] as JsonObject ?? [];
+            switch (e.Type)
             {
                 case "m.room.message":
-                    await MessageAsync(conversationId, sender, eventId, content, cancellationToken);
+                    await MessageAsync(conversationId, e, content, cancellationToken);
                     break;
                 case "m.reaction":
-                    await ReactionAsync(conversationId, sender, eventId, content, cancellationToken);
+                    await ReactionAsync(conversationId, e, content, cancellationToken);
                     break;
                 case "m.room.redaction":
-                    await RedactionAsync(conversationId, sender, (string?)evt["redacts"] ?? (string?)content["redacts"], cancellationToken);
+                    await RedactionAsync(conversationId, e, Json.String(evt["redacts"]) ?? Json.String(content["redacts"]), cancellationToken);
                     break;
                 case "m.room.member":
-                    await MembershipAsync(conversationId, sender, (string?)evt["state_key"], content, cancellationToken);
+                    await MembershipAsync(conversationId, e, Json.String(evt["state_key"]), content, cancellationToken);
                     break;
-                case "m.room.name" when (string?)content["name"] is { Length: > 0 } name:
-                    await conversations.RenameAsync(await users.AppUserIdAsync(sender, null, cancellationToken), conversationId, new UpdateConversationRequest(name), cancellationToken, EventOrigin.Matrix);
+                case "m.room.name" when Json.String(content["name"]) is { Length: > 0 } name:
+                    await conversations.RenameAsync(await users.AppUserIdAsync(e.Sender, null, cancellationToken), conversationId, new UpdateConversationRequest(name), cancellationToken, e.Origin);
                     break;
             }
+            MatrixMetrics.InboundEvents.WithLabels("applied").Inc();
         }
         catch (TargetNotYetKnownException waiting)
         {
-            if (deferrable)
-            {
-                // Usually one of our own events whose id the dispatcher is recording at this very moment.
-                await DeferAsync(eventId, waiting.TargetEventId, evt, cancellationToken);
-            }
+            await DeferAsync(e, waiting.TargetEventId, evt, batch, cancellationToken);
         }
         catch (ApiException ex)
         {
             // The app's rules refuse it (an edit by someone other than the sender, a reaction to a deleted message…).
-            logger.LogInformation("Matrix {Type} {EventId} from {Sender} not applied: {Code} {Detail}", type, eventId, sender, ex.Code, ex.Message);
+            MatrixMetrics.InboundEvents.WithLabels("refused").Inc();
+            logger.LogInformation("Matrix {Type} {EventId} from {Sender} in {RoomId} not applied: {Code} {Detail}", e.Type, e.EventId, e.Sender, e.RoomId, ex.Code, ex.Message);
         }
+        catch (Exception ex) when (MatrixInboundLedger.IsAlreadyApplied(ex))
+        {
+            MatrixMetrics.InboundEvents.WithLabels("repeated").Inc();
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException && MatrixFailures.Classify(ex) != FailureClass.Transient)
+        {
+            BadEvent(e.EventId, e.RoomId, ex.Message, ex);
+        }
+    }
+
+    private void BadEvent(string? eventId, string? roomId, string reason, Exception? exception)
+    {
+        MatrixMetrics.Errors.WithLabels("bad_event").Inc();
+        MatrixMetrics.InboundEvents.WithLabels("bad_event").Inc();
+        // Our own failures need their stack; a malformed event only needs to be named.
+        logger.Log(exception is null or ArgumentException or FormatException or InvalidOperationException ? LogLevel.Warning : LogLevel.Error,
+            exception is InvalidOperationException ? null : exception,
+            "Skipped Matrix event {EventId} in {RoomId}: {Reason}", eventId, roomId, reason);
     }
 
     /// <summary>What a deferred event waits for when it waits for its room's mapping rather than for an event.</summary>
@@ -97,16 +183,29 @@ public sealed class MatrixInbound(
             new { createRoom = MatrixActions.CreateRoom }) == 1;
     }
 
-    private async Task DeferAsync(string eventId, string targetEventId, JsonObject evt, CancellationToken cancellationToken)
+    private async Task DeferAsync(EventContext e, string targetEventId, JsonObject evt, InboundBatch batch, CancellationToken cancellationToken)
     {
+        if (batch.IsReplay)
+        {
+            logger.LogDebug("Matrix event {EventId} still waits for {TargetEventId}; dropped", e.EventId, targetEventId);
+            return;
+        }
+        if (batch.DeferralsLeft <= 0)
+        {
+            MatrixMetrics.Errors.WithLabels("deferred_overflow").Inc();
+            logger.LogWarning("Matrix event {EventId} in {RoomId} relates to {TargetEventId}, which is unknown; dropped (this delivery parked its limit of relations already)",
+                e.EventId, e.RoomId, targetEventId);
+            return;
+        }
+        batch.DeferralsLeft--;
         await using var connection = await database.OpenAsync(cancellationToken);
         await connection.ExecuteAsync(
             """
-            INSERT INTO matrix_deferred_events (event_id, target_event_id, payload, received_at) VALUES (@eventId, @targetEventId, @payload, @now)
+            INSERT INTO matrix_deferred_events (event_id, target_event_id, payload, received_at) VALUES (@EventId, @targetEventId, @payload, @now)
             ON CONFLICT (event_id) DO NOTHING
             """,
-            new { eventId, targetEventId, payload = evt.ToJsonString(), now = time.UtcNowMicros() });
-        logger.LogDebug("Matrix event {EventId} waits for {TargetEventId}", eventId, targetEventId);
+            new { e.EventId, targetEventId, payload = evt.ToJsonString(), now = time.UtcNowMicros() });
+        logger.LogDebug("Matrix event {EventId} waits for {TargetEventId}", e.EventId, targetEventId);
 
         // The target may have been recorded (and its signal consumed) between our lookup and this insert.
         var known = await connection.QuerySingleOrDefaultAsync<int>(
@@ -122,39 +221,67 @@ public sealed class MatrixInbound(
         }
     }
 
-    /// <summary>Typing notices and read receipts, when the homeserver sends ephemeral events.</summary>
-    public async Task HandleEphemeralAsync(JsonObject evt, CancellationToken cancellationToken)
+    /// <summary>Typing notices and read receipts, when the homeserver sends ephemeral events. Each is applied alone.</summary>
+    private async Task HandleEphemeralAsync(JsonObject evt, CancellationToken cancellationToken)
     {
-        var roomId = (string?)evt["room_id"];
-        if (roomId is null || await ConversationOfRoomAsync(roomId, cancellationToken) is not { } conversationId)
+        try
+        {
+            await ApplyEphemeralAsync(evt, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException && MatrixFailures.Classify(ex) != FailureClass.Transient)
+        {
+            BadEvent(null, Json.String(evt["room_id"]), $"{Json.String(evt["type"])}: {ex.Message}", ex);
+        }
+    }
+
+    private async Task ApplyEphemeralAsync(JsonObject evt, CancellationToken cancellationToken)
+    {
+        if (Json.String(evt["room_id"]) is not { } roomId || evt["content"] is not JsonObject content)
         {
             return;
         }
-        switch ((string?)evt["type"])
+        Guid conversationId;
+        await using (var connection = await database.OpenAsync(cancellationToken))
         {
-            case "m.typing" when evt["content"] is JsonObject typingContent && typingContent["user_ids"] is JsonArray typing:
-                foreach (var user in typing.Select(u => (string?)u).OfType<string>().Where(u => !ids.IsEcho(u)))
+            if (await connection.QuerySingleOrDefaultAsync<Guid?>(
+                "SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @roomId", new { roomId }) is not { } mapped)
+            {
+                return;
+            }
+            conversationId = mapped;
+        }
+        switch (Json.String(evt["type"]))
+        {
+            case "m.typing" when content["user_ids"] is JsonArray typing:
+                foreach (var user in typing.Select(Json.String).OfType<string>().Where(u => !ids.IsEcho(u)))
                 {
-                    hub.Typing(await users.AppUserIdAsync(user, null, cancellationToken), conversationId);
+                    // Only members' typing is shown; anyone else in the room is not part of the conversation.
+                    if (await MemberIdAsync(conversationId, user, cancellationToken) is { } member)
+                    {
+                        hub.Typing(member, conversationId);
+                    }
                 }
                 break;
-            case "m.receipt" when evt["content"] is JsonObject receipts:
-                foreach (var (eventId, byType) in receipts)
+            case "m.receipt":
+                foreach (var (eventId, byType) in content)
                 {
-                    if (byType?["m.read"] is not JsonObject readers || await MessageByEventAsync(conversationId, eventId, cancellationToken) is not { } message)
+                    if ((byType as JsonObject)?["m.read"] is not JsonObject readers || await MessageByEventAsync(conversationId, eventId, cancellationToken) is not { } message)
                     {
                         continue;
                     }
                     foreach (var (reader, _) in readers.Where(r => !ids.IsEcho(r.Key)))
                     {
-                        var userId = await users.AppUserIdAsync(reader, null, cancellationToken);
+                        if (await MemberIdAsync(conversationId, reader, cancellationToken) is not { } member)
+                        {
+                            continue;
+                        }
                         try
                         {
-                            await messages.MarkReadAsync(userId, conversationId, new MarkReadRequest(message.Seq), cancellationToken, EventOrigin.Matrix);
+                            await messages.MarkReadAsync(member, conversationId, new MarkReadRequest(message.Seq), cancellationToken, EventOrigin.Bridged());
                         }
                         catch (ApiException)
                         {
-                            // A receipt from someone who is not (or no longer) a member: nothing to mark.
+                            // Left between the check and the write: nothing to mark.
                         }
                     }
                 }
@@ -162,65 +289,80 @@ public sealed class MatrixInbound(
         }
     }
 
-    private async Task MessageAsync(Guid conversationId, string sender, string eventId, JsonObject content, CancellationToken cancellationToken)
+    /// <summary>The member behind a Matrix user, or null when they are not a member (nothing is stored for them).</summary>
+    private async Task<Guid?> MemberIdAsync(Guid conversationId, string matrixUserId, CancellationToken cancellationToken)
+    {
+        var userId = users.KnownUserId(matrixUserId);
+        await using var connection = await database.OpenAsync(cancellationToken);
+        return await connection.QuerySingleOrDefaultAsync<int>(
+            "SELECT 1 FROM conversation_members WHERE conversation_id = @conversationId AND user_id = @userId", new { conversationId, userId }) == 1
+            ? userId
+            : null;
+    }
+
+    private async Task MessageAsync(Guid conversationId, EventContext e, JsonObject content, CancellationToken cancellationToken)
     {
         var relation = content["m.relates_to"] as JsonObject;
-        if ((string?)relation?["rel_type"] == "m.replace")
+        if (Json.String(relation?["rel_type"]) == "m.replace")
         {
-            await EditAsync(conversationId, sender, (string?)relation!["event_id"], content, cancellationToken);
-            return;
-        }
-        if (await MessageByEventAsync(conversationId, eventId, cancellationToken) is not null)
-        {
+            await EditAsync(conversationId, e, Json.String(relation!["event_id"]), content, cancellationToken);
             return;
         }
 
-        var body = (string?)content["body"] ?? "";
-        var text = (string?)content["msgtype"] switch
+        var msgtype = Json.String(content["msgtype"]);
+        var body = Json.String(content["body"]) ?? "";
+        var parentEventId = Json.String((relation?["m.in_reply_to"] as JsonObject)?["event_id"]);
+        if (parentEventId is not null)
+        {
+            body = ReplyFallback.Strip(body);
+        }
+        var text = msgtype switch
         {
             "m.emote" => $"* {body}",
             // Formatted (HTML) bodies are not kept: the plain body every Matrix client sends is the message.
             _ => body,
         };
-        Guid? replyTo = (string?)relation?["m.in_reply_to"]?["event_id"] is { } parentEventId
-            ? (await MessageByEventAsync(conversationId, parentEventId, cancellationToken))?.Id
-            : null;
+        Guid? replyTo = parentEventId is not null ? (await MessageByEventAsync(conversationId, parentEventId, cancellationToken))?.Id : null;
 
-        var userId = await MemberAsync(conversationId, sender, cancellationToken);
-        if ((string?)content["msgtype"] is "m.audio" or "m.image" or "m.file" or "m.video" && (string?)content["url"] is { } mxc)
+        var userId = await MemberAsync(conversationId, e.Sender, cancellationToken);
+        if (msgtype is "m.audio" or "m.image" or "m.file" or "m.video" && Json.String(content["url"]) is { } mxc)
         {
             try
             {
-                await ImportMediaAsync(conversationId, userId, eventId, content, mxc, replyTo, cancellationToken);
-                recorded.Recorded(eventId);
+                await ImportMediaAsync(conversationId, userId, e, content, mxc, replyTo, cancellationToken);
+                recorded.Recorded(e.EventId);
                 return;
             }
-            catch (Exception ex) when (ex is ApiException or MatrixApiException)
+            catch (Exception ex) when (ex is ApiException or MatrixApiException && MatrixFailures.Classify(ex) == FailureClass.Permanent)
             {
                 // Too large, a type we do not take, or gone from the homeserver: keep the message, say what it was.
-                logger.LogWarning("Media of {EventId} not imported ({Error}); storing its description instead", eventId, ex.Message);
-                text = $"[{((string?)content["msgtype"])![2..]}] {body}";
+                logger.LogWarning("Media of {EventId} not imported ({Error}); storing its description instead", e.EventId, ex.Message);
+                text = $"[{msgtype[2..]}] {body}";
             }
         }
-        await messages.SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, text, null, replyTo, MatrixEventId: eventId));
-        recorded.Recorded(eventId);
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            throw ApiException.BadRequest("content_required", "The Matrix message has no text.");
+        }
+        await messages.SendAsync(userId, conversationId, new NewMessage(MessageKinds.Text, text, null, replyTo, Origin: e.Origin));
+        recorded.Recorded(e.EventId);
     }
 
     private async Task ImportMediaAsync(
-        Guid conversationId, Guid userId, string eventId, JsonObject content, string mxc, Guid? replyTo, CancellationToken cancellationToken)
+        Guid conversationId, Guid userId, EventContext e, JsonObject content, string mxc, Guid? replyTo, CancellationToken cancellationToken)
     {
         var info = content["info"] as JsonObject;
-        var fileName = (string?)content["filename"] ?? (string?)content["body"];
+        var fileName = Json.String(content["filename"]) ?? Json.String(content["body"]);
         using var response = await api.DownloadAsync(mxc, cancellationToken);
-        var contentType = (string?)info?["mimetype"] ?? response.Content.Headers.ContentType?.ToString();
+        var contentType = Json.String(info?["mimetype"]) ?? response.Content.Headers.ContentType?.ToString();
         int? duration = info?["duration"] is JsonValue value && value.TryGetValue<long>(out var ms) && ms is >= 0 and <= int.MaxValue ? (int)ms : null;
         // A caption is a body that differs from the file name (newer clients); otherwise the name is the content.
-        var caption = (string?)content["filename"] is not null && (string?)content["body"] != (string?)content["filename"] ? (string?)content["body"] : null;
+        var caption = Json.String(content["filename"]) is not null && Json.String(content["body"]) != Json.String(content["filename"]) ? Json.String(content["body"]) : null;
         await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken);
-        await mediaFiles.ImportFromMatrixAsync(userId, conversationId, stream, contentType, Path.GetFileName(fileName), duration, caption, replyTo, eventId, cancellationToken);
+        await mediaFiles.ImportFromMatrixAsync(userId, conversationId, stream, contentType, Path.GetFileName(fileName), duration, caption, replyTo, e.Origin, cancellationToken);
     }
 
-    private async Task EditAsync(Guid conversationId, string sender, string? originalEventId, JsonObject content, CancellationToken cancellationToken)
+    private async Task EditAsync(Guid conversationId, EventContext e, string? originalEventId, JsonObject content, CancellationToken cancellationToken)
     {
         if (originalEventId is null)
         {
@@ -228,39 +370,39 @@ public sealed class MatrixInbound(
         }
         var original = await MessageByEventAsync(conversationId, originalEventId, cancellationToken)
             ?? throw new TargetNotYetKnownException(originalEventId);
-        var editor = await users.AppUserIdAsync(sender, null, cancellationToken);
+        var editor = await users.AppUserIdAsync(e.Sender, null, cancellationToken);
         if (editor != original.SenderId)
         {
             // The homeserver does not check this (see the golden recordings); we must.
-            logger.LogWarning("Ignoring edit of {EventId} by {Sender}, who did not send it", originalEventId, sender);
+            logger.LogWarning("Ignoring edit of {EventId} by {Sender}, who did not send it", originalEventId, e.Sender);
             return;
         }
-        var newBody = (string?)content["m.new_content"]?["body"] ?? ((string?)content["body"])?.TrimStart('*', ' ');
-        await messages.EditAsync(editor, conversationId, original.Id, new EditMessageRequest(newBody), cancellationToken, EventOrigin.Matrix);
+        var newBody = Json.String((content["m.new_content"] as JsonObject)?["body"]) ?? Json.String(content["body"])?.TrimStart('*', ' ');
+        await messages.EditAsync(editor, conversationId, original.Id, new EditMessageRequest(newBody), cancellationToken, e.Origin);
     }
 
-    private async Task ReactionAsync(Guid conversationId, string sender, string eventId, JsonObject content, CancellationToken cancellationToken)
+    private async Task ReactionAsync(Guid conversationId, EventContext e, JsonObject content, CancellationToken cancellationToken)
     {
-        var relation = content["m.relates_to"];
-        if ((string?)relation?["rel_type"] != "m.annotation" || (string?)relation["key"] is not { } key || (string?)relation["event_id"] is not { } target)
+        var relation = content["m.relates_to"] as JsonObject;
+        if (Json.String(relation?["rel_type"]) != "m.annotation" || Json.String(relation!["key"]) is not { } key || Json.String(relation["event_id"]) is not { } target)
         {
             return;
         }
         var message = await MessageByEventAsync(conversationId, target, cancellationToken) ?? throw new TargetNotYetKnownException(target);
-        var userId = await MemberAsync(conversationId, sender, cancellationToken);
-        await messages.AddReactionAsync(userId, conversationId, message.Id, key, cancellationToken, eventId);
+        var userId = await MemberAsync(conversationId, e.Sender, cancellationToken);
+        await messages.AddReactionAsync(userId, conversationId, message.Id, key, cancellationToken, e.Origin);
     }
 
-    private async Task RedactionAsync(Guid conversationId, string sender, string? redacts, CancellationToken cancellationToken)
+    private async Task RedactionAsync(Guid conversationId, EventContext e, string? redacts, CancellationToken cancellationToken)
     {
         if (redacts is null)
         {
             return;
         }
-        var redactor = await users.AppUserIdAsync(sender, null, cancellationToken);
+        var redactor = await users.AppUserIdAsync(e.Sender, null, cancellationToken);
         if (await MessageByEventAsync(conversationId, redacts, cancellationToken) is { } message)
         {
-            await messages.DeleteAsync(redactor, conversationId, message.Id, cancellationToken, EventOrigin.Matrix);
+            await messages.DeleteAsync(redactor, conversationId, message.Id, cancellationToken, e.Origin);
             return;
         }
         await using var connection = await database.OpenAsync(cancellationToken);
@@ -276,27 +418,51 @@ public sealed class MatrixInbound(
         }
         if (reaction.UserId == redactor)
         {
-            await messages.RemoveReactionAsync(redactor, conversationId, reaction.MessageId, reaction.Reaction, cancellationToken, EventOrigin.Matrix);
+            await messages.RemoveReactionAsync(redactor, conversationId, reaction.MessageId, reaction.Reaction, cancellationToken, e.Origin);
         }
     }
 
-    private async Task MembershipAsync(Guid conversationId, string sender, string? target, JsonObject content, CancellationToken cancellationToken)
+    private async Task MembershipAsync(Guid conversationId, EventContext e, string? target, JsonObject content, CancellationToken cancellationToken)
     {
         if (target is null || ids.IsEcho(target))
         {
             return;
         }
-        var displayName = (string?)content["displayname"];
-        var userId = await users.AppUserIdAsync(target, displayName, cancellationToken);
-        switch ((string?)content["membership"])
+        var displayName = Json.String(content["displayname"]);
+        switch (Json.String(content["membership"]))
         {
             case "join":
-                await conversations.JoinFromMatrixAsync(conversationId, userId, ExternalId(target, userId), displayName, cancellationToken);
+                var userId = await users.AppUserIdAsync(target, displayName, cancellationToken);
+                try
+                {
+                    await conversations.JoinFromMatrixAsync(conversationId, userId, ExternalId(target, userId), displayName, e.Origin, cancellationToken);
+                }
+                catch (ApiException ex) when (ex.Code == "direct_conversation")
+                {
+                    await RemoveFromDirectRoomAsync(conversationId, e.RoomId, target, cancellationToken);
+                    throw;
+                }
                 break;
             case "leave" or "ban":
-                Guid? removedBy = sender == target ? null : await users.AppUserIdAsync(sender, null, cancellationToken);
-                await conversations.LeaveFromMatrixAsync(conversationId, userId, removedBy, cancellationToken);
+                var leaving = await users.AppUserIdAsync(target, displayName, cancellationToken);
+                Guid? removedBy = e.Sender == target ? null : await users.AppUserIdAsync(e.Sender, null, cancellationToken);
+                await conversations.LeaveFromMatrixAsync(conversationId, leaving, removedBy, e.Origin, cancellationToken);
                 break;
+        }
+    }
+
+    /// <summary>A direct conversation stays between its two people: whoever else joins its room is shown out.</summary>
+    private async Task RemoveFromDirectRoomAsync(Guid conversationId, string roomId, string matrixUserId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await api.KickAsync(roomId, matrixUserId, "This room mirrors a direct conversation between two people.", cancellationToken);
+            logger.LogInformation("Removed {MatrixUserId} from {RoomId}, the room of direct conversation {ConversationId}", matrixUserId, roomId, conversationId);
+        }
+        catch (MatrixApiException ex)
+        {
+            // They stay in the room, but nothing they do reaches the conversation.
+            logger.LogWarning("Could not remove {MatrixUserId} from direct room {RoomId}: {Error}", matrixUserId, roomId, ex.Message);
         }
     }
 
@@ -304,20 +470,13 @@ public sealed class MatrixInbound(
     private async Task<Guid> MemberAsync(Guid conversationId, string sender, CancellationToken cancellationToken)
     {
         var userId = await users.AppUserIdAsync(sender, null, cancellationToken);
-        await conversations.JoinFromMatrixAsync(conversationId, userId, ExternalId(sender, userId), null, cancellationToken);
+        await conversations.JoinFromMatrixAsync(conversationId, userId, ExternalId(sender, userId), null, EventOrigin.Bridged(), cancellationToken);
         return userId;
     }
 
     /// <summary>The Matrix id to show for a member who is not an app user (null for app users).</summary>
     private static string? ExternalId(string matrixUserId, Guid userId) =>
         userId == MatrixUsers.ExternalUserId(matrixUserId) ? matrixUserId : null;
-
-    private async Task<Guid?> ConversationOfRoomAsync(string roomId, CancellationToken cancellationToken)
-    {
-        await using var connection = await database.OpenAsync(cancellationToken);
-        return await connection.QuerySingleOrDefaultAsync<Guid?>(
-            "SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @roomId", new { roomId });
-    }
 
     private async Task<MessageRef?> MessageByEventAsync(Guid conversationId, string eventId, CancellationToken cancellationToken)
     {
@@ -344,5 +503,34 @@ public sealed class MatrixInbound(
         public Guid MessageId { get; init; }
         public Guid UserId { get; init; }
         public string Reaction { get; init; } = "";
+    }
+}
+
+/// <summary>Reading event JSON from anyone (federation brings any shape): a value of the wrong type is absent.</summary>
+public static class Json
+{
+    public static string? String(JsonNode? node) => node is JsonValue value && value.TryGetValue<string>(out var text) ? text : null;
+}
+
+/// <summary>Rich reply fallbacks (spec 11.19.2.1): quoted lines ahead of the reply in <c>body</c>, which we neither keep nor show.</summary>
+public static class ReplyFallback
+{
+    public static string Strip(string body)
+    {
+        var lines = body.Split('\n');
+        var quoted = 0;
+        while (quoted < lines.Length && lines[quoted].StartsWith('>'))
+        {
+            quoted++;
+        }
+        if (quoted == 0)
+        {
+            return body;
+        }
+        if (quoted < lines.Length && lines[quoted].Length == 0)
+        {
+            quoted++;
+        }
+        return string.Join('\n', lines[quoted..]);
     }
 }

@@ -11,6 +11,9 @@ public static class MatrixMetrics
 
     public static readonly Counter SyncEvents = Metrics.CreateCounter("matrix_sync_events_total", "Matrix events received (sync or appservice transactions).");
 
+    public static readonly Counter InboundEvents = Metrics.CreateCounter(
+        "matrix_inbound_events_total", "Matrix room events received, by outcome (applied, repeated, refused, bad_event).", "outcome");
+
     public static readonly Counter TransactionsReceived = Metrics.CreateCounter("matrix_appservice_transactions_total", "Appservice transactions received, by outcome.", "outcome");
 
     public static readonly Gauge OutboxDepth = Metrics.CreateGauge("matrix_outbox_pending", "Matrix-bound actions waiting to be sent.");

@@ -87,6 +87,10 @@ public sealed class MatrixOptions : IValidatableObject
         return capped * (0.8 + Random.Shared.NextDouble() * 0.4);
     }
 
+    /// <summary>Relations to events not known yet that one delivery (transaction, sync batch) may park for later.</summary>
+    [Range(0, 100_000)]
+    public int MaxDeferredPerBatch { get; set; } = 100;
+
     /// <summary>How long sent outbox rows and seen appservice transaction ids are kept.</summary>
     public TimeSpan Retention { get; set; } = TimeSpan.FromDays(7);
 

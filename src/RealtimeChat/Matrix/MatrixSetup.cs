@@ -62,6 +62,8 @@ public static class MatrixSetup
         services.AddHostedService<MatrixDeferredWorker>();
         services.AddSingleton<MatrixUsers>();
         services.AddSingleton<MatrixInbound>();
+        services.AddSingleton<MatrixInboundLedger>();
+        services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixInboundLedger>());
         services.AddSingleton<MatrixOutbox>();
         services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixOutbox>());
         services.AddSingleton<IChatEventPublisher>(provider => provider.GetRequiredService<MatrixOutbox>());

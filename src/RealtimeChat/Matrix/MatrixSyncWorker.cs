@@ -82,7 +82,7 @@ public sealed class MatrixSyncWorker(
                     logger.LogError("Matrix rejected the service account's access token ({Errcode}); check Matrix:AccessToken", matrix.Errcode);
                     credentials.Invalidate();
                 }
-                MatrixMetrics.Errors.WithLabels(MatrixApiException.MetricLabel(ex)).Inc();
+                MatrixMetrics.Errors.WithLabels(MatrixFailures.MetricLabel(ex)).Inc();
                 var delay = settings.RetryDelay(failures, matrix?.RetryAfter);
                 // A homeserver's refusal says all in its message; anything else needs its stack trace.
                 logger.LogWarning(matrix is null ? ex : null, "Matrix sync failed (attempt {Attempt}), retrying in {Delay}: {Error}", failures, delay, ex.Message);
@@ -100,24 +100,26 @@ public sealed class MatrixSyncWorker(
 
     private async Task ApplyAsync(JsonObject? batch, CancellationToken cancellationToken)
     {
-        if (batch?["rooms"]?["join"] is not JsonObject joined)
+        if ((batch?["rooms"] as JsonObject)?["join"] is not JsonObject joined)
         {
             return;
         }
+        List<JsonObject> events = [], ephemeral = [];
         foreach (var (roomId, room) in joined)
         {
-            foreach (var evt in (room?["timeline"]?["events"] as JsonArray ?? []).OfType<JsonObject>())
+            // Sync omits room_id inside a room's timeline.
+            foreach (var evt in (((room as JsonObject)?["timeline"] as JsonObject)?["events"] as JsonArray ?? []).OfType<JsonObject>())
             {
-                // Sync omits room_id inside a room's timeline.
-                evt["room_id"] ??= roomId;
-                await inbound.HandleAsync(evt, cancellationToken);
+                evt["room_id"] = roomId;
+                events.Add(evt);
             }
-            foreach (var evt in (room?["ephemeral"]?["events"] as JsonArray ?? []).OfType<JsonObject>())
+            foreach (var evt in (((room as JsonObject)?["ephemeral"] as JsonObject)?["events"] as JsonArray ?? []).OfType<JsonObject>())
             {
-                evt["room_id"] ??= roomId;
-                await inbound.HandleEphemeralAsync(evt, cancellationToken);
+                evt["room_id"] = roomId;
+                ephemeral.Add(evt);
             }
         }
+        await inbound.HandleBatchAsync(events, ephemeral, cancellationToken);
     }
 
     private async Task<string?> LoadSinceAsync(string account, CancellationToken cancellationToken)

@@ -24,6 +24,10 @@ public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<M
         return new Guid(bytes, bigEndian: true);
     }
 
+    /// <summary>The user id a Matrix user has in the app, without storing anything about them.</summary>
+    public Guid KnownUserId(string matrixUserId) =>
+        options.Value.Mode == MatrixMode.Client && ids.AppUserId(matrixUserId) is { } appUser ? appUser : ExternalUserId(matrixUserId);
+
     public async Task<Guid> AppUserIdAsync(string matrixUserId, string? displayName, CancellationToken cancellationToken)
     {
         // Seed-style ids name app users only in client mode, where the service provisions those accounts. In

@@ -95,7 +95,7 @@ public sealed class MediaService(
                 throw ApiException.BadRequest("file_required", "The form has no 'file' part.");
             }
 
-            return await SendWithFileAsync(userId, conversationId, file, form.Caption, form.DurationMs, form.ClientMessageId, form.ReplyTo, null);
+            return await SendWithFileAsync(userId, conversationId, file, form.Caption, form.DurationMs, form.ClientMessageId, form.ReplyTo);
         }
         catch
         {
@@ -110,12 +110,12 @@ public sealed class MediaService(
     /// <summary>Stores a file that arrived from Matrix and the message that carries it, as <paramref name="userId"/>.</summary>
     public async Task<MessageDto> ImportFromMatrixAsync(
         Guid userId, Guid conversationId, Stream content, string? contentType, string? fileName, int? durationMs, string? caption,
-        Guid? replyTo, string matrixEventId, CancellationToken cancellationToken)
+        Guid? replyTo, EventOrigin origin, CancellationToken cancellationToken)
     {
         var file = await StoreFileAsync(content, contentType, fileName, audioOnly: false, cancellationToken);
         try
         {
-            return (await SendWithFileAsync(userId, conversationId, file, caption, durationMs, null, replyTo, matrixEventId)).Message;
+            return (await SendWithFileAsync(userId, conversationId, file, caption, durationMs, null, replyTo, origin)).Message;
         }
         catch
         {
@@ -126,11 +126,11 @@ public sealed class MediaService(
 
     private async Task<(MessageDto Message, bool Created)> SendWithFileAsync(
         Guid userId, Guid conversationId, StoredFile stored, string? caption, int? durationMs, string? clientMessageId, Guid? replyTo,
-        string? matrixEventId)
+        EventOrigin origin = default)
     {
         var media = new NewMedia(stored.MediaId, stored.StorageKey, stored.ContentType, stored.SizeBytes, durationMs, stored.FileName, stored.WrappedKey);
         var (message, created) = await messages.SendAsync(
-            userId, conversationId, new NewMessage(stored.Kind, caption ?? stored.FileName ?? "", clientMessageId, replyTo, media, matrixEventId));
+            userId, conversationId, new NewMessage(stored.Kind, caption ?? stored.FileName ?? "", clientMessageId, replyTo, media, origin));
         if (!created)
         {
             // A retry of an earlier upload: the original message keeps its own file.

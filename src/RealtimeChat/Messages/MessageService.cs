@@ -41,11 +41,8 @@ public sealed class MessageOptions
 
 /// <summary>A new message's parts, whoever sends it (text endpoint, media upload, the Matrix bridge).</summary>
 /// <param name="Media">The message's file, stored in the message's own transaction.</param>
-/// <param name="MatrixEventId">Set for a message that arrived from Matrix: the event it mirrors.</param>
-public sealed record NewMessage(string Kind, string Content, string? ClientMessageId, Guid? ReplyTo, NewMedia? Media = null, string? MatrixEventId = null)
-{
-    public EventOrigin Origin => MatrixEventId is null ? EventOrigin.App : EventOrigin.Matrix;
-}
+/// <param name="Origin">Bridged for a message that arrived from another network, naming the event it mirrors.</param>
+public sealed record NewMessage(string Kind, string Content, string? ClientMessageId, Guid? ReplyTo, NewMedia? Media = null, EventOrigin Origin = default);
 
 /// <summary>An uploaded (already encrypted and stored) file's row.</summary>
 public sealed record NewMedia(Guid Id, string StorageKey, string ContentType, long SizeBytes, int? DurationMs, string? FileName, byte[] WrappedKey)
@@ -117,7 +114,7 @@ public sealed class MessageService(
     }
 
     public async Task<MessageDto> EditAsync(
-        Guid userId, Guid conversationId, Guid messageId, EditMessageRequest request, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
+        Guid userId, Guid conversationId, Guid messageId, EditMessageRequest request, CancellationToken cancellationToken, EventOrigin origin = default)
     {
         var content = ValidContent(request.Content);
         await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
@@ -148,7 +145,7 @@ public sealed class MessageService(
     }
 
     /// <summary>Leaves a tombstone: content, reactions and any media (with its key) are erased from storage.</summary>
-    public async Task DeleteAsync(Guid userId, Guid conversationId, Guid messageId, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
+    public async Task DeleteAsync(Guid userId, Guid conversationId, Guid messageId, CancellationToken cancellationToken, EventOrigin origin = default)
     {
         string? storageKey;
         await using (var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin))
@@ -192,15 +189,14 @@ public sealed class MessageService(
         }
     }
 
-    /// <param name="matrixEventId">Set when the reaction arrived from Matrix: the annotation event it mirrors.</param>
-    public Task AddReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken, string? matrixEventId = null) =>
-        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: true, matrixEventId, matrixEventId is null ? EventOrigin.App : EventOrigin.Matrix, cancellationToken);
+    public Task AddReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken, EventOrigin origin = default) =>
+        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: true, origin, cancellationToken);
 
-    public Task RemoveReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App) =>
-        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: false, null, origin, cancellationToken);
+    public Task RemoveReactionAsync(Guid userId, Guid conversationId, Guid messageId, string reaction, CancellationToken cancellationToken, EventOrigin origin = default) =>
+        ChangeReactionAsync(userId, conversationId, messageId, reaction, add: false, origin, cancellationToken);
 
     private async Task ChangeReactionAsync(
-        Guid userId, Guid conversationId, Guid messageId, string reaction, bool add, string? matrixEventId, EventOrigin origin, CancellationToken cancellationToken)
+        Guid userId, Guid conversationId, Guid messageId, string reaction, bool add, EventOrigin origin, CancellationToken cancellationToken)
     {
         if (string.IsNullOrWhiteSpace(reaction) || reaction.Length > MaxReactionLength || reaction.Any(char.IsControl))
         {
@@ -220,7 +216,7 @@ public sealed class MessageService(
                 INSERT INTO message_reactions (message_id, user_id, reaction, created_at, matrix_event_id) VALUES (@messageId, @userId, @reaction, @now, @matrixEventId)
                 ON CONFLICT (message_id, user_id, reaction) DO NOTHING
                 """,
-                new { messageId, userId, reaction, now, matrixEventId })
+                new { messageId, userId, reaction, now, matrixEventId = origin.ExternalId })
             : await write.ExecuteAsync(
                 "DELETE FROM message_reactions WHERE message_id = @messageId AND user_id = @userId AND reaction = @reaction",
                 new { messageId, userId, reaction });
@@ -237,7 +233,7 @@ public sealed class MessageService(
 
     /// <summary>Moves the caller's read marker forward (never back) to <paramref name="request"/>'s seq.</summary>
     public async Task<long> MarkReadAsync(
-        Guid userId, Guid conversationId, MarkReadRequest request, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
+        Guid userId, Guid conversationId, MarkReadRequest request, CancellationToken cancellationToken, EventOrigin origin = default)
     {
         if (request.Seq is not { } seq || seq < 0)
         {

@@ -285,9 +285,9 @@ public sealed class MessageWriter : BackgroundService
                     new { media.Id, conversationId, userId, media.StorageKey, media.ContentType, media.SizeBytes, media.DurationMs, media.FileName, media.WrappedKey, now });
             }
             rows.Add(new NewMessageRow(id, conversationId, seq, userId, message.Kind, _cipher.EncryptText(message.Content, id),
-                message.Media?.Id, message.ReplyTo, message.ClientMessageId, message.MatrixEventId));
+                message.Media?.Id, message.ReplyTo, message.ClientMessageId, message.Origin.ExternalId));
             // The answer is built from what was just written: nothing else can have touched the row yet.
-            var delivery = message.MatrixEventId is { } eventId ? new MatrixDelivery(MatrixDeliveryState.Sent, eventId, null)
+            var delivery = message.Origin.ExternalId is { } eventId ? new MatrixDelivery(MatrixDeliveryState.Sent, eventId, null)
                 : _events.Records(ChatEventTypes.MessageNew, message.Origin) ? new MatrixDelivery(MatrixDeliveryState.Pending, null, null)
                 : null;
             var dto = new MessageDto(id, conversationId, seq, userId, message.Kind, message.Content, message.Media?.ToDto(), message.ReplyTo,

@@ -56,7 +56,7 @@ public sealed class ChatDatabase : IAsyncDisposable
 
     /// <summary>Starts a write transaction for one conversation; events appended to it are published on commit.</summary>
     public Task<ChatTransaction> BeginWriteAsync(
-        Guid conversationId, ChatEventPipeline pipeline, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App) =>
+        Guid conversationId, ChatEventPipeline pipeline, CancellationToken cancellationToken, EventOrigin origin = default) =>
         BeginWriteAsync([conversationId], pipeline, cancellationToken, origin);
 
     /// <summary>
@@ -64,7 +64,7 @@ public sealed class ChatDatabase : IAsyncDisposable
     /// order, so writers that hold several never wait on each other in a cycle.
     /// </summary>
     public async Task<ChatTransaction> BeginWriteAsync(
-        IReadOnlyCollection<Guid> conversationIds, ChatEventPipeline pipeline, CancellationToken cancellationToken, EventOrigin origin = EventOrigin.App)
+        IReadOnlyCollection<Guid> conversationIds, ChatEventPipeline pipeline, CancellationToken cancellationToken, EventOrigin origin = default)
     {
         var gates = conversationIds
             .Select(id => (int)((uint)id.GetHashCode() % (uint)_writeLocks.Length))

@@ -29,6 +29,9 @@ public sealed class ChatTransaction : IAsyncDisposable
     /// <summary>Where the change came from; the bridge does not send Matrix's own changes back to Matrix.</summary>
     public EventOrigin Origin { get; }
 
+    /// <summary>What sinks remember for the lifetime of this transaction (e.g. what they already wrote in it).</summary>
+    public IDictionary<object, object?> Items { get; } = new Dictionary<object, object?>();
+
     public DbConnection Connection { get; }
 
     /// <summary>
@@ -174,16 +177,32 @@ public sealed class ChatTransaction : IAsyncDisposable
 /// <summary>A stored chat change: the conversation, its sequence number, what clients see and what the log keeps.</summary>
 public sealed record ConversationEvent(
     Guid ConversationId, long Seq, string Type, Guid? ActorId, DateTimeOffset CreatedAt, object Data,
-    Guid? MessageId = null, object? StoredPayload = null, EventOrigin Origin = EventOrigin.App)
+    Guid? MessageId = null, object? StoredPayload = null, EventOrigin Origin = default)
 {
     /// <summary>The stored payload as JSON, serialised once for the log and every sink that keeps it.</summary>
     public string StoredJson { get; } = JsonSerializer.Serialize(StoredPayload ?? Data, ChatJson.Options);
 }
 
-public enum EventOrigin
+/// <summary>
+/// Where a change came from: the app, or a bridge mirroring an event of another network. A bridged change names the
+/// external event it mirrors, so the bridge can record that event in the change's own transaction (a unique key) and
+/// the same event can never be applied twice, whatever retries or races deliver it again.
+/// </summary>
+public readonly record struct EventOrigin
 {
-    App,
-    Matrix,
+    private EventOrigin(bool bridged, string? externalId) => (IsBridged, ExternalId) = (bridged, externalId);
+
+    /// <summary>Made in the app (the default).</summary>
+    public static EventOrigin App => default;
+
+    public bool IsBridged { get; }
+
+    public bool IsApp => !IsBridged;
+
+    /// <summary>The external event this change mirrors, when there is exactly one (not for e.g. a read receipt).</summary>
+    public string? ExternalId { get; }
+
+    public static EventOrigin Bridged(string? externalId = null) => new(true, externalId);
 }
 
 /// <summary>Sees each event after its commit, in sequence order per conversation (e.g. WebSocket fan-out). Must not block.</summary>

@@ -204,27 +204,4 @@ public sealed class InboundBridgeTests
         var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
         Assert.Equal("👀", history.GetProperty("messages")[0].GetProperty("reactions")[0].GetProperty("reaction").GetString());
     }
-
-    /// <summary>Talks to the service's appservice endpoints as the homeserver would.</summary>
-    private sealed class TransactionClient(BridgeHost bridge) : IAsyncDisposable
-    {
-        public HttpClient Raw { get; } = bridge.Server.Client();
-
-        public async Task<HttpResponseMessage> PutAsync(string txnId, JsonObject body, bool bearer = false)
-        {
-            if (!bearer)
-            {
-                return await Raw.PutAsJsonAsync($"/transactions/{txnId}?access_token={bridge.Registration.HsToken}", body);
-            }
-            using var request = new HttpRequestMessage(HttpMethod.Put, $"/_matrix/app/v1/transactions/{txnId}") { Content = JsonContent.Create(body) };
-            request.Headers.Authorization = new("Bearer", bridge.Registration.HsToken);
-            return await Raw.SendAsync(request);
-        }
-
-        public ValueTask DisposeAsync()
-        {
-            Raw.Dispose();
-            return ValueTask.CompletedTask;
-        }
-    }
 }
