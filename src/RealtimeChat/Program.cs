@@ -42,23 +42,8 @@ token.SetAction(parse =>
     return 0;
 });
 
-var registration = new Command("registration", "Print the appservice registration YAML to give Synapse (from the Matrix settings).")
-{
-    TreatUnmatchedTokensAsErrors = false,
-};
-registration.SetAction(parse =>
-{
-    var app = ChatApp.Build([.. parse.UnmatchedTokens]);
-    var yaml = RegistrationFile.Build(app.Services.GetRequiredService<IOptions<MatrixOptions>>().Value, out var generated);
-    Console.Write(yaml);
-    if (generated)
-    {
-        Console.Error.WriteLine("Matrix:AsToken / Matrix:HsToken are not configured: the tokens above were generated now. " +
-            "Configure the service with the same values (Matrix__AsToken, Matrix__HsToken).");
-    }
-});
-
 serve.Subcommands.Add(migrate);
-serve.Subcommands.Add(registration);
+serve.Subcommands.Add(MatrixCommands.Registration());
+serve.Subcommands.Add(MatrixCommands.Matrix());
 serve.Subcommands.Add(token);
 return await serve.Parse(args).InvokeAsync();

@@ -145,6 +145,32 @@ public sealed class ConversationService(
         return ToDto(row, row.LastMessageId is { } id ? previews.GetValueOrDefault(id) : null, members.Select(m => m.ToDto()).ToList());
     }
 
+    /// <summary>The conversation as it is now, in the shape of its creation event (e.g. to mirror it somewhere new).</summary>
+    public async Task<ConversationCreated?> SnapshotAsync(Guid conversationId, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var row = await connection.QuerySingleOrDefaultAsync<SnapshotRow>(
+            "SELECT id, kind, name, created_by, created_at FROM conversations WHERE id = @conversationId", new { conversationId });
+        if (row is null)
+        {
+            return null;
+        }
+        var members = await connection.QueryAsync<MemberRow>(
+            MemberRow.Select + " WHERE cm.conversation_id = @conversationId ORDER BY cm.joined_at, cm.user_id", new { conversationId });
+        return new ConversationCreated(
+            row.Id, row.Kind == "direct" ? ConversationKind.Direct : ConversationKind.Group, row.Name, row.CreatedBy, row.CreatedAt,
+            members.Select(m => m.ToDto()).ToList());
+    }
+
+    private sealed class SnapshotRow
+    {
+        public Guid Id { get; init; }
+        public string Kind { get; init; } = "";
+        public string? Name { get; init; }
+        public Guid CreatedBy { get; init; }
+        public DateTimeOffset CreatedAt { get; init; }
+    }
+
     public async Task<ConversationDto> RenameAsync(
         Guid userId, Guid conversationId, UpdateConversationRequest request, CancellationToken cancellationToken, EventOrigin origin = default)
     {

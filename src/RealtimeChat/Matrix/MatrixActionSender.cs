@@ -21,12 +21,16 @@ public sealed class MatrixActionSender(
     Media.MediaReader mediaFiles,
     RecordedEventIds recorded,
     Identity.UserProfiles profiles,
+    MatrixUsers users,
     IOptions<MatrixOptions> options,
     TimeProvider time,
     ILogger<MatrixActionSender> logger)
 {
     public const string ConversationIdField = "io.nova.conversation_id";
     public const string SenderField = "io.nova.sender";
+
+    /// <summary>Carried by every event an action posts, so that the action can be recognised on the homeserver.</summary>
+    public const string ActionField = "io.nova.txn_id";
 
     // Ghosts registered by this process, with the display name they were last given.
     private readonly ConcurrentDictionary<Guid, string?> _ghosts = new();
@@ -36,7 +40,7 @@ public sealed class MatrixActionSender(
 
     private bool Appservice => options.Value.Mode == MatrixMode.Appservice;
 
-    /// <summary>Reads the messages a batch of actions will send or edit, in one query on the drain's connection.</summary>
+    /// <summary>Reads the messages a batch of actions will send or edit (and what they reply to), on the drain's connection.</summary>
     public async Task ReadAheadAsync(DbConnection connection, DispatchTurn turn, IReadOnlyList<OutboxAction> actions, CancellationToken cancellationToken)
     {
         var ids = actions
@@ -49,14 +53,28 @@ public sealed class MatrixActionSender(
             turn.ReadAhead([]);
             return;
         }
-        var rows = await connection.QueryAsync<MessageRow>(new CommandDefinition(
-            MessageRow.SelectStored + " WHERE " + SqlDialect.InList(connection, "m.id", "ids"), new { ids }, cancellationToken: cancellationToken));
-        turn.ReadAhead(rows.Select(row => renderer.Render(row, [])));
+        var messages = (await ReadMessagesAsync(connection, ids, cancellationToken)).ToList();
+        // A reply's fallback quotes its parent.
+        var parents = messages.Select(m => m.ReplyTo).OfType<Guid>().Except(ids).ToArray();
+        if (parents.Length > 0)
+        {
+            messages.AddRange(await ReadMessagesAsync(connection, parents, cancellationToken));
+        }
+        turn.ReadAhead(messages);
     }
+
+    private async Task<IEnumerable<MessageDto>> ReadMessagesAsync(DbConnection connection, Guid[] ids, CancellationToken cancellationToken) =>
+        (await connection.QueryAsync<MessageRow>(new CommandDefinition(
+            MessageRow.SelectStored + " WHERE " + SqlDialect.InList(connection, "m.id", "ids"), new { ids }, cancellationToken: cancellationToken)))
+        .Select(row => renderer.Render(row, []));
 
     /// <returns>The Matrix event id the action produced, if any. Event ids to store on messages and reactions go into <paramref name="turn"/>.</returns>
     public async Task<string?> SendAsync(DispatchTurn turn, OutboxAction action, CancellationToken cancellationToken)
     {
+        if (action.PayloadVersion != MatrixActions.PayloadVersion)
+        {
+            throw new NotSupportedException($"Outbox payload version {action.PayloadVersion} is not one this version of the service reads.");
+        }
         if (action.Action == MatrixActions.CreateRoom)
         {
             await CreateRoomAsync(Payload<ConversationCreated>(action), cancellationToken);
@@ -75,8 +93,94 @@ public sealed class MatrixActionSender(
             MatrixActions.Redact => await RedactMessageAsync(turn, roomId, action, Payload<MessageDeleted>(action), cancellationToken),
             MatrixActions.React => await ReactAsync(turn, roomId, action, Payload<ReactionChanged>(action), cancellationToken),
             MatrixActions.Unreact => await UnreactAsync(roomId, action, Payload<ReactionChanged>(action), cancellationToken),
-            _ => throw new MatrixApiException(null, null, $"Unknown outbox action '{action.Action}'."),
+            MatrixActions.ReadReceipt => await ReadReceiptAsync(roomId, Payload<ReadUpdated>(action), cancellationToken),
+            _ => throw new NotSupportedException($"Unknown outbox action '{action.Action}'."),
         };
+    }
+
+    /// <summary>
+    /// The events of these actions that are on the homeserver already (posted before a crash, a takeover, or an attempt
+    /// that got no answer), by action id. Only our own senders count: nobody else can post as the bot or a ghost.
+    /// </summary>
+    public async Task<Dictionary<string, string>> FindPostedAsync(DispatchTurn turn, IReadOnlyList<OutboxAction> actions, CancellationToken cancellationToken)
+    {
+        var roomId = await RoomIdAsync(actions[0].ConversationId, cancellationToken)
+            ?? throw new ActionNotReadyException($"Conversation {actions[0].ConversationId} has no Matrix room yet.");
+        var senders = new HashSet<string>(StringComparer.Ordinal) { Appservice ? ids.BotUserId : options.Value.UserId! };
+        if (Appservice)
+        {
+            foreach (var action in actions)
+            {
+                if (action.ActorId is { } actor)
+                {
+                    senders.Add(ids.UserId(actor));
+                }
+                if (turn.Message(action.MessageId) is { } message)
+                {
+                    senders.Add(ids.UserId(message.SenderId));
+                }
+            }
+        }
+        var filter = new JsonObject
+        {
+            ["senders"] = new JsonArray([.. senders.Select(s => (JsonNode)s)]),
+            ["types"] = new JsonArray("m.room.message", "m.reaction", "m.room.redaction"),
+        };
+        // Our unrecorded events are the newest of ours in the room: a page a little larger than the batch reaches them.
+        var events = await api.RecentEventsAsync(roomId, filter, Math.Min(1000, actions.Count * 2 + 50), cancellationToken);
+        var found = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var evt in events.OfType<JsonObject>())
+        {
+            if (Json.String(evt["sender"]) is { } sender && senders.Contains(sender)
+                && Json.String((evt["content"] as JsonObject)?[ActionField]) is { } txnId && Json.String(evt["event_id"]) is { } eventId)
+            {
+                found.TryAdd(txnId, eventId);
+            }
+        }
+        return found;
+    }
+
+    /// <summary>Takes an event found on the homeserver as what the action produced.</summary>
+    public void Adopt(DispatchTurn turn, OutboxAction action, string eventId)
+    {
+        switch (action.Action)
+        {
+            case MatrixActions.SendMessage when action.MessageId is { } messageId:
+                turn.MessageSent(messageId, eventId);
+                break;
+            case MatrixActions.React:
+                var reaction = Payload<ReactionChanged>(action);
+                turn.ReactionSent(reaction.MessageId, reaction.UserId, reaction.Reaction, eventId);
+                break;
+        }
+    }
+
+    /// <summary>The app user's read marker, as a read receipt of their ghost on the latest message that reached the room.</summary>
+    private async Task<string?> ReadReceiptAsync(string roomId, ReadUpdated read, CancellationToken cancellationToken)
+    {
+        if (!Appservice)
+        {
+            // One service account cannot say what each person has read.
+            return null;
+        }
+        string? eventId;
+        await using (var connection = await database.OpenAsync(cancellationToken))
+        {
+            eventId = await connection.QuerySingleOrDefaultAsync<string>(
+                """
+                SELECT matrix_event_id FROM messages
+                 WHERE conversation_id = (SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @roomId)
+                   AND seq <= @LastReadSeq AND matrix_event_id IS NOT NULL
+                 ORDER BY seq DESC LIMIT 1
+                """,
+                new { roomId, read.LastReadSeq });
+        }
+        if (eventId is not null)
+        {
+            await EnsureGhostAsync(read.UserId, cancellationToken);
+            await api.ReceiptAsync(roomId, eventId, ids.UserId(read.UserId), cancellationToken);
+        }
+        return null;
     }
 
     private async Task CreateRoomAsync(ConversationCreated conversation, CancellationToken cancellationToken)
@@ -190,8 +294,13 @@ public sealed class MatrixActionSender(
         if (message.ReplyTo is { } parent && await EventIdOfMessageAsync(turn, parent, cancellationToken) is { } parentEventId)
         {
             content["m.relates_to"] = new JsonObject { ["m.in_reply_to"] = new JsonObject { ["event_id"] = parentEventId } };
+            if (turn.Message(parent) is { } quoted)
+            {
+                await AddReplyFallbackAsync(content, roomId, parentEventId, quoted, cancellationToken);
+            }
         }
-        var eventId = await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), cancellationToken);
+        content[ActionField] = action.TxnId;
+        var eventId = await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), action.CreatedAt, cancellationToken);
         turn.MessageSent(message.Id, eventId);
         return eventId;
     }
@@ -209,7 +318,8 @@ public sealed class MatrixActionSender(
         var content = TextContent(message.SenderId, "* " + (message.Content ?? ""));
         content["m.new_content"] = newContent;
         content["m.relates_to"] = new JsonObject { ["rel_type"] = "m.replace", ["event_id"] = original };
-        return await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), cancellationToken);
+        content[ActionField] = action.TxnId;
+        return await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), action.CreatedAt, cancellationToken);
     }
 
     private async Task<string?> RedactMessageAsync(DispatchTurn turn, string roomId, OutboxAction action, MessageDeleted deleted, CancellationToken cancellationToken)
@@ -222,7 +332,7 @@ public sealed class MatrixActionSender(
         var senderId = await connection.QuerySingleAsync<Guid>("SELECT sender_id FROM messages WHERE id = @MessageId", new { deleted.MessageId });
         // A ghost may redact its own events; moderators' deletions go through the bot, which has the power level.
         var redactor = senderId == deleted.DeletedBy ? As(senderId) : null;
-        return await api.RedactAsync(roomId, eventId, action.TxnId, "Deleted in the app", redactor, cancellationToken);
+        return await api.RedactAsync(roomId, eventId, action.TxnId, RedactionContent(action, "Deleted in the app"), redactor, action.CreatedAt, cancellationToken);
     }
 
     private async Task<string?> ReactAsync(DispatchTurn turn, string roomId, OutboxAction action, ReactionChanged reaction, CancellationToken cancellationToken)
@@ -233,8 +343,9 @@ public sealed class MatrixActionSender(
         var content = new JsonObject
         {
             ["m.relates_to"] = new JsonObject { ["rel_type"] = "m.annotation", ["event_id"] = target, ["key"] = reaction.Reaction },
+            [ActionField] = action.TxnId,
         };
-        var eventId = await api.SendEventAsync(roomId, "m.reaction", action.TxnId, content, As(reaction.UserId), cancellationToken);
+        var eventId = await api.SendEventAsync(roomId, "m.reaction", action.TxnId, content, As(reaction.UserId), action.CreatedAt, cancellationToken);
         turn.ReactionSent(reaction.MessageId, reaction.UserId, reaction.Reaction, eventId);
         return eventId;
     }
@@ -252,7 +363,26 @@ public sealed class MatrixActionSender(
             """,
             new { action.ConversationId, react = MatrixActions.React, reaction.MessageId, reaction.UserId, action.Id });
         var eventId = added.FirstOrDefault(a => Payload<ReactionChanged>(a).Reaction == reaction.Reaction)?.MatrixEventId;
-        return eventId is null ? null : await api.RedactAsync(roomId, eventId, action.TxnId, "Reaction removed", As(reaction.UserId), cancellationToken);
+        return eventId is null ? null : await api.RedactAsync(roomId, eventId, action.TxnId, RedactionContent(action, "Reaction removed"), As(reaction.UserId), action.CreatedAt, cancellationToken);
+    }
+
+    private static JsonObject RedactionContent(OutboxAction action, string reason) => new() { ["reason"] = reason, [ActionField] = action.TxnId };
+
+    /// <summary>
+    /// The rich reply fallback (spec v1.2, what Element and older clients show): the parent quoted ahead of the body and
+    /// inside <c>&lt;mx-reply&gt;</c> ahead of the formatted body.
+    /// </summary>
+    private async Task AddReplyFallbackAsync(JsonObject content, string roomId, string parentEventId, MessageDto parent, CancellationToken cancellationToken)
+    {
+        var parentSender = await users.MatrixUserIdAsync(parent.SenderId, cancellationToken);
+        var quoted = parent.Content ?? parent.Media?.FileName ?? "";
+        var body = (string?)content["body"] ?? "";
+        content["body"] = string.Join('\n', quoted.Split('\n').Select((line, i) => i == 0 ? $"> <{parentSender}> {line}" : $"> {line}")) + "\n\n" + body;
+        content["format"] = "org.matrix.custom.html";
+        content["formatted_body"] =
+            $"<mx-reply><blockquote><a href=\"https://matrix.to/#/{Uri.EscapeDataString(roomId)}/{Uri.EscapeDataString(parentEventId)}\">In reply to</a> " +
+            $"<a href=\"https://matrix.to/#/{Uri.EscapeDataString(parentSender)}\">{WebUtility.HtmlEncode(parentSender)}</a><br />" +
+            $"{WebUtility.HtmlEncode(quoted).Replace("\n", "<br />")}</blockquote></mx-reply>{WebUtility.HtmlEncode(body).Replace("\n", "<br />")}";
     }
 
     /// <summary>Uploads the (decrypted) file to the homeserver's media repository and describes it as Matrix clients expect.</summary>
@@ -341,7 +471,7 @@ public sealed class MatrixActionSender(
         public string? DisplayName { get; init; }
     }
 
-    private async Task<string?> RoomIdAsync(Guid conversationId, CancellationToken cancellationToken) =>
+    public async Task<string?> RoomIdAsync(Guid conversationId, CancellationToken cancellationToken) =>
         _rooms.TryGetValue(conversationId, out var known) ? known : await StoredRoomIdAsync(conversationId, cancellationToken);
 
     private async Task<string?> StoredRoomIdAsync(Guid conversationId, CancellationToken cancellationToken)

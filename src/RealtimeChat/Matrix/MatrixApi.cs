@@ -79,15 +79,35 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
         SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/kick", null,
             new JsonObject { ["user_id"] = userId, ["reason"] = reason }, cancellationToken);
 
-    public async Task<string> SendEventAsync(string roomId, string eventType, string txnId, JsonObject content, string? asUser, CancellationToken cancellationToken) =>
+    /// <param name="timestamp">When it happened in the app: an appservice may set the event's origin_server_ts (<c>ts</c>),
+    /// so that a send delayed by an outage or a backfill shows its real time.</param>
+    public async Task<string> SendEventAsync(
+        string roomId, string eventType, string txnId, JsonObject content, string? asUser, DateTimeOffset? timestamp, CancellationToken cancellationToken) =>
         (await SendAsync(HttpMethod.Put,
-            $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/send/{Uri.EscapeDataString(eventType)}/{Uri.EscapeDataString(txnId)}",
+            $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/send/{Uri.EscapeDataString(eventType)}/{Uri.EscapeDataString(txnId)}{Timestamp(timestamp)}",
             asUser, content, cancellationToken))!["event_id"]!.GetValue<string>();
 
-    public async Task<string> RedactAsync(string roomId, string eventId, string txnId, string? reason, string? asUser, CancellationToken cancellationToken) =>
+    public async Task<string> RedactAsync(
+        string roomId, string eventId, string txnId, JsonObject content, string? asUser, DateTimeOffset? timestamp, CancellationToken cancellationToken) =>
         (await SendAsync(HttpMethod.Put,
-            $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/redact/{Uri.EscapeDataString(eventId)}/{Uri.EscapeDataString(txnId)}",
-            asUser, new JsonObject { ["reason"] = reason }, cancellationToken))!["event_id"]!.GetValue<string>();
+            $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/redact/{Uri.EscapeDataString(eventId)}/{Uri.EscapeDataString(txnId)}{Timestamp(timestamp)}",
+            asUser, content, cancellationToken))!["event_id"]!.GetValue<string>();
+
+    /// <summary>The room's latest events, newest first (<c>/messages</c> backwards), as the bot or the service account.</summary>
+    public async Task<JsonArray> RecentEventsAsync(string roomId, JsonObject filter, int limit, CancellationToken cancellationToken) =>
+        (await SendAsync(HttpMethod.Get,
+            $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/messages?dir=b&limit={limit}&filter={Uri.EscapeDataString(filter.ToJsonString())}",
+            null, null, cancellationToken))?["chunk"] as JsonArray ?? [];
+
+    public Task ReceiptAsync(string roomId, string eventId, string asUser, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/receipt/m.read/{Uri.EscapeDataString(eventId)}", asUser, new JsonObject(), cancellationToken);
+
+    public Task TypingAsync(string roomId, string userId, TimeSpan timeout, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Put, $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/typing/{Uri.EscapeDataString(userId)}", userId,
+            new JsonObject { ["typing"] = true, ["timeout"] = (long)timeout.TotalMilliseconds }, cancellationToken);
+
+    private string Timestamp(DateTimeOffset? timestamp) =>
+        timestamp is { } ts && Settings.Mode == MatrixMode.Appservice ? $"?ts={ts.ToUnixTimeMilliseconds()}" : "";
 
     public async Task<string> SetStateAsync(string roomId, string eventType, string stateKey, JsonObject content, CancellationToken cancellationToken) =>
         (await SendAsync(HttpMethod.Put,

@@ -8,28 +8,21 @@ using RealtimeChat.Storage;
 namespace RealtimeChat.Matrix;
 
 /// <summary>
-/// Sends the outbox to the homeserver: per conversation strictly in the order the actions were recorded, several
-/// conversations at once, never in a chat request. A failing homeserver delays only its room's queue (with back-off
-/// honouring retry_after_ms / Retry-After); an action that can never succeed is parked as failed so the room moves on.
+/// Decides which portals drain when: several rooms at once (<c>Matrix:MaxRoomsInFlight</c>), a room woken as soon as
+/// an action of it is recorded, a room backing off (429, a failure of its own) left alone until its time, and no room
+/// at all while the homeserver does not answer (<see cref="HomeserverHealth"/>): then one probe waits for it, and
+/// every room resumes when it answers. What a drain does is <see cref="Portals"/>'s.
 /// </summary>
 public sealed class MatrixDispatcher(
     ChatDatabase database,
-    MatrixActionSender sender,
-    RecordedEventIds recorded,
+    OutboxWakeups wakeups,
+    Portals portals,
+    PortalLeases leases,
+    HomeserverHealth health,
     IOptions<MatrixOptions> options,
     TimeProvider time,
     ILogger<MatrixDispatcher> logger) : BackgroundService
 {
-    // A drain hands its room back after this many actions, so that rooms waiting for a free slot get their turn.
-    private const int ActionsPerTurn = 100;
-
-    // Actions read (with their messages) in one query.
-    private const int ReadAhead = 50;
-
-    // Text messages sent but not yet recorded: a crash resends them with the same txnId, which the homeserver answers
-    // with the event it already has, so recording them together is safe; these bound how long "sent" waits.
-    private const int RecordEvery = 32;
-    private static readonly TimeSpan MaxRecordDelay = TimeSpan.FromMilliseconds(200);
 
     private readonly SemaphoreSlim _wake = new(0, 1);
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
@@ -43,7 +36,7 @@ public sealed class MatrixDispatcher(
     private DateTimeOffset _nextRetentionSweep;
 
     /// <summary>An action of this conversation was recorded: no need to look in the outbox to know it is due.</summary>
-    public void Wake(Guid conversationId)
+    private void Wake(Guid conversationId)
     {
         if (!_heldBack.IsEmpty && _heldBack.TryGetValue(conversationId, out var until))
         {
@@ -86,12 +79,18 @@ public sealed class MatrixDispatcher(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var settings = options.Value;
+        wakeups.Listen(Wake);
         logger.LogInformation("Matrix dispatcher started ({Mode} mode, {Homeserver}, up to {Rooms} rooms in flight)",
             settings.Mode, settings.HomeserverUrl, settings.MaxRoomsInFlight);
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
+                if (health.IsDown && time.GetUtcNow() >= health.NextProbeAt && await health.ProbeAsync(stoppingToken))
+                {
+                    // Every room that waited for the homeserver is due now.
+                    _nextRescan = time.GetUtcNow();
+                }
                 // Wake-ups name their conversation; the outbox is only searched at start and on the poll interval (for
                 // rooms whose back-off ended, drains that stopped on an error, other writers), as are the gauges.
                 if (time.GetUtcNow() >= _nextRescan)
@@ -103,7 +102,10 @@ public sealed class MatrixDispatcher(
                     }
                     await RecordBacklogAsync(stoppingToken);
                 }
-                StartDrains(settings.MaxRoomsInFlight, stoppingToken);
+                if (!health.IsDown)
+                {
+                    StartDrains(settings.MaxRoomsInFlight, stoppingToken);
+                }
                 if (time.GetUtcNow() >= _nextRetentionSweep)
                 {
                     await ForgetOldRowsAsync(stoppingToken);
@@ -122,8 +124,9 @@ public sealed class MatrixDispatcher(
 
             try
             {
-                var untilRescan = _nextRescan - time.GetUtcNow();
-                await _wake.WaitAsync(untilRescan > TimeSpan.Zero ? untilRescan : TimeSpan.Zero, stoppingToken);
+                var next = health.IsDown && health.NextProbeAt < _nextRescan ? health.NextProbeAt : _nextRescan;
+                var wait = next - time.GetUtcNow();
+                await _wake.WaitAsync(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, stoppingToken);
             }
             catch (OperationCanceledException)
             {
@@ -131,6 +134,20 @@ public sealed class MatrixDispatcher(
             }
         }
         await Task.WhenAll(_inFlight.Values);
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        try
+        {
+            // The next instance (a rolling restart) takes the portals over now rather than when the leases run out.
+            await leases.ReleaseAllAsync(cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            logger.LogWarning(ex, "Could not give back the Matrix portal leases; they run out in {Lease}", options.Value.PortalLease);
+        }
     }
 
     private void StartDrains(int maxRoomsInFlight, CancellationToken stoppingToken)
@@ -191,183 +208,32 @@ public sealed class MatrixDispatcher(
 
     private async Task DrainAsync(Guid conversationId, CancellationToken stoppingToken)
     {
-        var turn = new DispatchTurn();
-        var outcome = DrainOutcome.Empty;
+        var result = new DrainResult(DrainOutcome.Empty);
         try
         {
-            outcome = await SendQueueAsync(conversationId, turn, stoppingToken);
+            result = await portals.DrainAsync(conversationId, stoppingToken);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
         }
         catch (Exception ex)
         {
+            // The database failed between actions (each action's own failures are the portal's to classify).
             logger.LogError(ex, "Matrix dispatch for conversation {ConversationId} stopped; it is retried on the next poll", conversationId);
         }
         finally
         {
-            try
+            if (result is { Outcome: DrainOutcome.Wait, Until: { } until })
             {
-                // What the homeserver already has must be recorded even when we are stopping.
-                await RecordAsync(turn);
-            }
-            catch (Exception ex)
-            {
-                // Not recorded means sent again later with the same txnIds, which the homeserver deduplicates.
-                logger.LogError(ex, "Matrix dispatch for conversation {ConversationId} could not record what it sent; it is resent on the next poll", conversationId);
+                _heldBack[conversationId] = until;
             }
             _inFlight.TryRemove(conversationId, out _);
-            if (outcome == DrainOutcome.More)
+            if (result.Outcome == DrainOutcome.More)
             {
                 MarkDue(conversationId);
             }
             Signal();
         }
-    }
-
-    private enum DrainOutcome
-    {
-        Empty,
-        More,
-        HeldBack,
-    }
-
-    private async Task<DrainOutcome> SendQueueAsync(Guid conversationId, DispatchTurn turn, CancellationToken stoppingToken)
-    {
-        var sent = 0;
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            if (sent >= ActionsPerTurn)
-            {
-                return DrainOutcome.More;
-            }
-            List<OutboxAction> actions;
-            await using (var connection = await database.OpenAsync(stoppingToken))
-            {
-                actions = (await connection.QueryAsync<OutboxAction>(
-                    """
-                    SELECT * FROM matrix_outbox
-                     WHERE conversation_id = @conversationId AND status = 'pending'
-                     ORDER BY id LIMIT @limit
-                    """,
-                    new { conversationId, limit = Math.Min(ReadAhead, ActionsPerTurn - sent) })).AsList();
-                if (actions.Count == 0)
-                {
-                    return DrainOutcome.Empty;
-                }
-                if (actions[0].NextAttemptAt > time.GetUtcNow())
-                {
-                    _heldBack[conversationId] = actions[0].NextAttemptAt;
-                    return DrainOutcome.HeldBack;
-                }
-                await sender.ReadAheadAsync(connection, turn, actions, stoppingToken);
-            }
-            foreach (var action in actions)
-            {
-                var mayRecordLater = action.Action == MatrixActions.SendMessage && turn.Message(action.MessageId) is { Media: null };
-                if (!mayRecordLater)
-                {
-                    await RecordAsync(turn);
-                }
-                var goOn = await RunAsync(turn, action, stoppingToken);
-                sent++;
-                if (!mayRecordLater || !goOn || turn.Unrecorded >= RecordEvery || time.GetUtcNow() - turn.OldestUnrecorded >= MaxRecordDelay)
-                {
-                    await RecordAsync(turn);
-                }
-                if (!goOn)
-                {
-                    return DrainOutcome.HeldBack;
-                }
-                if (stoppingToken.IsCancellationRequested)
-                {
-                    break;
-                }
-            }
-            await RecordAsync(turn);
-            if (actions.Count < ReadAhead)
-            {
-                // Whatever was recorded since that read woke us with its conversation id: it is drained next.
-                return DrainOutcome.Empty;
-            }
-        }
-        return DrainOutcome.Empty;
-    }
-
-    /// <returns>Whether the queue may go on to its next action.</returns>
-    private async Task<bool> RunAsync(DispatchTurn turn, OutboxAction action, CancellationToken stoppingToken)
-    {
-        var started = Stopwatch.GetTimestamp();
-        try
-        {
-            var eventId = await sender.SendAsync(turn, action, stoppingToken);
-            MatrixMetrics.SendLatency.WithLabels(action.Action).Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
-            turn.Done(new ActionOutcome(action.Id, action.Action, "sent", eventId, null, action.NextAttemptAt), time.GetUtcNow());
-            return true;
-        }
-        catch (MatrixApiException ex) when (ex.Class == FailureClass.Permanent)
-        {
-            MatrixMetrics.Errors.WithLabels(MatrixFailures.MetricLabel(ex)).Inc();
-            logger.LogWarning("Matrix action {Action} #{Id} of conversation {ConversationId} parked as failed: {Error}",
-                action.Action, action.Id, action.ConversationId, ex.Message);
-            turn.Done(new ActionOutcome(action.Id, action.Action, "failed", null, ex.Message, action.NextAttemptAt), time.GetUtcNow());
-            return true;
-        }
-        catch (Exception ex) when (ex is MatrixApiException or ActionNotReadyException && !stoppingToken.IsCancellationRequested)
-        {
-            MatrixMetrics.Errors.WithLabels(MatrixFailures.MetricLabel(ex)).Inc();
-            var delay = options.Value.RetryDelay(action.Attempts + 1, (ex as MatrixApiException)?.RetryAfter);
-            logger.LogWarning("Matrix action {Action} #{Id} of conversation {ConversationId} failed (attempt {Attempt}), retrying in {Delay}: {Error}",
-                action.Action, action.Id, action.ConversationId, action.Attempts + 1, delay, ex.Message);
-            var nextAttemptAt = time.UtcNowMicros() + delay;
-            turn.Done(new ActionOutcome(action.Id, action.Action, "pending", null, ex.Message, nextAttemptAt), time.GetUtcNow());
-            _heldBack[action.ConversationId] = nextAttemptAt;
-            return false;
-        }
-    }
-
-    /// <summary>Records the turn's outcomes and the event ids they produced in one transaction, then lets waiting inbound events apply.</summary>
-    private async Task RecordAsync(DispatchTurn turn)
-    {
-        if (turn.Unrecorded == 0)
-        {
-            return;
-        }
-        // Recording the outcome must not be abandoned half-way by shutdown: the homeserver already has the events.
-        await using (var connection = await database.OpenAsync(CancellationToken.None))
-        await using (var transaction = await connection.BeginTransactionAsync(CancellationToken.None))
-        {
-            // A statement per row: each is a primary-key update with a plan that stays right as the outbox grows, and the
-            // batches are small under load (one or two actions per room).
-            var now = time.UtcNowMicros();
-            await connection.ExecuteAsync(
-                """
-                UPDATE matrix_outbox
-                   SET status = @Status, attempts = attempts + 1, matrix_event_id = COALESCE(@EventId, matrix_event_id),
-                       last_error = @Error, next_attempt_at = @NextAttemptAt, sent_at = CASE WHEN @Status = 'sent' THEN @now ELSE sent_at END
-                 WHERE id = @Id
-                """,
-                turn.Outcomes.Select(o => new { o.Status, o.EventId, o.Error, o.NextAttemptAt, now, o.Id }).ToList(),
-                transaction);
-            await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = @EventId WHERE id = @MessageId", turn.MessageEvents, transaction);
-            if (turn.ReactionEvents.Count > 0)
-            {
-                await connection.ExecuteAsync(
-                    "UPDATE message_reactions SET matrix_event_id = @EventId WHERE message_id = @MessageId AND user_id = @UserId AND reaction = @Reaction",
-                    turn.ReactionEvents, transaction);
-            }
-            await transaction.CommitAsync(CancellationToken.None);
-        }
-        foreach (var message in turn.MessageEvents)
-        {
-            recorded.Recorded(message.EventId);
-        }
-        foreach (var reaction in turn.ReactionEvents)
-        {
-            recorded.Recorded(reaction.EventId);
-        }
-        MatrixMetrics.MessagesSent.Inc(turn.Outcomes.Count(o => o.Action == MatrixActions.SendMessage && o.Status == "sent"));
-        turn.Recorded();
     }
 
     private async Task RecordBacklogAsync(CancellationToken cancellationToken)
@@ -399,95 +265,3 @@ public sealed class MatrixDispatcher(
         public DateTimeOffset? Oldest { get; init; }
     }
 }
-
-/// <summary>An outbox row.</summary>
-public sealed class OutboxAction
-{
-    public long Id { get; init; }
-    public Guid ConversationId { get; init; }
-    public long Seq { get; init; }
-    public string Action { get; init; } = "";
-    public Guid? ActorId { get; init; }
-    public Guid? MessageId { get; init; }
-    public string Payload { get; init; } = "";
-    public string TxnId { get; init; } = "";
-    public int Attempts { get; init; }
-    public DateTimeOffset NextAttemptAt { get; init; }
-    public string? MatrixEventId { get; init; }
-}
-
-/// <summary>What the dispatcher records about one action.</summary>
-public sealed record ActionOutcome(long Id, string Action, string Status, string? EventId, string? Error, DateTimeOffset NextAttemptAt);
-
-/// <summary>A Matrix event id to store on the row of what it mirrors.</summary>
-public sealed record MessageEvent(Guid MessageId, string EventId);
-
-/// <summary>A reaction's Matrix event id, to store on the reaction's row.</summary>
-public sealed record ReactionEvent(Guid MessageId, Guid UserId, string Reaction, string EventId);
-
-/// <summary>
-/// One conversation's drain: the messages read ahead for its actions, and what it sent but has not recorded yet.
-/// Later actions of the same drain find the event ids here before they are stored.
-/// </summary>
-public sealed class DispatchTurn
-{
-    private readonly Dictionary<Guid, MessageDto> _messages = [];
-    private readonly Dictionary<Guid, string> _messageEventIds = [];
-    private readonly List<ActionOutcome> _outcomes = [];
-    private readonly List<MessageEvent> _messageEvents = [];
-    private readonly List<ReactionEvent> _reactionEvents = [];
-
-    public IReadOnlyList<ActionOutcome> Outcomes => _outcomes;
-
-    public IReadOnlyList<MessageEvent> MessageEvents => _messageEvents;
-
-    public IReadOnlyList<ReactionEvent> ReactionEvents => _reactionEvents;
-
-    public int Unrecorded => _outcomes.Count;
-
-    public DateTimeOffset OldestUnrecorded { get; private set; } = DateTimeOffset.MaxValue;
-
-    /// <summary>Messages as they are now, replacing what an earlier read of this turn saw.</summary>
-    public void ReadAhead(IEnumerable<MessageDto> messages)
-    {
-        _messages.Clear();
-        foreach (var message in messages)
-        {
-            _messages[message.Id] = message;
-        }
-    }
-
-    public MessageDto? Message(Guid? messageId) => messageId is { } id ? _messages.GetValueOrDefault(id) : null;
-
-    /// <summary>The event a message of this turn became, if it was sent in this turn.</summary>
-    public string? EventIdOf(Guid messageId) => _messageEventIds.GetValueOrDefault(messageId);
-
-    public void MessageSent(Guid messageId, string eventId)
-    {
-        _messageEventIds[messageId] = eventId;
-        _messageEvents.Add(new MessageEvent(messageId, eventId));
-    }
-
-    public void ReactionSent(Guid messageId, Guid userId, string reaction, string eventId) =>
-        _reactionEvents.Add(new ReactionEvent(messageId, userId, reaction, eventId));
-
-    public void Done(ActionOutcome outcome, DateTimeOffset now)
-    {
-        if (_outcomes.Count == 0)
-        {
-            OldestUnrecorded = now;
-        }
-        _outcomes.Add(outcome);
-    }
-
-    public void Recorded()
-    {
-        _outcomes.Clear();
-        _messageEvents.Clear();
-        _reactionEvents.Clear();
-        OldestUnrecorded = DateTimeOffset.MaxValue;
-    }
-}
-
-/// <summary>The action depends on something that is not there yet (e.g. its room); try again later.</summary>
-public sealed class ActionNotReadyException(string message) : Exception(message);

@@ -27,7 +27,8 @@ public static class MatrixFailures
     {
         MatrixApiException matrix => matrix.Class,
         ApiException => FailureClass.Permanent,
-        ActionNotReadyException => FailureClass.Transient,
+        ActionNotReadyException => FailureClass.Unknown,
+        NotSupportedException => FailureClass.Permanent,
         DbException db when IsConstraintViolation(db) => FailureClass.Permanent,
         DbException or TimeoutException or HttpRequestException or IOException => FailureClass.Transient,
         JsonException or FormatException or InvalidCastException or ArgumentException or KeyNotFoundException => FailureClass.Permanent,

@@ -16,6 +16,9 @@ public static class MatrixMetrics
 
     public static readonly Counter TransactionsReceived = Metrics.CreateCounter("matrix_appservice_transactions_total", "Appservice transactions received, by outcome.", "outcome");
 
+    public static readonly Counter FoundOnHomeserver = Metrics.CreateCounter(
+        "matrix_actions_found_on_homeserver_total", "Actions whose event was already on the homeserver when they were about to be sent again.");
+
     public static readonly Gauge OutboxDepth = Metrics.CreateGauge("matrix_outbox_pending", "Matrix-bound actions waiting to be sent.");
 
     public static readonly Gauge OldestPendingAge = Metrics.CreateGauge("matrix_outbox_oldest_pending_seconds", "Age of the oldest pending Matrix-bound action.");

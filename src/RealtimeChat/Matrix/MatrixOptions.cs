@@ -87,6 +87,20 @@ public sealed class MatrixOptions : IValidatableObject
         return capped * (0.8 + Random.Shared.NextDouble() * 0.4);
     }
 
+    /// <summary>Failures not understood (neither transient nor permanent) an action may have before it is parked.</summary>
+    [Range(1, 1000)]
+    public int MaxAttempts { get; set; } = 10;
+
+    /// <summary>While the homeserver does not answer, the longest wait between two probes of it.</summary>
+    public TimeSpan HealthProbeInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long a portal's lease lasts without renewal (another instance takes a dead holder's portals after it).</summary>
+    public TimeSpan PortalLease { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Messages posted into a room created for a conversation that began before Matrix was enabled.</summary>
+    [Range(0, 10_000)]
+    public int BackfillLimit { get; set; } = 100;
+
     /// <summary>Relations to events not known yet that one delivery (transaction, sync batch) may park for later.</summary>
     [Range(0, 100_000)]
     public int MaxDeferredPerBatch { get; set; } = 100;

@@ -15,6 +15,13 @@ public static class MatrixActions
     public const string Redact = "redact";
     public const string React = "react";
     public const string Unreact = "unreact";
+    public const string ReadReceipt = "read_receipt";
+
+    /// <summary>The payload shape every action is written with now; older shapes stay readable while rows of them wait.</summary>
+    public const int PayloadVersion = 1;
+
+    /// <summary>Actions that post a timeline event, which carries the action's id so it can be found again (see <c>Portals</c>).</summary>
+    public static bool PostsEvent(string action) => action is SendMessage or Edit or Redact or React or Unreact;
 
     public static string? For(string eventType) => eventType switch
     {
@@ -27,6 +34,7 @@ public static class MatrixActions
         ChatEventTypes.MessageDeleted => Redact,
         ChatEventTypes.ReactionAdded => React,
         ChatEventTypes.ReactionRemoved => Unreact,
+        ChatEventTypes.ReadUpdated => ReadReceipt,
         _ => null,
     };
 }
@@ -35,7 +43,7 @@ public static class MatrixActions
 /// Records the Matrix-bound action of each app-made change in the change's own transaction (so it exists exactly
 /// when the change does), and wakes the dispatcher after commit. Changes that came from Matrix are not sent back.
 /// </summary>
-public sealed class MatrixOutbox(MatrixDispatcher dispatcher) : ITransactionalEventSink, IChatEventPublisher
+public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSink, IChatEventPublisher
 {
     public bool Records(string eventType, EventOrigin origin) => origin == EventOrigin.App && MatrixActions.For(eventType) is not null;
 
@@ -70,7 +78,7 @@ public sealed class MatrixOutbox(MatrixDispatcher dispatcher) : ITransactionalEv
             """;
         if (transaction.IsPostgres)
         {
-            // Rows are numbered in array order, which is each conversation's seq order: the dispatcher sends by id.
+            // Rows are inserted in array order, which is each conversation's seq order (the portal sends by seq).
             await transaction.ExecuteAsync(
                 insert +
                 """
@@ -102,7 +110,20 @@ public sealed class MatrixOutbox(MatrixDispatcher dispatcher) : ITransactionalEv
     {
         if (Records(evt.Type, evt.Origin))
         {
-            dispatcher.Wake(evt.ConversationId);
+            wakeups.Wake(evt.ConversationId);
         }
     }
+}
+
+/// <summary>
+/// Tells the dispatcher that a conversation has new actions. A go-between, because the dispatcher's portals write chat
+/// changes (backfill reads, inbound events) whose pipeline holds the outbox: the outbox cannot hold the dispatcher.
+/// </summary>
+public sealed class OutboxWakeups
+{
+    private Action<Guid>? _listener;
+
+    public void Listen(Action<Guid> listener) => _listener = listener;
+
+    public void Wake(Guid conversationId) => _listener?.Invoke(conversationId);
 }

@@ -56,12 +56,16 @@ public static class MatrixSetup
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
             .SetHandlerLifetime(Timeout.InfiniteTimeSpan);
         services.AddSingleton<MatrixActionSender>();
+        services.AddSingleton<HomeserverHealth>();
+        services.AddSingleton<PortalLeases>();
+        services.AddSingleton<Portals>();
         services.AddSingleton<MatrixDispatcher>();
         services.AddHostedService(provider => provider.GetRequiredService<MatrixDispatcher>());
         services.AddSingleton<RecordedEventIds>();
         services.AddHostedService<MatrixDeferredWorker>();
         services.AddSingleton<MatrixUsers>();
         services.AddSingleton<MatrixInbound>();
+        services.AddSingleton<OutboxWakeups>();
         services.AddSingleton<MatrixInboundLedger>();
         services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixInboundLedger>());
         services.AddSingleton<MatrixOutbox>();

@@ -84,6 +84,11 @@ public sealed class MatrixSyncWorker(
                 }
                 MatrixMetrics.Errors.WithLabels(MatrixFailures.MetricLabel(ex)).Inc();
                 var delay = settings.RetryDelay(failures, matrix?.RetryAfter);
+                if (matrix is { HomeserverDown: true } && delay > settings.HealthProbeInterval)
+                {
+                    // Waiting for the homeserver to come back: ask as often as the dispatcher's probe does.
+                    delay = settings.HealthProbeInterval;
+                }
                 // A homeserver's refusal says all in its message; anything else needs its stack trace.
                 logger.LogWarning(matrix is null ? ex : null, "Matrix sync failed (attempt {Attempt}), retrying in {Delay}: {Error}", failures, delay, ex.Message);
                 try

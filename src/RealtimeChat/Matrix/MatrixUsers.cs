@@ -24,6 +24,14 @@ public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<M
         return new Guid(bytes, bigEndian: true);
     }
 
+    /// <summary>Who an app member is on Matrix: their own Matrix id if they came from Matrix, else the id that speaks for them.</summary>
+    public async Task<string> MatrixUserIdAsync(Guid userId, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        return await connection.QuerySingleOrDefaultAsync<string>(
+            "SELECT matrix_user_id FROM matrix_external_users WHERE user_id = @userId", new { userId }) ?? ids.UserId(userId);
+    }
+
     /// <summary>The user id a Matrix user has in the app, without storing anything about them.</summary>
     public Guid KnownUserId(string matrixUserId) =>
         options.Value.Mode == MatrixMode.Client && ids.AppUserId(matrixUserId) is { } appUser ? appUser : ExternalUserId(matrixUserId);

@@ -44,6 +44,15 @@ public sealed class MessageOptions
 /// <param name="Origin">Bridged for a message that arrived from another network, naming the event it mirrors.</param>
 public sealed record NewMessage(string Kind, string Content, string? ClientMessageId, Guid? ReplyTo, NewMedia? Media = null, EventOrigin Origin = default);
 
+/// <summary>Where a stored message sits, without its content.</summary>
+public sealed class StoredMessageRef
+{
+    public Guid Id { get; init; }
+    public long Seq { get; init; }
+    public Guid SenderId { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+}
+
 /// <summary>An uploaded (already encrypted and stored) file's row.</summary>
 public sealed record NewMedia(Guid Id, string StorageKey, string ContentType, long SizeBytes, int? DurationMs, string? FileName, byte[] WrappedKey)
 {
@@ -102,6 +111,20 @@ public sealed class MessageService(
         var hasMore = rows.Count > take;
         var page = rows.Take(take).OrderBy(r => r.Seq).ToList();
         return new MessagePage(await renderer.RenderAsync(connection, page), hasMore);
+    }
+
+    /// <summary>The latest <paramref name="limit"/> messages before <paramref name="beforeSeq"/> that are not deleted, oldest first.</summary>
+    public async Task<IReadOnlyList<StoredMessageRef>> RecentAsync(Guid conversationId, long beforeSeq, int limit, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var rows = await connection.QueryAsync<StoredMessageRef>(
+            """
+            SELECT id, seq, sender_id, created_at FROM messages
+             WHERE conversation_id = @conversationId AND seq < @beforeSeq AND deleted_at IS NULL
+             ORDER BY seq DESC LIMIT @limit
+            """,
+            new { conversationId, beforeSeq, limit });
+        return rows.Reverse().ToList();
     }
 
     public async Task<MessageDto> GetAsync(Guid userId, Guid conversationId, Guid messageId, CancellationToken cancellationToken)

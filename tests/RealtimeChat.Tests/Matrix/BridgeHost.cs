@@ -95,9 +95,17 @@ public sealed class BridgeHost : IAsyncDisposable
         return await connection.ExecuteScalarAsync<int>("SELECT COUNT(*) FROM matrix_outbox WHERE status = 'pending'");
     }
 
-    /// <summary>The bodies of the room's messages, in timeline order.</summary>
+    /// <summary>The bodies of the room's messages (without reply fallbacks), in timeline order.</summary>
     public List<string> MessageBodies(string roomId) =>
-        Homeserver.Timeline(roomId).Where(e => e.Type == "m.room.message").Select(e => (string?)e.OriginalContent["body"] ?? "").ToList();
+        Homeserver.Timeline(roomId).Where(e => e.Type == "m.room.message").Select(e => WithoutReplyFallback((string?)e.OriginalContent["body"])).ToList();
+
+    /// <summary>A body without the quoted lines a reply starts with (what Matrix clients show).</summary>
+    public static string WithoutReplyFallback(string? body)
+    {
+        var lines = (body ?? "").Split('\n');
+        var quoted = lines.TakeWhile(l => l.StartsWith('>')).Count();
+        return quoted == 0 ? body ?? "" : string.Join('\n', lines.Skip(quoted).SkipWhile((l, i) => i == 0 && l.Length == 0));
+    }
 
     public static async Task<T> EventuallyAsync<T>(Func<T?> probe, string what, TimeSpan? timeout = null) where T : class
     {

@@ -32,9 +32,13 @@ public sealed class OutboundBridgeTests
 
         var reply = await (await bridge.Server.Client(bob).PostJsonAsync($"/api/v1/conversations/{conversation}/messages", new { content = "hi alice", reply_to = helloId }))
             .JsonAsync(HttpStatusCode.Created);
-        var replyEvent = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "hi alice"), "the reply");
+        var replyEvent = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => BridgeHost.WithoutReplyFallback(e.Body) == "hi alice"), "the reply");
         Assert.Equal(bridge.Ghost(bob), replyEvent.Sender);
         Assert.Equal(sent.EventId, (string?)replyEvent.Content["m.relates_to"]!["m.in_reply_to"]!["event_id"]);
+        // The fallback Element shows for clients that do not render replies: the parent quoted, plain and in <mx-reply>.
+        Assert.Equal($"> <{bridge.Ghost(alice)}> hello matrix\n\nhi alice", replyEvent.Body);
+        Assert.StartsWith("<mx-reply><blockquote>", (string?)replyEvent.Content["formatted_body"]);
+        Assert.EndsWith("</mx-reply>hi alice", (string?)replyEvent.Content["formatted_body"]);
 
         await aliceClient.PatchJsonAsync($"/api/v1/conversations/{conversation}/messages/{helloId}", new { content = "hello matrix, edited" });
         var edit = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["m.relates_to"]?["rel_type"] == "m.replace"), "the edit");

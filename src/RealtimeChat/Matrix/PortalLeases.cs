@@ -1,0 +1,93 @@
+using System.Collections.Concurrent;
+using System.Data.Common;
+using Dapper;
+using Microsoft.Extensions.Options;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.Matrix;
+
+/// <summary>The right to drive one portal, held by one process; <see cref="Token"/> fences out a previous holder.</summary>
+/// <param name="Fresh">Taken over (or first taken by this process): whatever the previous holder sent but did not record must be looked for.</param>
+public sealed record PortalLease(Guid ConversationId, long Token, bool Fresh);
+
+/// <summary>
+/// Several instances may share one database (a Kubernetes rolling restart runs two for a while): each portal is driven
+/// by exactly one of them at a time. A lease lasts <c>Matrix:PortalLease</c> and is renewed while its holder works;
+/// a holder that dies loses it when it runs out, a holder that stops gives its leases back at once. The token grows
+/// with every change of holder, and outcomes are recorded only under the token they were sent with.
+/// </summary>
+public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> options, TimeProvider time)
+{
+    // The process, not the host name: two instances may run on one host, and a restarted process must look again.
+    private readonly string _owner = $"{Environment.MachineName}/{Guid.NewGuid():N}";
+    // The token under which each portal was last reconciled with the homeserver.
+    private readonly ConcurrentDictionary<Guid, long> _reconciled = new();
+
+    /// <returns>The lease, or null while another process holds it.</returns>
+    public async Task<PortalLease?> AcquireAsync(Guid conversationId, CancellationToken cancellationToken)
+    {
+        var now = time.UtcNowMicros();
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var token = await connection.QuerySingleOrDefaultAsync<long?>(
+            """
+            INSERT INTO matrix_portal_leases (conversation_id, owner, token, expires_at) VALUES (@conversationId, @owner, 1, @expires)
+            ON CONFLICT (conversation_id) DO UPDATE
+               SET token = CASE WHEN matrix_portal_leases.owner = excluded.owner THEN matrix_portal_leases.token ELSE matrix_portal_leases.token + 1 END,
+                   owner = excluded.owner, expires_at = excluded.expires_at
+             WHERE matrix_portal_leases.owner = excluded.owner OR matrix_portal_leases.expires_at < @now
+            RETURNING token
+            """,
+            new { conversationId, owner = _owner, expires = now + options.Value.PortalLease, now });
+        if (token is not { } held)
+        {
+            _reconciled.TryRemove(conversationId, out _);
+            return null;
+        }
+        return new PortalLease(conversationId, held, Fresh: !_reconciled.TryGetValue(conversationId, out var known) || known != held);
+    }
+
+    /// <summary>What a previous holder may have left unrecorded has been looked for: later drains under this token need not.</summary>
+    public void Reconciled(PortalLease lease) => _reconciled[lease.ConversationId] = lease.Token;
+
+    /// <summary>Whatever happened is unknown (e.g. outcomes could not be recorded): the next drain reconciles as after a takeover.</summary>
+    public void Forget(Guid conversationId) => _reconciled.TryRemove(conversationId, out _);
+
+    /// <summary>When another process's lease on the portal runs out (to look again then).</summary>
+    public async Task<DateTimeOffset?> HeldUntilAsync(Guid conversationId, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        return await connection.QuerySingleOrDefaultAsync<DateTimeOffset?>(
+            "SELECT expires_at FROM matrix_portal_leases WHERE conversation_id = @conversationId", new { conversationId });
+    }
+
+    /// <summary>
+    /// Renews the lease inside <paramref name="transaction"/> (on PostgreSQL the row stays locked until it commits, so a
+    /// takeover cannot slip in between), or throws if it was lost: then nothing of the transaction may be kept.
+    /// </summary>
+    public async Task RenewAsync(DbConnection connection, DbTransaction? transaction, PortalLease lease)
+    {
+        var renewed = await connection.ExecuteAsync(
+            """
+            UPDATE matrix_portal_leases SET expires_at = @expires
+             WHERE conversation_id = @ConversationId AND owner = @owner AND token = @Token
+            """,
+            new { lease.ConversationId, lease.Token, owner = _owner, expires = time.UtcNowMicros() + options.Value.PortalLease },
+            transaction);
+        if (renewed == 0)
+        {
+            _reconciled.TryRemove(lease.ConversationId, out _);
+            throw new PortalLeaseLostException(lease.ConversationId);
+        }
+    }
+
+    /// <summary>At shutdown: the next instance takes our portals over at once instead of when the leases run out.</summary>
+    public async Task ReleaseAllAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await connection.ExecuteAsync("DELETE FROM matrix_portal_leases WHERE owner = @owner", new { owner = _owner });
+        _reconciled.Clear();
+    }
+}
+
+public sealed class PortalLeaseLostException(Guid conversationId)
+    : Exception($"Another instance took over the Matrix portal of conversation {conversationId}.");
