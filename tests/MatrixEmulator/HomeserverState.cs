@@ -417,6 +417,11 @@ internal sealed partial class HomeserverState(EmulatorOptions options)
 
         lock (_gate)
         {
+            if (IsDown)
+            {
+                throw new InvalidOperationException("The homeserver is down: nothing can reach it over federation either.");
+            }
+
             var room = _rooms.GetValueOrDefault(roomId) ?? throw new ArgumentException($"Unknown room {roomId}.", nameof(roomId));
             var eventId = JsonText.String(pdu["event_id"]);
             if (eventId is not null && _eventsById.ContainsKey(eventId))
