@@ -104,6 +104,11 @@ public sealed class RestartGoldenTests
         Assert.Equal([1, 2], pusher.Attempts.Where(a => a.Boot == 1).Select(a => a.TxnId).Distinct());
         Assert.Equal([2, 3, 4, 5], pusher.Attempts.Where(a => a.Boot == 2).Select(a => a.TxnId).Distinct());
 
+        // So a transaction id comes back with other events: only event ids are unique over time.
+        Assert.NotEqual(
+            pusher.Attempts.First(a => a.Boot == 0 && a.TxnId == 3).EventIds,
+            pusher.Attempts.First(a => a.Boot == 2 && a.TxnId == 3).EventIds);
+
         // The push that outlived the timeout was sent again, same id and events, while the appservice still handled the first.
         var slow = pusher.Attempts.Where(a => a.Boot == 2 && a.TxnId == 4).ToList();
         Assert.Equal(2, slow.Count);

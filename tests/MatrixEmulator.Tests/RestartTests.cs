@@ -135,6 +135,37 @@ public sealed class RestartTests
         Assert.Equal(0, emulator.Restarts);
     }
 
+    [Fact]
+    public async Task The_send_txn_cache_forgets_after_its_lifetime_but_a_users_txn_ids_are_persisted()
+    {
+        await using var appservice = await AppserviceListener.StartAsync();
+        await using var emulator = await HomeserverEmulator.StartAsync(new EmulatorOptions
+        {
+            Appservice = AppserviceRegistration.NovaChat(appservice.Url),
+            SendTxnCacheLifetime = TimeSpan.FromMilliseconds(200),
+        });
+        var ghost = await RegisterGhostAsync(emulator, "nova_ghost");
+        var human = emulator.CreateUser("human");
+        var roomId = await ghost.CreateRoomAsync("chat", human.UserId);
+        await human.JoinAsync(roomId);
+        using var asHttp = new HttpClient { BaseAddress = emulator.BaseUrl };
+        asHttp.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", emulator.Options.Appservice!.AsToken);
+        using var humanHttp = human.CreateHttpClient();
+
+        async Task<string> SendAsync(HttpClient http, string query) =>
+            (string)(await (await http.PutAsJsonAsync($"_matrix/client/v3/rooms/{roomId}/send/m.room.message/t1{query}", new { msgtype = "m.text", body = "once" }))
+                .Content.ReadFromJsonAsync<JsonObject>())!["event_id"]!;
+
+        var asFirst = await SendAsync(asHttp, "?user_id=%40nova_ghost%3Alocalhost");
+        var humanFirst = await SendAsync(humanHttp, "");
+        Assert.Equal(asFirst, await SendAsync(asHttp, "?user_id=%40nova_ghost%3Alocalhost"));
+        await Task.Delay(300);
+        Assert.NotEqual(asFirst, await SendAsync(asHttp, "?user_id=%40nova_ghost%3Alocalhost"));
+        Assert.Equal(humanFirst, await SendAsync(humanHttp, ""));
+        Assert.Equal(2, emulator.CountEvents(roomId, ghost.UserId, "m.room.message"));
+        Assert.Equal(1, emulator.CountEvents(roomId, human.UserId, "m.room.message"));
+    }
+
     private static async Task<MatrixUser> RegisterGhostAsync(HomeserverEmulator emulator, string localpart)
     {
         using var http = new HttpClient { BaseAddress = emulator.BaseUrl };
