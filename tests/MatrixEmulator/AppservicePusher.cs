@@ -33,7 +33,8 @@ public sealed record AppserviceQuery(DateTimeOffset At, string Kind, string Subj
 /// queue after each push), as do events held back while the homeserver is down. A failed push marks the appservice
 /// down: transactions keep being created but wait, and a recoverer re-sends the oldest unsent one, same id and same
 /// events, after 2 s, 4 s, 8 s... (reset after each success) until none is left. Events are serialized at each attempt,
-/// so one redacted in the meantime goes out redacted, as the recording shows.
+/// so one redacted in the meantime goes out redacted, as the recording shows. Ephemeral events (typing, receipts) do
+/// not survive that: the recoverer's retries carry none, and none are queued while the appservice is down, as in 1.67.
 /// <para>
 /// Across a restart (<see cref="HomeserverEmulator.RestartAsync"/>) it keeps what Synapse 1.67 keeps in its SQLite
 /// store: the transactions not yet delivered (application_services_txns) and whether the appservice is down
@@ -293,9 +294,15 @@ public sealed class AppservicePusher : IAsyncDisposable
                 wake = _wake.Task;
                 if (_queue.Count > 0)
                 {
-                    var txn = new Transaction(_nextTxnId++, TakeBatch());
-                    _unsent.Add(txn);
-                    sendNow = _serviceUp ? txn : null;
+                    // Synapse creates no transaction for ephemeral events alone while the appservice is down.
+                    var batch = TakeBatch();
+                    if (_serviceUp || batch.Any(i => i.Event is not null))
+                    {
+                        var txn = new Transaction(_nextTxnId++, batch);
+                        _unsent.Add(txn);
+                        sendNow = _serviceUp ? txn : null;
+                    }
+
                     _busy = true;
                 }
                 else if (!_serviceUp && _recovererScheduled)
@@ -364,7 +371,7 @@ public sealed class AppservicePusher : IAsyncDisposable
                 }
             }
 
-            var sent = await SendAsync(oldest, ct);
+            var sent = await SendAsync(oldest, ct, includeEphemeral: false);
             ct.ThrowIfCancellationRequested();
             if (!sent)
             {
@@ -399,7 +406,8 @@ public sealed class AppservicePusher : IAsyncDisposable
 
     // Only the queuer's own pushes batch what arrives meanwhile; the recoverer's retries do not (Synapse runs them apart).
     // The window opens under the homeserver lock, so events persisted in the same burst as this one (createRoom) stay apart.
-    private async Task<bool> SendAsync(Transaction txn, CancellationToken ct, bool opensArrivalWindow = false)
+    // The recoverer re-reads a transaction from the store, where Synapse keeps event ids only: its ephemeral part is gone.
+    private async Task<bool> SendAsync(Transaction txn, CancellationToken ct, bool opensArrivalWindow = false, bool includeEphemeral = true)
     {
         var body = _state.Read(() =>
         {
@@ -411,7 +419,7 @@ public sealed class AppservicePusher : IAsyncDisposable
                 }
             }
 
-            return TransactionBody(txn);
+            return TransactionBody(txn, includeEphemeral);
         });
         var path = PathFor($"transactions/{txn.Id}");
         using var request = new HttpRequestMessage(HttpMethod.Put, Url(path))
@@ -429,14 +437,14 @@ public sealed class AppservicePusher : IAsyncDisposable
         return status is >= 200 and < 300;
     }
 
-    private JsonObject TransactionBody(Transaction txn)
+    private JsonObject TransactionBody(Transaction txn, bool includeEphemeral)
     {
         var now = HomeserverState.NowMs;
         var events = new JsonArray(txn.Items.Where(i => i.Event is not null).Select(i => (JsonNode)Serialize(i.Event!, now)).ToArray());
         var body = new JsonObject { ["events"] = events };
         if (_registration.ReceiveEphemeral)
         {
-            var ephemeral = new JsonArray(txn.Items.Where(i => i.Edu is not null).Select(i => i.Edu!.DeepClone()).ToArray());
+            var ephemeral = new JsonArray(txn.Items.Where(i => includeEphemeral && i.Edu is not null).Select(i => i.Edu!.DeepClone()).ToArray());
 
             // 1.67 only knew the MSC2409 name; the stable key came with the v1 path.
             body[_options.PushPathStyle == PushPathStyle.Legacy ? "de.sorunome.msc2409.ephemeral" : "ephemeral"] = ephemeral;
