@@ -23,6 +23,10 @@ public sealed class RestartTests
         await bob.JoinAsync(roomId);
         bob.SendText(roomId, "before");
         var mxc = alice.Upload([1, 2, 3], "audio/ogg", "a.ogg");
+        bob.SetTyping(roomId, true);
+        bob.SetTyping(roomId, false);
+        bob.SetTyping(roomId, true);
+        bob.SetTyping(roomId, false);
         using var http = alice.CreateHttpClient();
         var since = (string)(await http.GetFromJsonAsync<JsonObject>("_matrix/client/v3/sync?timeout=0"))!["next_batch"]!;
         var baseUrl = emulator.BaseUrl;
@@ -53,6 +57,16 @@ public sealed class RestartTests
         Assert.Equal([after], timeline.Select(e => (string?)e!["event_id"]));
         Assert.Equal(["before", "after"], emulator.Timeline(roomId).Where(e => e.Type == "m.room.message").Select(e => e.Body));
         Assert.Equal(2, emulator.CountEvents(roomId, bob.UserId, "m.room.message"));
+
+        // Typing lives in memory: its stream restarted from 0, so the old token hides the first new typing notice.
+        bob.SetTyping(roomId, true);
+        var fromOld = (await http.GetFromJsonAsync<JsonObject>($"_matrix/client/v3/sync?timeout=0&since={since}"))!;
+        Assert.Empty((JsonArray)fromOld["rooms"]!["join"]![roomId]!["ephemeral"]!["events"]!);
+        bob.SetTyping(roomId, false);
+        bob.SetTyping(roomId, true);
+        var fromNew = (await http.GetFromJsonAsync<JsonObject>($"_matrix/client/v3/sync?timeout=0&since={fromOld["next_batch"]}"))!;
+        var typing = Assert.Single((JsonArray)fromNew["rooms"]!["join"]![roomId]!["ephemeral"]!["events"]!)!;
+        Assert.Equal([bob.UserId], ((JsonArray)typing["content"]!["user_ids"]!).Select(u => (string?)u));
         Assert.Empty(emulator.ServerErrors);
     }
 

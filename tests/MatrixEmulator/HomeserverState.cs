@@ -47,9 +47,11 @@ internal sealed partial class HomeserverState(EmulatorOptions options)
     public bool IsDown { get; private set; }
 
     /// <summary>
-    /// The process stops. What Synapse 1.67 keeps only in memory is lost: the send txnId cache, typing notifications
-    /// and rate-limit buckets. Users, tokens, rooms, events, receipts, media, filters, the persisted txnIds of users
-    /// (event_txn_id) and every stream position stay, as they do in its SQLite store, so old sync tokens stay valid.
+    /// The process stops. What Synapse 1.67 keeps only in memory is lost: the send txnId cache, rate-limit buckets and
+    /// typing, whose stream counts from 0 again (so a sync from an older token misses typing until the new serials pass
+    /// the old position, as in Synapse's TypingNotificationEventSource). Users, tokens, rooms, events, receipts, media,
+    /// filters, the persisted txnIds of users (event_txn_id) and the event and receipt stream positions stay, as in its
+    /// SQLite store, so a sync token from before stays valid.
     /// </summary>
     public void Stop()
     {
@@ -58,9 +60,11 @@ internal sealed partial class HomeserverState(EmulatorOptions options)
             IsDown = true;
             _txnCache.Clear();
             _rateBuckets.Clear();
+            _typingSerial = 0;
             foreach (var room in _rooms.Values)
             {
                 room.Typing.Clear();
+                room.TypingSerial = 0;
             }
         }
     }
