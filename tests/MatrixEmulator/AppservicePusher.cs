@@ -39,10 +39,11 @@ public sealed record AppserviceQuery(DateTimeOffset At, string Kind, string Subj
 /// Across a restart (<see cref="HomeserverEmulator.RestartAsync"/>) it keeps what Synapse 1.67 keeps in its SQLite
 /// store: the transactions not yet delivered (application_services_txns) and whether the appservice is down
 /// (application_services_state). The next id is one past the highest of those, or 1 when none is left, because the
-/// SQLite id generator starts from <c>max(txn_id)</c> of that table. The push in flight is abandoned (its transaction
-/// stays pending), events queued behind it are lost (Synapse had already moved its appservice stream position past
-/// them), and a down appservice gets its recoverer back only when the first new event for it arrives. A pending
-/// transaction of an appservice that was up is re-sent only if a later push fails and the recoverer runs.
+/// SQLite id generator starts from <c>max(txn_id)</c> of that table. The push in flight is dropped (its transaction
+/// stays pending); a graceful stop fails it and marks the appservice down, a kill does not. Events queued behind it
+/// are lost (Synapse had already moved its appservice stream position past them). A down appservice gets its
+/// recoverer back only when the first new event for it arrives; a pending transaction of an appservice that was up
+/// is re-sent only if a later push fails and the recoverer runs.
 /// </para>
 /// </summary>
 public sealed class AppservicePusher : IAsyncDisposable
@@ -70,6 +71,7 @@ public sealed class AppservicePusher : IAsyncDisposable
     private bool _recovererScheduled;
     private bool _schedulerStarted;
     private bool _running;
+    private bool _gracefulStop;
     private int _boot;
     private Task _loop = Task.CompletedTask;
 
@@ -160,9 +162,18 @@ public sealed class AppservicePusher : IAsyncDisposable
         }
     }
 
-    /// <summary>The homeserver process stops: the push in flight is abandoned and whatever lived only in memory is lost.</summary>
-    internal async Task StopAsync()
+    /// <summary>
+    /// The homeserver process stops: the push in flight is dropped and whatever lived only in memory is lost. On a
+    /// <paramref name="graceful"/> stop (SIGTERM, a deploy) Synapse 1.67 fails that push and marks the appservice down
+    /// before it exits (measured), so the first event after the start brings the recoverer; a kill leaves the state as it was.
+    /// </summary>
+    internal async Task StopAsync(bool graceful)
     {
+        lock (_gate)
+        {
+            _gracefulStop = graceful;
+        }
+
         await _stop.CancelAsync();
         try
         {
@@ -319,23 +330,30 @@ public sealed class AppservicePusher : IAsyncDisposable
             if (sendNow is not null)
             {
                 var sent = await SendAsync(sendNow, ct, opensArrivalWindow: true);
-                ct.ThrowIfCancellationRequested();
                 lock (_gate)
                 {
                     if (sent)
                     {
                         _unsent.Remove(sendNow);
                     }
-                    else
+                    else if (!ct.IsCancellationRequested)
                     {
                         _serviceUp = false;
                         ScheduleRecoverer();
+                    }
+                    else if (_gracefulStop)
+                    {
+                        // Measured: a graceful stop fails the push in flight (504) and Synapse marks the appservice down
+                        // before it exits; a kill leaves it as it was.
+                        _serviceUp = false;
                     }
 
                     _inFlightPush = Idle;
                     _busy = false;
                     Progress();
                 }
+
+                ct.ThrowIfCancellationRequested();
             }
             else if (recover)
             {
@@ -372,6 +390,14 @@ public sealed class AppservicePusher : IAsyncDisposable
             }
 
             var sent = await SendAsync(oldest, ct, includeEphemeral: false);
+            if (sent)
+            {
+                lock (_gate)
+                {
+                    _unsent.Remove(oldest);
+                }
+            }
+
             ct.ThrowIfCancellationRequested();
             if (!sent)
             {
@@ -386,7 +412,6 @@ public sealed class AppservicePusher : IAsyncDisposable
 
             lock (_gate)
             {
-                _unsent.Remove(oldest);
                 _backoffExponent = 0;
             }
         }
@@ -508,7 +533,8 @@ public sealed class AppservicePusher : IAsyncDisposable
         catch (OperationCanceledException)
         {
             // The connection is dropped as a dying process drops it; the appservice may still be handling the request.
-            return (null, "abandoned: the homeserver stopped", at, DateTimeOffset.UtcNow - at);
+            var how = Locked(() => _gracefulStop) ? "failed: the homeserver shut down (504)" : "abandoned: the homeserver was killed";
+            return (null, how, at, DateTimeOffset.UtcNow - at);
         }
     }
 

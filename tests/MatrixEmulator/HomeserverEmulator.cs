@@ -79,22 +79,25 @@ public sealed class HomeserverEmulator : IAsyncDisposable
     /// <summary>
     /// Simulates a restart of the Synapse process with its SQLite store: <see cref="ShutDownAsync"/>, a pause of
     /// <paramref name="downtime"/> (default <see cref="EmulatorOptions.RestartDowntime"/>, scaled) during which
-    /// connections are refused, then <see cref="StartAgainAsync"/> on the same port.
+    /// connections are refused, then <see cref="StartAgainAsync"/> on the same port. <paramref name="kill"/> as in
+    /// <see cref="ShutDownAsync"/>.
     /// </summary>
-    public async Task RestartAsync(TimeSpan? downtime = null)
+    public async Task RestartAsync(TimeSpan? downtime = null, bool kill = false)
     {
-        await ShutDownAsync();
+        await ShutDownAsync(kill);
         await Task.Delay(downtime ?? Options.Scaled(Options.RestartDowntime));
         await StartAgainAsync();
     }
 
     /// <summary>
-    /// Stops the process as a kill would: the port closes (new connections are refused), requests in progress lose
-    /// their connection (long-polls included), the push in flight is abandoned and in-process <see cref="MatrixUser"/>
-    /// actions throw <see cref="HttpRequestException"/>. What Synapse keeps only in memory is lost (send txnId cache,
-    /// typing, rate-limit buckets, events queued for the appservice behind the push in flight); the store stays.
+    /// Stops the process: the port closes (new connections are refused), requests in progress lose their connection
+    /// (long-polls included), the push in flight is dropped and in-process <see cref="MatrixUser"/> actions throw
+    /// <see cref="HttpRequestException"/>. What Synapse keeps only in memory is lost (send txnId cache, typing,
+    /// rate-limit buckets, events queued for the appservice behind the push in flight); the store stays. By default
+    /// it is a graceful stop (SIGTERM, what a deploy does), which fails the push in flight and marks the appservice
+    /// down as 1.67 did when measured; <paramref name="kill"/> is a kill -9, which leaves the appservice's state alone.
     /// </summary>
-    public async Task ShutDownAsync()
+    public async Task ShutDownAsync(bool kill = false)
     {
         await _lifecycle.WaitAsync();
         try
@@ -115,7 +118,7 @@ public sealed class HomeserverEmulator : IAsyncDisposable
             await app.DisposeAsync();
             if (_pusher is not null)
             {
-                await _pusher.StopAsync();
+                await _pusher.StopAsync(graceful: !kill);
             }
         }
         finally
