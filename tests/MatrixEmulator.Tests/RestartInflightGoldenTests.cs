@@ -4,9 +4,9 @@ using Xunit;
 namespace MatrixEmulator.Tests;
 
 /// <summary>
-/// Replays restart_inflight_client_server.jsonl: Synapse 1.67 restarted gracefully while a push was held by the
-/// appservice and two more events were queued behind it; compares what reached the appservice afterwards with
-/// restart_inflight_appservice_push.jsonl.
+/// Replays restart_inflight_client_server.jsonl (Synapse 1.67 restarted gracefully while a push was held by the
+/// appservice and two more events were queued behind it) and restart_kill_inflight_client_server.jsonl (the same with
+/// kill -9 and start); compares what reached the appservice afterwards with the matching *_appservice_push.jsonl.
 /// </summary>
 [Collection(TimingSensitive.Name)]
 public sealed class RestartInflightGoldenTests
@@ -15,8 +15,10 @@ public sealed class RestartInflightGoldenTests
     private const long RecordedInFlightTxn = 9;
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
 
-    [Fact]
-    public async Task A_graceful_restart_fails_the_push_in_flight_loses_what_queued_behind_it_and_recovers_on_the_next_event()
+    [Theory]
+    [InlineData("restart_inflight", false)]
+    [InlineData("restart_kill_inflight", true)]
+    public async Task A_restart_drops_the_push_in_flight_loses_what_queued_behind_it_and_resends_it_as_recorded(string recording, bool kill)
     {
         await using var appservice = await AppserviceListener.StartAsync();
         await using var emulator = await HomeserverEmulator.StartAsync(new EmulatorOptions
@@ -44,7 +46,7 @@ public sealed class RestartInflightGoldenTests
                     break;
                 case "as_send_after_restart":
                     receivedBeforeRestart = appservice.Received.Count;
-                    await emulator.RestartAsync();
+                    await emulator.RestartAsync(kill: kill);
                     serviceUpAfterRestart = pusher.ServiceUp;
                     await Task.Delay(TimeSpan.FromSeconds(3) * TimeScale);
                     break;
@@ -60,19 +62,20 @@ public sealed class RestartInflightGoldenTests
             }
         }
 
-        await replay.RunAsync(Golden.Load("restart_inflight_client_server.jsonl"), BeforeStep);
+        await replay.RunAsync(Golden.Load($"{recording}_client_server.jsonl"), BeforeStep);
         await pusher.WaitUntilIdleAsync(Patience);
 
-        // The shutdown failed the push in flight and marked the appservice down.
-        Assert.False(serviceUpAfterRestart);
+        // A graceful stop failed the push in flight and marked the appservice down; a kill left it up.
+        Assert.Equal(kill, serviceUpAfterRestart);
         var inFlight = pusher.Attempts.First(a => Bodies(a.Body).Contains("in flight"));
         Assert.Equal(0, inFlight.Boot);
-        Assert.StartsWith("failed: the homeserver shut down", inFlight.Error, StringComparison.Ordinal);
+        Assert.StartsWith(kill ? "abandoned: the homeserver was killed" : "failed: the homeserver shut down", inFlight.Error, StringComparison.Ordinal);
 
-        // Afterwards, as recorded (ids relative to the transaction in flight): the first event brought the recoverer,
-        // which sent the failed transaction and then the new one; the events queued behind it never came.
+        // Afterwards, as recorded (ids relative to the transaction in flight). Graceful: the first event brought the
+        // recoverer, which sent the failed transaction and then the new one. Kill: the new one went at once, and the
+        // old one only when a later failure started the recoverer. Either way the events queued behind it never came.
         var offset = inFlight.TxnId - RecordedInFlightTxn;
-        var recorded = Golden.Load("restart_inflight_appservice_push.jsonl")
+        var recorded = Golden.Load($"{recording}_appservice_push.jsonl")
             .Where(r => (string)r["kind"]! == "received" && (string)r["phase"]! == "after_restart")
             .Select(r => $"{Renumber((string)r["path"]!, offset)} {Describe((JsonArray)r["events"]!)}")
             .ToList();
