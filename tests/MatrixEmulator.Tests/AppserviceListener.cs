@@ -20,7 +20,11 @@ internal enum ListenerMode
     Abort,
 }
 
-internal sealed record ReceivedRequest(DateTimeOffset At, string Method, string PathAndQuery, string? Authorization, JsonObject? Body, int Answered);
+internal sealed record ReceivedRequest(DateTimeOffset At, string Method, string PathAndQuery, string? Authorization, JsonObject? Body, int Answered)
+{
+    /// <summary>When the handler finished (answered or aborted); null while it is still running.</summary>
+    public DateTimeOffset? FinishedAt { get; set; }
+}
 
 /// <summary>A minimal appservice: records what the homeserver sends it and answers as the test says.</summary>
 internal sealed class AppserviceListener : IAsyncDisposable
@@ -37,13 +41,28 @@ internal sealed class AppserviceListener : IAsyncDisposable
 
     public TimeSpan AbortAfter { get; set; }
 
+    private TimeSpan _delayNext;
+
+    /// <summary>
+    /// The next request is answered only after <paramref name="delay"/>, even if the homeserver gave up on it meanwhile
+    /// (a handler that does not watch RequestAborted, as an appservice busy storing the events would not).
+    /// </summary>
+    public void DelayNext(TimeSpan delay)
+    {
+        lock (_gate)
+        {
+            _delayNext = delay;
+        }
+    }
+
     public IReadOnlyList<ReceivedRequest> Received
     {
         get
         {
             lock (_gate)
             {
-                return _received.ToList();
+                // Copies, so FinishedAt is read under the lock.
+                return _received.Select(r => r with { }).ToList();
             }
         }
     }
@@ -77,21 +96,40 @@ internal sealed class AppserviceListener : IAsyncDisposable
             ListenerMode.Answer500 => 500,
             _ => isTransaction ? 200 : 404,
         };
+        ReceivedRequest received;
+        TimeSpan delay;
         lock (_gate)
         {
-            _received.Add(new ReceivedRequest(at, context.Request.Method, context.Features.Get<IHttpRequestFeature>()!.RawTarget, context.Request.Headers.Authorization.FirstOrDefault(), body, status));
+            received = new ReceivedRequest(at, context.Request.Method, context.Features.Get<IHttpRequestFeature>()!.RawTarget, context.Request.Headers.Authorization.FirstOrDefault(), body, status);
+            _received.Add(received);
+            (delay, _delayNext) = (_delayNext, TimeSpan.Zero);
         }
 
-        if (mode == ListenerMode.Abort)
+        try
         {
-            await Task.Delay(AbortAfter);
-            context.Abort();
-            return;
-        }
+            await Task.Delay(delay);
+            if (mode == ListenerMode.Abort)
+            {
+                await Task.Delay(AbortAfter);
+                context.Abort();
+                return;
+            }
 
-        context.Response.StatusCode = status;
-        context.Response.ContentType = "application/json";
-        // The appservice API: {} for a transaction; M_NOT_FOUND for a user or alias it does not have.
-        await context.Response.WriteAsync(status == 404 ? """{"errcode":"M_NOT_FOUND"}""" : "{}");
+            context.Response.StatusCode = status;
+            context.Response.ContentType = "application/json";
+            // The appservice API: {} for a transaction; M_NOT_FOUND for a user or alias it does not have.
+            await context.Response.WriteAsync(status == 404 ? """{"errcode":"M_NOT_FOUND"}""" : "{}");
+        }
+        catch (Exception error) when (error is IOException or OperationCanceledException)
+        {
+            // The homeserver dropped the connection before the answer (timeout or restart).
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                received.FinishedAt = DateTimeOffset.UtcNow;
+            }
+        }
     }
 }

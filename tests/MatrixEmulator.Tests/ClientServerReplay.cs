@@ -16,6 +16,9 @@ internal sealed class ClientServerReplay(HomeserverEmulator emulator, IdMap ids)
 
     public IdMap Ids { get; } = ids;
 
+    /// <summary>For recordings without a login step: the token to use for "user" steps of <paramref name="who"/> ("human" or "service").</summary>
+    public void UseToken(string who, string accessToken) => _tokens[who] = accessToken;
+
     public async Task RunAsync(IEnumerable<JsonObject> steps, Func<string, Task>? beforeStep = null)
     {
         using var http = new HttpClient { BaseAddress = emulator.BaseUrl };
@@ -53,6 +56,12 @@ internal sealed class ClientServerReplay(HomeserverEmulator emulator, IdMap ids)
                 Ids.Learn((string)recordedBatch!, (string)actual!["next_batch"]!);
             }
 
+            // Some recorded bodies hold what the emulator does not model (push rules, presence): the status is the point.
+            if (step["compare"] is JsonValue compare && !(bool)compare)
+            {
+                continue;
+            }
+
             Ids.AssertMatches(recorded, actual, name);
             if (name.StartsWith("login_", StringComparison.Ordinal))
             {
@@ -81,6 +90,11 @@ internal sealed class ClientServerReplay(HomeserverEmulator emulator, IdMap ids)
         else if (body is not null)
         {
             request.Content = new StringContent(Ids.Substitute(body)!.ToJsonString(), Encoding.UTF8, "application/json");
+        }
+        else if (step["raw_request"] is JsonValue raw)
+        {
+            // Sent byte for byte, for JSON that System.Text.Json would rewrite (1e3).
+            request.Content = new StringContent(Ids.Substitute((string)raw!), Encoding.UTF8, "application/json");
         }
 
         return request;

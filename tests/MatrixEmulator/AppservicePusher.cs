@@ -19,6 +19,9 @@ public sealed record PushAttempt(
     TimeSpan Duration)
 {
     public bool Succeeded => Status is >= 200 and < 300;
+
+    /// <summary>Which homeserver process made the attempt: 0 before the first restart, then one more per restart.</summary>
+    public int Boot { get; init; }
 }
 
 /// <summary>A <c>GET /users/{userId}</c> or <c>GET /rooms/{alias}</c> the homeserver asked the appservice.</summary>
@@ -30,7 +33,18 @@ public sealed record AppserviceQuery(DateTimeOffset At, string Kind, string Subj
 /// queue after each push), as do events held back while the homeserver is down. A failed push marks the appservice
 /// down: transactions keep being created but wait, and a recoverer re-sends the oldest unsent one, same id and same
 /// events, after 2 s, 4 s, 8 s... (reset after each success) until none is left. Events are serialized at each attempt,
-/// so one redacted in the meantime goes out redacted, as the recording shows.
+/// so one redacted in the meantime goes out redacted, as the recording shows. Ephemeral events (typing, receipts) do
+/// not survive that: the recoverer's retries carry none, and none are queued while the appservice is down, as in 1.67.
+/// <para>
+/// Across a restart (<see cref="HomeserverEmulator.RestartAsync"/>) it keeps what Synapse 1.67 keeps in its SQLite
+/// store: the transactions not yet delivered (application_services_txns) and whether the appservice is down
+/// (application_services_state). The next id is one past the highest of those, or 1 when none is left, because the
+/// SQLite id generator starts from <c>max(txn_id)</c> of that table. The push in flight is dropped (its transaction
+/// stays pending); a graceful stop fails it and marks the appservice down, a kill does not. Events queued behind it
+/// are lost (Synapse had already moved its appservice stream position past them). A down appservice gets its
+/// recoverer back only when the first new event for it arrives; a pending transaction of an appservice that was up
+/// is re-sent only if a later push fails and the recoverer runs.
+/// </para>
 /// </summary>
 public sealed class AppservicePusher : IAsyncDisposable
 {
@@ -39,7 +53,7 @@ public sealed class AppservicePusher : IAsyncDisposable
     private readonly HomeserverState _state;
     private readonly FaultInjector _faults;
     private readonly HttpClient _http;
-    private readonly CancellationTokenSource _stop = new();
+    private CancellationTokenSource _stop = new();
     private readonly Lock _gate = new();
     private readonly List<QueuedItem> _queue = [];
     private readonly List<Transaction> _unsent = [];
@@ -54,6 +68,11 @@ public sealed class AppservicePusher : IAsyncDisposable
     private long _pushes;
     private long _inFlightPush;
     private DateTimeOffset _recoverAt;
+    private bool _recovererScheduled;
+    private bool _schedulerStarted;
+    private bool _running;
+    private bool _gracefulStop;
+    private int _boot;
     private Task _loop = Task.CompletedTask;
 
     internal AppservicePusher(EmulatorOptions options, HomeserverState state, FaultInjector faults)
@@ -70,8 +89,14 @@ public sealed class AppservicePusher : IAsyncDisposable
 
     public IReadOnlyList<AppserviceQuery> Queries => Locked(() => _queries.ToList());
 
-    /// <summary>False between a failed push and the recoverer's first full catch-up.</summary>
+    /// <summary>False between a failed push and the recoverer's first full catch-up (kept across a restart).</summary>
     public bool ServiceUp => Locked(() => _serviceUp);
+
+    /// <summary>The transaction id of every attempt in order, retries and attempts of earlier processes included.</summary>
+    public IReadOnlyList<long> PushedTxnIds => Locked(() => _attempts.Select(a => a.TxnId).ToList());
+
+    /// <summary>Transactions created but not delivered yet, oldest first (what application_services_txns holds).</summary>
+    public IReadOnlyList<long> PendingTxnIds => Locked(() => _unsent.Select(t => t.Id).ToList());
 
     /// <summary>Waits until <paramref name="condition"/> holds over <see cref="Attempts"/>; throws TimeoutException otherwise.</summary>
     public async Task<IReadOnlyList<PushAttempt>> WaitForAsync(Func<IReadOnlyList<PushAttempt>, bool> condition, TimeSpan timeout)
@@ -103,7 +128,10 @@ public sealed class AppservicePusher : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits until nothing is queued, unsent or in flight.</summary>
+    /// <summary>
+    /// Waits until the pusher has nothing left to do on its own: nothing queued or in flight and no recoverer waiting.
+    /// A transaction abandoned by a restart while the appservice was up stays pending without making it busy.
+    /// </summary>
     public async Task WaitUntilIdleAsync(TimeSpan timeout)
     {
         using var cts = new CancellationTokenSource(timeout);
@@ -112,7 +140,7 @@ public sealed class AppservicePusher : IAsyncDisposable
             Task progress;
             lock (_gate)
             {
-                if (_queue.Count == 0 && _unsent.Count == 0 && !_busy)
+                if (!_running || (_queue.Count == 0 && !_busy && !_recovererScheduled))
                 {
                     return;
                 }
@@ -124,12 +152,59 @@ public sealed class AppservicePusher : IAsyncDisposable
         }
     }
 
-    internal void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
+    internal void Start()
+    {
+        lock (_gate)
+        {
+            _running = true;
+            var token = _stop.Token;
+            _loop = Task.Run(() => RunAsync(token));
+        }
+    }
+
+    /// <summary>
+    /// The homeserver process stops: the push in flight is dropped and whatever lived only in memory is lost. On a
+    /// <paramref name="graceful"/> stop (SIGTERM, a deploy) Synapse 1.67 fails that push and marks the appservice down
+    /// before it exits (measured), so the first event after the start brings the recoverer; a kill leaves the state as it was.
+    /// </summary>
+    internal async Task StopAsync(bool graceful)
+    {
+        lock (_gate)
+        {
+            _gracefulStop = graceful;
+        }
+
+        await _stop.CancelAsync();
+        try
+        {
+            await _loop;
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping is the expected way out of the loop.
+        }
+
+        lock (_gate)
+        {
+            _stop.Dispose();
+            _stop = new CancellationTokenSource();
+            _running = false;
+            _queue.Clear();
+            _busy = false;
+            _inFlightPush = Idle;
+            _backoffExponent = 0;
+            _recovererScheduled = false;
+            _schedulerStarted = false;
+            _nextTxnId = _unsent.Count == 0 ? 1 : _unsent.Max(t => t.Id) + 1;
+            _boot++;
+            Progress();
+        }
+    }
 
     // Called under the homeserver lock, so items queue in stream order.
     internal void OnEvent(RoomEvent e, Room room)
     {
-        if (IsOurs(e.Sender) || (e.Type == EventTypes.Member && IsOurs(e.StateKey!)) || IsInterestedInRoom(room))
+        if (IsOurs(e.Sender) || (e.Type == EventTypes.Member && e.StateKey is { } target && IsOurs(target)) || IsInterestedInRoom(room))
         {
             Enqueue(e, null);
         }
@@ -173,7 +248,7 @@ public sealed class AppservicePusher : IAsyncDisposable
     private bool IsInterestedInRoom(Room room) =>
         _registration.IsInRoomNamespace(room.RoomId)
         || room.Aliases.Any(_registration.IsInAliasNamespace)
-        || ((string?)room.GetState(EventTypes.CanonicalAlias)?.Content["alias"] is { } alias && _registration.IsInAliasNamespace(alias))
+        || (JsonText.String(room.GetState(EventTypes.CanonicalAlias)?.Content["alias"]) is { } alias && _registration.IsInAliasNamespace(alias))
         || room.MembersWith("join").Any(IsOurs);
 
     private void Enqueue(RoomEvent? e, JsonObject? edu)
@@ -181,9 +256,27 @@ public sealed class AppservicePusher : IAsyncDisposable
         var paused = _faults.PusherPaused;
         lock (_gate)
         {
+            // Synapse starts its scheduler, and with it the recoverer of an appservice it had marked down, when the
+            // first event for an appservice comes after start-up.
+            if (e is not null && !_schedulerStarted)
+            {
+                _schedulerStarted = true;
+                if (!_serviceUp && !_recovererScheduled)
+                {
+                    ScheduleRecoverer();
+                }
+            }
+
             _queue.Add(new QueuedItem(e, edu, paused ? HeldWhileDown : _inFlightPush));
             Wake();
         }
+    }
+
+    private void ScheduleRecoverer()
+    {
+        _backoffExponent = 0;
+        _recovererScheduled = true;
+        _recoverAt = DateTimeOffset.UtcNow + RecovererDelay();
     }
 
     // Items that arrived together (during one push, or while the homeserver was down) leave together.
@@ -212,12 +305,18 @@ public sealed class AppservicePusher : IAsyncDisposable
                 wake = _wake.Task;
                 if (_queue.Count > 0)
                 {
-                    var txn = new Transaction(_nextTxnId++, TakeBatch());
-                    _unsent.Add(txn);
-                    sendNow = _serviceUp ? txn : null;
+                    // Synapse creates no transaction for ephemeral events alone while the appservice is down.
+                    var batch = TakeBatch();
+                    if (_serviceUp || batch.Any(i => i.Event is not null))
+                    {
+                        var txn = new Transaction(_nextTxnId++, batch);
+                        _unsent.Add(txn);
+                        sendNow = _serviceUp ? txn : null;
+                    }
+
                     _busy = true;
                 }
-                else if (!_serviceUp)
+                else if (!_serviceUp && _recovererScheduled)
                 {
                     var until = _recoverAt - DateTimeOffset.UtcNow;
                     recover = until <= TimeSpan.Zero;
@@ -237,17 +336,24 @@ public sealed class AppservicePusher : IAsyncDisposable
                     {
                         _unsent.Remove(sendNow);
                     }
-                    else
+                    else if (!ct.IsCancellationRequested)
                     {
                         _serviceUp = false;
-                        _backoffExponent = 0;
-                        _recoverAt = DateTimeOffset.UtcNow + RecovererDelay();
+                        ScheduleRecoverer();
+                    }
+                    else if (_gracefulStop)
+                    {
+                        // Measured: a graceful stop fails the push in flight (504) and Synapse marks the appservice down
+                        // before it exits; a kill leaves it as it was.
+                        _serviceUp = false;
                     }
 
                     _inFlightPush = Idle;
                     _busy = false;
                     Progress();
                 }
+
+                ct.ThrowIfCancellationRequested();
             }
             else if (recover)
             {
@@ -278,11 +384,22 @@ public sealed class AppservicePusher : IAsyncDisposable
                 lock (_gate)
                 {
                     _serviceUp = true;
+                    _recovererScheduled = false;
                     break;
                 }
             }
 
-            if (!await SendAsync(oldest, ct))
+            var sent = await SendAsync(oldest, ct, includeEphemeral: false);
+            if (sent)
+            {
+                lock (_gate)
+                {
+                    _unsent.Remove(oldest);
+                }
+            }
+
+            ct.ThrowIfCancellationRequested();
+            if (!sent)
             {
                 lock (_gate)
                 {
@@ -295,7 +412,6 @@ public sealed class AppservicePusher : IAsyncDisposable
 
             lock (_gate)
             {
-                _unsent.Remove(oldest);
                 _backoffExponent = 0;
             }
         }
@@ -315,7 +431,8 @@ public sealed class AppservicePusher : IAsyncDisposable
 
     // Only the queuer's own pushes batch what arrives meanwhile; the recoverer's retries do not (Synapse runs them apart).
     // The window opens under the homeserver lock, so events persisted in the same burst as this one (createRoom) stay apart.
-    private async Task<bool> SendAsync(Transaction txn, CancellationToken ct, bool opensArrivalWindow = false)
+    // The recoverer re-reads a transaction from the store, where Synapse keeps event ids only: its ephemeral part is gone.
+    private async Task<bool> SendAsync(Transaction txn, CancellationToken ct, bool opensArrivalWindow = false, bool includeEphemeral = true)
     {
         var body = _state.Read(() =>
         {
@@ -327,7 +444,7 @@ public sealed class AppservicePusher : IAsyncDisposable
                 }
             }
 
-            return TransactionBody(txn);
+            return TransactionBody(txn, includeEphemeral);
         });
         var path = PathFor($"transactions/{txn.Id}");
         using var request = new HttpRequestMessage(HttpMethod.Put, Url(path))
@@ -338,21 +455,21 @@ public sealed class AppservicePusher : IAsyncDisposable
         var (status, error, at, duration) = await ExchangeAsync(request, ct);
         lock (_gate)
         {
-            _attempts.Add(new PushAttempt(txn.Id, at, path, request.Headers.Authorization?.ToString(), body, eventIds, status, error, duration));
+            _attempts.Add(new PushAttempt(txn.Id, at, path, request.Headers.Authorization?.ToString(), body, eventIds, status, error, duration) { Boot = _boot });
             Progress();
         }
 
         return status is >= 200 and < 300;
     }
 
-    private JsonObject TransactionBody(Transaction txn)
+    private JsonObject TransactionBody(Transaction txn, bool includeEphemeral)
     {
         var now = HomeserverState.NowMs;
         var events = new JsonArray(txn.Items.Where(i => i.Event is not null).Select(i => (JsonNode)Serialize(i.Event!, now)).ToArray());
         var body = new JsonObject { ["events"] = events };
         if (_registration.ReceiveEphemeral)
         {
-            var ephemeral = new JsonArray(txn.Items.Where(i => i.Edu is not null).Select(i => i.Edu!.DeepClone()).ToArray());
+            var ephemeral = new JsonArray(txn.Items.Where(i => includeEphemeral && i.Edu is not null).Select(i => i.Edu!.DeepClone()).ToArray());
 
             // 1.67 only knew the MSC2409 name; the stable key came with the v1 path.
             body[_options.PushPathStyle == PushPathStyle.Legacy ? "de.sorunome.msc2409.ephemeral" : "ephemeral"] = ephemeral;
@@ -379,7 +496,7 @@ public sealed class AppservicePusher : IAsyncDisposable
     {
         var path = PathFor($"{kind}/{Uri.EscapeDataString(subject)}");
         using var request = new HttpRequestMessage(HttpMethod.Get, Url(path));
-        var (status, error, at, _) = await ExchangeAsync(request, _stop.Token);
+        var (status, error, at, _) = await ExchangeAsync(request, Locked(() => _stop.Token));
         lock (_gate)
         {
             _queries.Add(new AppserviceQuery(at, kind, subject, path, request.Headers.Authorization?.ToString(), status, error));
@@ -402,7 +519,7 @@ public sealed class AppservicePusher : IAsyncDisposable
 
         var at = DateTimeOffset.UtcNow;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        timeout.CancelAfter(_options.AppserviceRequestTimeout);
+        timeout.CancelAfter(_options.EffectiveAppserviceRequestTimeout);
         try
         {
             using var response = await _http.SendAsync(request, timeout.Token);
@@ -412,6 +529,12 @@ public sealed class AppservicePusher : IAsyncDisposable
         catch (Exception ex) when (ex is HttpRequestException or IOException || ex is OperationCanceledException && !ct.IsCancellationRequested)
         {
             return (null, ex.Message, at, DateTimeOffset.UtcNow - at);
+        }
+        catch (OperationCanceledException)
+        {
+            // The connection is dropped as a dying process drops it; the appservice may still be handling the request.
+            var how = Locked(() => _gracefulStop) ? "failed: the homeserver shut down (504)" : "abandoned: the homeserver was killed";
+            return (null, how, at, DateTimeOffset.UtcNow - at);
         }
     }
 

@@ -13,10 +13,30 @@ internal static class ClientServerEndpoints
     {
         var state = hs.State;
 
+        // With AuthenticatedMedia on, the emulator plays a newer server and advertises v1.11, where that API arrived.
+        string[] versions = ["r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", .. hs.Options.AuthenticatedMedia ? ["v1.11"] : Array.Empty<string>()];
         app.MapGet("/_matrix/client/versions", context => WriteJsonAsync(context, new JsonObject
         {
-            ["versions"] = new JsonArray("r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2"),
-            ["unstable_features"] = new JsonObject(),
+            ["versions"] = new JsonArray(versions.Select(v => (JsonNode)v).ToArray()),
+            // Synapse 1.67's list with its default configuration (measured): nothing about authenticated media, so a
+            // client learns that it must use /_matrix/media/v3.
+            ["unstable_features"] = new JsonObject
+            {
+                ["org.matrix.label_based_filtering"] = true,
+                ["org.matrix.e2e_cross_signing"] = true,
+                ["org.matrix.msc2432"] = true,
+                ["uk.half-shot.msc2666.mutual_rooms"] = true,
+                ["io.element.e2ee_forced.public"] = false,
+                ["io.element.e2ee_forced.private"] = false,
+                ["io.element.e2ee_forced.trusted_private"] = false,
+                ["org.matrix.msc3026.busy_presence"] = false,
+                ["org.matrix.msc2285.stable"] = true,
+                ["org.matrix.msc3827.stable"] = true,
+                ["org.matrix.msc2716"] = false,
+                ["org.matrix.msc3030"] = false,
+                ["org.matrix.msc3440.stable"] = true,
+                ["fi.mau.msc2815"] = false,
+            },
         }));
 
         app.MapClient("GET", "login", context => WriteJsonAsync(context, new JsonObject

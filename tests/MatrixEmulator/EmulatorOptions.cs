@@ -99,11 +99,29 @@ public sealed record EmulatorOptions
     /// <summary>Cap of the recoverer back-off (Synapse: 2^9 s).</summary>
     public TimeSpan RecovererMaxDelay { get; init; } = TimeSpan.FromSeconds(512);
 
-    /// <summary>How long one push or query to the appservice may take before it counts as failed (not scaled).</summary>
+    /// <summary>
+    /// How long one push or query to the appservice may take before it counts as failed (Synapse: 60 s). Not scaled
+    /// unless <see cref="ScaleAppserviceRequestTimeout"/> is set.
+    /// </summary>
     public TimeSpan AppserviceRequestTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// Let <see cref="TimeScale"/> shrink <see cref="AppserviceRequestTimeout"/> too (60 s at 0.01 = 600 ms), to test a
+    /// push that outlives the timeout and is retried while the appservice is still handling it. Off by default: an
+    /// appservice under test on a loaded machine can take longer than a scaled timeout and would see spurious retries.
+    /// </summary>
+    public bool ScaleAppserviceRequestTimeout { get; init; }
+
+    /// <summary>How long the in-memory send txnId cache keeps an entry (Synapse: 30 min; not scaled). A restart empties it.</summary>
+    public TimeSpan SendTxnCacheLifetime { get; init; } = TimeSpan.FromMinutes(30);
+
+    /// <summary>How long <see cref="HomeserverEmulator.RestartAsync"/> keeps the port closed (scaled; Synapse takes ~5 s to start).</summary>
+    public TimeSpan RestartDowntime { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Synapse puts at most this many events in one transaction.</summary>
     public int MaxEventsPerTransaction { get; init; } = 100;
 
     internal TimeSpan Scaled(TimeSpan delay) => delay * TimeScale;
+
+    internal TimeSpan EffectiveAppserviceRequestTimeout => ScaleAppserviceRequestTimeout ? Scaled(AppserviceRequestTimeout) : AppserviceRequestTimeout;
 }

@@ -45,6 +45,13 @@ internal static class EventSerializer
         json["origin_server_ts"] = e.OriginServerTs;
         json["unsigned"] = Unsigned(e, format, nowMs, bundleFrom, viewerToken);
         json["event_id"] = e.EventId;
+        foreach (var (key, value) in e.RawFields ?? [])
+        {
+            if (format != EventFormat.Sync || key != "room_id")
+            {
+                json[key] = value?.DeepClone();
+            }
+        }
 
         if (format != EventFormat.Sync)
         {
@@ -121,8 +128,8 @@ internal static class EventSerializer
 
         var relations = new JsonObject();
         var annotations = related
-            .Where(r => r.Relation!.Value.RelType == "m.annotation" && r.Content["m.relates_to"]?["key"] is JsonValue)
-            .GroupBy(r => (r.Type, Key: (string)r.Content["m.relates_to"]!["key"]!))
+            .Where(r => r.Relation!.Value.RelType == "m.annotation" && JsonText.String(r.Content["m.relates_to"]!["key"]) is not null)
+            .GroupBy(r => (r.Type, Key: JsonText.String(r.Content["m.relates_to"]!["key"])!))
             .OrderByDescending(g => g.Count())
             .ThenBy(g => g.Min(r => r.StreamOrdering))
             .Select(g => (JsonNode)new JsonObject { ["type"] = g.Key.Type, ["key"] = g.Key.Key, ["count"] = g.Count() })

@@ -4,8 +4,6 @@ namespace MatrixEmulator;
 
 internal sealed partial class HomeserverState
 {
-    private static readonly string[] RelationsCheckedForParent = ["m.replace", "m.annotation", "m.reference", "m.thread"];
-
     // Synapse 1.67 strips these into invite_room_state (room_prejoin_state defaults), plus the inviter's member event.
     private static readonly string[] PrejoinStateTypes =
         [EventTypes.Name, EventTypes.JoinRules, EventTypes.CanonicalAlias, EventTypes.Avatar, EventTypes.Encryption, EventTypes.Create];
@@ -157,7 +155,7 @@ internal sealed partial class HomeserverState
                 case "invite":
                     break;
                 default:
-                    if ((string?)room.GetState(EventTypes.JoinRules)?.Content["join_rule"] != "public")
+                    if (JsonText.String(room.GetState(EventTypes.JoinRules)?.Content["join_rule"]) != "public")
                     {
                         throw Errors.Forbidden("You are not invited to this room.");
                     }
@@ -250,17 +248,28 @@ internal sealed partial class HomeserverState
     /// <summary>
     /// Sends a message or state event. <paramref name="txnKey"/> makes it idempotent the way Synapse is: the key is the
     /// request path plus the requester's scope, which for the appservice is the appservice, not the ghost.
+    /// <paramref name="originServerTs"/> is the appservice's <c>?ts=</c>, which 1.67 honours on /send only.
     /// </summary>
-    public string Send(Requester requester, string roomId, string type, JsonObject content, string? stateKey = null, string? txnKey = null, string? txnId = null)
+    public string Send(
+        Requester requester, string roomId, string type, JsonObject content, string? stateKey = null, string? txnKey = null, string? txnId = null, long? originServerTs = null)
     {
         lock (_gate)
         {
-            if (txnKey is not null && _txnCache.TryGetValue(txnKey, out var earlier))
+            if (CachedTransaction(txnKey) is { } earlier)
             {
                 return earlier;
             }
 
-            var room = RoomForMember(requester, roomId);
+            var room = _rooms.GetValueOrDefault(roomId) ?? throw Errors.Forbidden("Unknown room");
+            if (PersistedTransaction(requester, roomId, txnId) is { } persisted)
+            {
+                return RememberTransaction(txnKey, persisted);
+            }
+
+            // Synapse's order: the event is built and validated (content, relation) before the auth rules run.
+            ValidateNewEvent(type, content, stateKey);
+            CheckRelation(room, requester, type, content);
+            RoomForMember(requester, roomId);
             var level = room.PowerLevelOf(requester.UserId);
             var required = room.RequiredLevelToSend(type, stateKey is not null);
             if (level < required)
@@ -268,15 +277,9 @@ internal sealed partial class HomeserverState
                 throw Errors.Forbidden($"You don't have permission to post that to the room. user_level ({level}) < send_level ({required})");
             }
 
-            CheckRelation(room, requester, type, content);
             CheckRateLimit(requester);
-            var e = Persist(room, type, requester.UserId, content, stateKey: stateKey, txnRequester: requester, txnId: txnId);
-            if (txnKey is not null)
-            {
-                _txnCache[txnKey] = e.EventId;
-            }
-
-            return e.EventId;
+            var e = Persist(room, type, requester.UserId, content, stateKey: stateKey, txnRequester: requester, txnId: txnId, originServerTs: originServerTs);
+            return RememberTransaction(txnKey, e.EventId, requester, txnId);
         }
     }
 
@@ -284,12 +287,17 @@ internal sealed partial class HomeserverState
     {
         lock (_gate)
         {
-            if (txnKey is not null && _txnCache.TryGetValue(txnKey, out var earlier))
+            if (CachedTransaction(txnKey) is { } earlier)
             {
                 return earlier;
             }
 
             var room = RoomForMember(requester, roomId);
+            if (PersistedTransaction(requester, roomId, txnId) is { } persisted)
+            {
+                return RememberTransaction(txnKey, persisted);
+            }
+
             if (_eventsById.TryGetValue(targetId, out var target) && target.Sender != requester.UserId
                 && room.PowerLevelOf(requester.UserId) < room.RequiredLevel("redact", 50))
             {
@@ -304,14 +312,49 @@ internal sealed partial class HomeserverState
             }
 
             var e = Persist(room, EventTypes.Redaction, requester.UserId, content, redacts: targetId, txnRequester: requester, txnId: txnId);
-            if (txnKey is not null)
-            {
-                _txnCache[txnKey] = e.EventId;
-            }
-
-            return e.EventId;
+            return RememberTransaction(txnKey, e.EventId, requester, txnId);
         }
     }
+
+    // Synapse's HttpTransactionCache: in memory only, entries dropped after 30 minutes (and at a restart).
+    private string? CachedTransaction(string? txnKey)
+    {
+        if (txnKey is null || !_txnCache.TryGetValue(txnKey, out var entry))
+        {
+            return null;
+        }
+
+        if (DateTimeOffset.UtcNow - entry.At <= Options.SendTxnCacheLifetime)
+        {
+            return entry.EventId;
+        }
+
+        _txnCache.Remove(txnKey);
+        return null;
+    }
+
+    // Synapse's event_txn_id table: persisted, but only for requesters with an access token id, which an appservice
+    // (as_token) has not. So after a restart a user's retried send still finds its event, the appservice's does not.
+    private string? PersistedTransaction(Requester requester, string roomId, string? txnId) =>
+        PersistedTxnKey(requester, roomId, txnId) is { } key && _eventTxnIds.TryGetValue(key, out var eventId) ? eventId : null;
+
+    private string RememberTransaction(string? txnKey, string eventId, Requester? requester = null, string? txnId = null)
+    {
+        if (txnKey is not null)
+        {
+            _txnCache[txnKey] = (eventId, DateTimeOffset.UtcNow);
+        }
+
+        if (requester is not null && PersistedTxnKey(requester, _eventsById[eventId].RoomId, txnId) is { } key)
+        {
+            _eventTxnIds[key] = eventId;
+        }
+
+        return eventId;
+    }
+
+    private static string? PersistedTxnKey(Requester requester, string roomId, string? txnId) =>
+        txnId is null || requester.IsAppservice || requester.AccessToken is null ? null : $"{roomId}|{requester.UserId}|{requester.AccessToken}|{txnId}";
 
     public void SetTyping(Requester requester, string roomId, string userId, bool typing, TimeSpan timeout)
     {
@@ -416,30 +459,130 @@ internal sealed partial class HomeserverState
         return membership == "join" ? room : throw Errors.NotInRoom(requester.UserId, roomId, membership);
     }
 
+    // Synapse 1.67's EventValidator.validate_builder for the types we meet, then validate_new's canonical-JSON rule for
+    // room version 9. Nothing else about the content is checked: m.relates_to may be a string, m.in_reply_to anything.
+    private static void ValidateNewEvent(string type, JsonObject content, string? stateKey)
+    {
+        switch (type)
+        {
+            case EventTypes.Message:
+                EnsureStrings(content, "body", "msgtype");
+                break;
+            case EventTypes.Topic:
+                EnsureStrings(content, "topic");
+                EnsureState(type, stateKey);
+                break;
+            case EventTypes.Name:
+                EnsureStrings(content, "name");
+                EnsureState(type, stateKey);
+                break;
+        }
+
+        EnsureCanonicalJson(content);
+    }
+
+    private static void EnsureStrings(JsonObject content, params string[] keys)
+    {
+        foreach (var key in keys)
+        {
+            if (!content.ContainsKey(key))
+            {
+                throw Errors.Unknown($"'{key}' not in content");
+            }
+
+            if (JsonText.String(content[key]) is null)
+            {
+                throw Errors.Unknown($"'{key}' not a string type");
+            }
+        }
+    }
+
+    private static void EnsureState(string type, string? stateKey)
+    {
+        if (stateKey is null)
+        {
+            throw Errors.Unknown($"'{type}' must be state events");
+        }
+    }
+
+    private const long CanonicalJsonMaxInt = (1L << 53) - 1;
+
+    private static void EnsureCanonicalJson(JsonNode? node)
+    {
+        switch (node)
+        {
+            case JsonObject o:
+                foreach (var (_, value) in o)
+                {
+                    EnsureCanonicalJson(value);
+                }
+
+                break;
+            case JsonArray a:
+                foreach (var item in a)
+                {
+                    EnsureCanonicalJson(item);
+                }
+
+                break;
+            case JsonValue v when v.GetValueKind() == System.Text.Json.JsonValueKind.Number:
+                // Python reads 1.0 and 1e3 as floats, which canonical JSON forbids.
+                var text = v.ToJsonString();
+                if (text.IndexOfAny(['.', 'e', 'E']) >= 0)
+                {
+                    throw Errors.BadJson("Bad JSON value: float");
+                }
+
+                if (!long.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var number)
+                    || number is > CanonicalJsonMaxInt or < -CanonicalJsonMaxInt)
+                {
+                    throw Errors.BadJson("JSON integer out of range");
+                }
+
+                break;
+        }
+    }
+
+    // Synapse 1.67's _validate_event_relation: any relation with a string rel_type and event_id needs a known parent
+    // (or one other events already relate to) in the same room; it does not check who sent the parent, so an edit of
+    // someone else's event is accepted. The errors are all M_UNKNOWN on this version.
     private void CheckRelation(Room room, Requester requester, string type, JsonObject content)
     {
-        if (content["m.relates_to"] is not JsonObject relatesTo || (string?)relatesTo["rel_type"] is not { } relType
-            || !RelationsCheckedForParent.Contains(relType) || (string?)relatesTo["event_id"] is not { } parentId)
+        if (RoomEvent.RelationOf(content) is not var (relType, parentId))
         {
             return;
         }
 
-        // Synapse checks the parent exists, not who sent it: an edit of someone else's event is accepted.
-        if (!_eventsById.TryGetValue(parentId, out var parent))
+        if (_eventsById.TryGetValue(parentId, out var parent))
+        {
+            if (parent.RoomId != room.RoomId)
+            {
+                throw Errors.Unknown("Relations must be in the same room");
+            }
+        }
+        else if (!_stream.Any(e => e.Relation is { } r && r.EventId == parentId))
         {
             throw Errors.Unknown("Can't send relation to unknown event");
         }
 
-        if (parent.RoomId != room.RoomId)
+        if (relType == "m.annotation")
         {
-            throw Errors.Unknown("Relations must be in the same room");
-        }
+            var key = JsonText.String(content["m.relates_to"]!["key"]) ?? throw Errors.Unknown("Missing aggregation key");
+            if (key.Length > 500)
+            {
+                throw Errors.Unknown("Aggregation key is too long");
+            }
 
-        if (relType == "m.annotation" && room.Events.Any(e => e.Sender == requester.UserId && e.Type == type && e.RedactedBy is null
-            && e.Relation is { RelType: "m.annotation" } rel && rel.EventId == parentId
-            && (string?)e.Content["m.relates_to"]!["key"] == (string?)relatesTo["key"]))
+            if (room.Events.Any(e => e.Sender == requester.UserId && e.Type == type && e.RedactedBy is null
+                && e.Relation is { RelType: "m.annotation" } rel && rel.EventId == parentId
+                && JsonText.String(e.Content["m.relates_to"]!["key"]) == key))
+            {
+                throw Errors.Unknown("Can't send same reaction twice");
+            }
+        }
+        else if (relType == "m.thread" && parent?.Relation is not null)
         {
-            throw new MatrixException(400, "M_DUPLICATE_ANNOTATION", "Can't send same reaction twice");
+            throw Errors.Unknown("Cannot start threads from an event with a relation");
         }
     }
 

@@ -229,7 +229,7 @@ internal sealed partial class HomeserverState
         var unread = room.Events
             .Where(e => e.StreamOrdering > Math.Max(readUpTo, joinedAt) && e.Sender != userId && e.Type is EventTypes.Message or "m.room.encrypted")
             .ToList();
-        var highlights = unread.Count(e => (string?)e.Content["body"] is { } body
+        var highlights = unread.Count(e => JsonText.String(e.Content["body"]) is { } body
             && (body.Contains(localpart, StringComparison.OrdinalIgnoreCase) || (displayName is not null && body.Contains(displayName, StringComparison.OrdinalIgnoreCase))));
         return (unread.Count, highlights);
     }

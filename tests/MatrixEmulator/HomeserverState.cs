@@ -21,7 +21,8 @@ internal sealed partial class HomeserverState(EmulatorOptions options)
     private readonly Dictionary<string, string> _aliases = [];
     private readonly Dictionary<string, RoomEvent> _eventsById = [];
     private readonly List<RoomEvent> _stream = [];
-    private readonly Dictionary<string, string> _txnCache = [];
+    private readonly Dictionary<string, (string EventId, DateTimeOffset At)> _txnCache = [];
+    private readonly Dictionary<string, string> _eventTxnIds = [];
     private readonly Dictionary<string, MediaItem> _media = [];
     private readonly Dictionary<string, (double Count, DateTimeOffset At)> _rateBuckets = [];
     private TaskCompletionSource _changed = NewSignal();
@@ -41,6 +42,40 @@ internal sealed partial class HomeserverState(EmulatorOptions options)
     public Action<JsonObject, Room>? EphemeralPersisted { get; set; }
 
     public static long NowMs => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+
+    /// <summary>Between <see cref="HomeserverEmulator.ShutDownAsync"/> and the next start: in-process users cannot act.</summary>
+    public bool IsDown { get; private set; }
+
+    /// <summary>
+    /// The process stops. What Synapse 1.67 keeps only in memory is lost: the send txnId cache, rate-limit buckets and
+    /// typing, whose stream counts from 0 again (so a sync from an older token misses typing until the new serials pass
+    /// the old position, as in Synapse's TypingNotificationEventSource). Users, tokens, rooms, events, receipts, media,
+    /// filters, the persisted txnIds of users (event_txn_id) and the event and receipt stream positions stay, as in its
+    /// SQLite store, so a sync token from before stays valid.
+    /// </summary>
+    public void Stop()
+    {
+        lock (_gate)
+        {
+            IsDown = true;
+            _txnCache.Clear();
+            _rateBuckets.Clear();
+            _typingSerial = 0;
+            foreach (var room in _rooms.Values)
+            {
+                room.Typing.Clear();
+                room.TypingSerial = 0;
+            }
+        }
+    }
+
+    public void Start()
+    {
+        lock (_gate)
+        {
+            IsDown = false;
+        }
+    }
 
     public string UserIdFor(string localpart) => $"@{localpart}:{ServerName}";
 
@@ -289,14 +324,19 @@ internal sealed partial class HomeserverState(EmulatorOptions options)
         string? redacts = null,
         JsonArray? inviteRoomState = null,
         Requester? txnRequester = null,
-        string? txnId = null)
+        string? txnId = null,
+        long? originServerTs = null,
+        string? eventId = null,
+        JsonObject? rawFields = null)
     {
         var ts = Math.Max(NowMs, _lastTs);
         _lastTs = ts;
+        ts = originServerTs ?? ts;
         var replaces = stateKey is null ? null : room.GetState(type, stateKey);
         var e = new RoomEvent
         {
-            EventId = Ids.EventId(),
+            EventId = eventId ?? Ids.EventId(),
+            RawFields = rawFields,
             RoomId = room.RoomId,
             Type = type,
             Sender = sender,
@@ -328,6 +368,73 @@ internal sealed partial class HomeserverState(EmulatorOptions options)
         EventPersisted?.Invoke(e, room);
         Signal();
         return e;
+    }
+
+    // What format_event_for_client_v2 drops from a federation PDU, plus what the emulator computes itself.
+    private static readonly HashSet<string> PduKeysNotShown =
+        ["auth_events", "prev_events", "hashes", "signatures", "depth", "origin", "prev_state", "room_id", "unsigned", "event_id", "type", "sender"];
+
+    /// <summary>
+    /// Persists <paramref name="pdu"/> as an event that arrived over federation: no auth rules, no content validation.
+    /// Only <c>type</c> and <c>sender</c> must be strings. A string <c>state_key</c> makes it state, a string
+    /// <c>redacts</c> redacts its target, an integer <c>origin_server_ts</c> is kept; any of them with another JSON
+    /// type, a non-object <c>content</c>, and unknown top-level keys are served to clients as they came.
+    /// </summary>
+    public string InjectFederatedEvent(string roomId, JsonObject pdu)
+    {
+        var type = JsonText.String(pdu["type"]) ?? throw new ArgumentException("The event needs a string \"type\".", nameof(pdu));
+        var sender = JsonText.String(pdu["sender"]) ?? throw new ArgumentException("The event needs a string \"sender\".", nameof(pdu));
+        var raw = new JsonObject();
+        foreach (var (key, value) in pdu)
+        {
+            if (!PduKeysNotShown.Contains(key))
+            {
+                raw[key] = value?.DeepClone();
+            }
+        }
+
+        var content = raw["content"] is JsonObject objectContent ? (JsonObject)objectContent.DeepClone() : [];
+        string? stateKey = null, redacts = null;
+        long? ts = null;
+        if (raw["content"] is JsonObject)
+        {
+            raw.Remove("content");
+        }
+
+        if (JsonText.String(raw["state_key"]) is { } s)
+        {
+            stateKey = s;
+            raw.Remove("state_key");
+        }
+
+        if (JsonText.String(raw["redacts"]) is { } r)
+        {
+            redacts = r;
+            raw.Remove("redacts");
+        }
+
+        if (JsonText.Integer(raw["origin_server_ts"]) is { } t)
+        {
+            ts = t;
+            raw.Remove("origin_server_ts");
+        }
+
+        lock (_gate)
+        {
+            if (IsDown)
+            {
+                throw new InvalidOperationException("The homeserver is down: nothing can reach it over federation either.");
+            }
+
+            var room = _rooms.GetValueOrDefault(roomId) ?? throw new ArgumentException($"Unknown room {roomId}.", nameof(roomId));
+            var eventId = JsonText.String(pdu["event_id"]);
+            if (eventId is not null && _eventsById.ContainsKey(eventId))
+            {
+                throw new ArgumentException($"Event {eventId} already exists.", nameof(pdu));
+            }
+
+            return Persist(room, type, sender, content, stateKey, redacts, originServerTs: ts, eventId: eventId, rawFields: raw.Count > 0 ? raw : null).EventId;
+        }
     }
 
     private void Signal()

@@ -18,7 +18,8 @@ public sealed record MatrixEvent(
     string? RedactedBy,
     long StreamOrdering)
 {
-    public string? Body => (string?)Content["body"];
+    /// <summary>The body if it is a string (null for a redacted event or one whose body is another JSON type).</summary>
+    public string? Body => JsonText.String(Content["body"]);
 
     internal static MatrixEvent From(RoomEvent e) => new(
         e.EventId, e.RoomId, e.Type, e.Sender, e.StateKey, e.VisibleContent(), (JsonObject)e.Content.DeepClone(),
@@ -78,7 +79,7 @@ internal sealed partial class HomeserverState
 
     private static RoomSnapshot Snapshot(Room room) => new(
         room.RoomId,
-        (string?)room.GetState(EventTypes.Name)?.Content["name"],
+        JsonText.String(room.GetState(EventTypes.Name)?.Content["name"]),
         room.GetState(EventTypes.Create)?.Sender,
         room.Aliases.ToList(),
         room.MembersWith("join").ToList(),

@@ -41,13 +41,21 @@ internal sealed class RoomEvent
     public string? TransactionId { get; init; }
     public string? TransactionOwner { get; init; }
 
+    // Top-level fields of an event injected as if from federation, written out as they came (a number for redacts,
+    // say), over what the typed properties would give.
+    public JsonObject? RawFields { get; init; }
+
     public bool IsState => StateKey is not null;
 
-    public string? Membership => Type == EventTypes.Member ? (string?)Content["membership"] : null;
+    /// <summary>Null unless a string: events from federation may carry anything.</summary>
+    public string? Membership => Type == EventTypes.Member ? JsonText.String(Content["membership"]) : null;
 
-    public (string RelType, string EventId)? Relation =>
-        Content["m.relates_to"] is JsonObject rel && rel["rel_type"] is JsonValue type && rel["event_id"] is JsonValue target
-            ? ((string)type!, (string)target!)
+    // Synapse's relation_from_event: only a string rel_type and a string event_id make a relation.
+    public (string RelType, string EventId)? Relation => RelationOf(Content);
+
+    public static (string RelType, string EventId)? RelationOf(JsonObject content) =>
+        content["m.relates_to"] is JsonObject rel && JsonText.String(rel["rel_type"]) is { } type && JsonText.String(rel["event_id"]) is { } target
+            ? (type, target)
             : null;
 
     /// <summary>Content after the room version 9 redaction algorithm.</summary>
@@ -78,6 +86,19 @@ internal sealed class RoomEvent
 
         return pruned;
     }
+}
+
+internal static class JsonText
+{
+    /// <summary>The value if it is a JSON string, else null (no exception for numbers, objects or arrays).</summary>
+    public static string? String(JsonNode? node) => node is JsonValue value && value.TryGetValue<string>(out var text) ? text : null;
+
+    /// <summary>The value if it is a JSON integer that fits a long, whatever .NET type holds it; else null.</summary>
+    public static long? Integer(JsonNode? node) =>
+        node is JsonValue value && value.GetValueKind() == System.Text.Json.JsonValueKind.Number
+        && long.TryParse(value.ToJsonString(), System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var number)
+            ? number
+            : null;
 }
 
 internal static class EventTypes

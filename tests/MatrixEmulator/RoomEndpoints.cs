@@ -71,7 +71,17 @@ internal static class RoomEndpoints
             var requester = hs.Authenticate(context);
             var body = await ReadJsonAsync(context);
             var txnId = Route(context, "txnId");
-            var eventId = state.Send(requester, Route(context, "roomId"), Route(context, "eventType"), body, txnKey: TxnKey(context, requester), txnId: txnId);
+            var eventId = state.Send(
+                requester, Route(context, "roomId"), Route(context, "eventType"), body, txnKey: TxnKey(context, requester), txnId: txnId, originServerTs: AppserviceTs(context, requester));
+            await WriteJsonAsync(context, new JsonObject { ["event_id"] = eventId });
+        });
+
+        // Synapse also serves the POST form without a txnId (not idempotent).
+        app.MapClient("POST", "rooms/{roomId}/send/{eventType}", async context =>
+        {
+            var requester = hs.Authenticate(context);
+            var body = await ReadJsonAsync(context);
+            var eventId = state.Send(requester, Route(context, "roomId"), Route(context, "eventType"), body, originServerTs: AppserviceTs(context, requester));
             await WriteJsonAsync(context, new JsonObject { ["event_id"] = eventId });
         });
 
@@ -135,6 +145,22 @@ internal static class RoomEndpoints
 
         app.MapClient("GET", "rooms/{roomId}/event/{eventId}", context =>
             WriteJsonAsync(context, state.GetEvent(hs.Authenticate(context), Route(context, "roomId"), Route(context, "eventId"))));
+    }
+
+    // Synapse 1.67 (RoomSendEventRestServlet) lets an appservice set origin_server_ts with ?ts= on /send only; state
+    // and redaction requests ignore it, and a user's ts is ignored too (measured).
+    private static long? AppserviceTs(HttpContext context, Requester requester)
+    {
+        if (!requester.IsAppservice || Query(context, "ts") is not { } ts)
+        {
+            return null;
+        }
+
+        const System.Globalization.NumberStyles PythonInt =
+            System.Globalization.NumberStyles.AllowLeadingSign | System.Globalization.NumberStyles.AllowLeadingWhite | System.Globalization.NumberStyles.AllowTrailingWhite;
+        return long.TryParse(ts, PythonInt, System.Globalization.CultureInfo.InvariantCulture, out var value)
+            ? value
+            : throw new MatrixException(400, "M_INVALID_PARAM", "Query parameter 'ts' must be an integer");
     }
 
     // Synapse's HttpTransactionCache key: the request path plus who asked. For the appservice "who" is the appservice

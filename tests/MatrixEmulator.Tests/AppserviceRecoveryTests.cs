@@ -1,0 +1,56 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Xunit;
+
+namespace MatrixEmulator.Tests;
+
+/// <summary>What Synapse 1.67's recoverer does not carry, read from synapse/appservice/scheduler.py and storage.</summary>
+[Collection(TimingSensitive.Name)]
+public sealed class AppserviceRecoveryTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
+
+    [Fact]
+    public async Task Ephemeral_events_are_dropped_while_the_appservice_is_down_and_missing_from_retries()
+    {
+        await using var appservice = await AppserviceListener.StartAsync();
+        await using var emulator = await HomeserverEmulator.StartAsync(new EmulatorOptions
+        {
+            Appservice = AppserviceRegistration.NovaChat(appservice.Url) with { ReceiveEphemeral = true },
+            TimeScale = 0.02,
+        });
+        using (var http = new HttpClient { BaseAddress = emulator.BaseUrl })
+        {
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", emulator.Options.Appservice!.AsToken);
+            (await http.PostAsJsonAsync("_matrix/client/v3/register", new { type = "m.login.application_service", username = "nova_ghost" })).EnsureSuccessStatusCode();
+        }
+
+        var ghost = emulator.LoginAs("@nova_ghost:localhost");
+        var human = emulator.CreateUser("human");
+        var roomId = await ghost.CreateRoomAsync("chat", human.UserId);
+        await human.JoinAsync(roomId);
+        var pusher = emulator.Appservice;
+        await pusher.WaitUntilIdleAsync(Patience);
+
+        // The message's push fails; typing while the appservice is down goes nowhere, and the retry carries no ephemeral.
+        appservice.Mode = ListenerMode.Answer500;
+        var message = human.SendText(roomId, "while failing");
+        await pusher.WaitForAsync(a => a.Any(x => x.EventIds.Contains(message)), Patience);
+        Assert.False(pusher.ServiceUp);
+        human.SetTyping(roomId, true);
+        appservice.Mode = ListenerMode.Ok;
+        await pusher.WaitForAsync(a => a.Any(x => x.EventIds.Contains(message) && x.Succeeded), Patience);
+        await pusher.WaitUntilIdleAsync(Patience);
+        Assert.True(pusher.ServiceUp);
+        var retry = pusher.Attempts.Single(a => a.EventIds.Contains(message) && a.Succeeded);
+        Assert.Empty((JsonArray)retry.Body["de.sorunome.msc2409.ephemeral"]!);
+        Assert.DoesNotContain(pusher.Attempts, a => Ephemeral(a).Any());
+
+        // Once it is up again, typing is pushed.
+        human.SetTyping(roomId, false);
+        await pusher.WaitForAsync(a => a.Any(x => Ephemeral(x).Any()), Patience);
+    }
+
+    private static IEnumerable<JsonNode?> Ephemeral(PushAttempt attempt) => attempt.Body["de.sorunome.msc2409.ephemeral"] as JsonArray ?? [];
+}
