@@ -18,6 +18,12 @@ public enum FaultKind
 
     /// <summary>403 M_FORBIDDEN.</summary>
     Forbidden,
+
+    /// <summary>
+    /// The request is served (its event stored) but the connection drops before the answer: what a client sees when a
+    /// homeserver restarts or a proxy times out after the work was done. The client cannot know the outcome.
+    /// </summary>
+    AnswerLost,
 }
 
 /// <summary>
@@ -52,6 +58,8 @@ public sealed record Fault
     public static Fault ServerError(int status = 500) => new() { Kind = FaultKind.ServerError, Status = status };
 
     public static Fault Forbidden(string error = "Forbidden") => new() { Kind = FaultKind.Forbidden, Error = error };
+
+    public static Fault AnswerLost() => new() { Kind = FaultKind.AnswerLost };
 
     /// <summary>Only requests with this method (null = any) whose decoded path contains <paramref name="pathFragment"/>.</summary>
     public Fault On(string? method, string pathFragment) => this with

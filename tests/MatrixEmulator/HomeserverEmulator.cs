@@ -289,6 +289,20 @@ public sealed class HomeserverEmulator : IAsyncDisposable
                 case FaultKind.Forbidden:
                     await hs.WriteErrorAsync(context, Errors.Forbidden(fault.Error));
                     return;
+                case FaultKind.AnswerLost:
+                    // Served into a buffer nobody reads; the caller sees its connection drop.
+                    var answer = context.Response.Body;
+                    context.Response.Body = new MemoryStream();
+                    try
+                    {
+                        await next(context);
+                    }
+                    finally
+                    {
+                        context.Response.Body = answer;
+                        context.Abort();
+                    }
+                    return;
             }
 
             await next(context);
@@ -304,7 +318,7 @@ public sealed class HomeserverEmulator : IAsyncDisposable
         }
         finally
         {
-            var status = fault?.Kind == FaultKind.Down ? 0 : context.Response.StatusCode;
+            var status = fault?.Kind is FaultKind.Down or FaultKind.AnswerLost ? 0 : context.Response.StatusCode;
             requests.Add(new LoggedRequest(at, context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "", status, fault?.Kind));
         }
     }

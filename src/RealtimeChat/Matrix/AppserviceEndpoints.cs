@@ -16,7 +16,8 @@ public static class AppserviceEndpoints
 {
     public static IEndpointRouteBuilder MapMatrix(this IEndpointRouteBuilder routes)
     {
-        var settings = routes.ServiceProvider.GetRequiredService<IOptions<MatrixOptions>>().Value;
+        // Read unvalidated: commands build the app too, and `registration` must work before the tokens exist.
+        var settings = routes.ServiceProvider.GetRequiredService<IConfiguration>().GetSection(MatrixOptions.Section).Get<MatrixOptions>() ?? new MatrixOptions();
         if (!settings.Enabled || settings.Mode != MatrixMode.Appservice)
         {
             return routes;

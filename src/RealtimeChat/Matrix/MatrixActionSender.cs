@@ -104,8 +104,11 @@ public sealed class MatrixActionSender(
     /// </summary>
     public async Task<Dictionary<string, string>> FindPostedAsync(DispatchTurn turn, IReadOnlyList<OutboxAction> actions, CancellationToken cancellationToken)
     {
-        var roomId = await RoomIdAsync(actions[0].ConversationId, cancellationToken)
-            ?? throw new ActionNotReadyException($"Conversation {actions[0].ConversationId} has no Matrix room yet.");
+        if (await RoomIdAsync(actions[0].ConversationId, cancellationToken) is not { } roomId)
+        {
+            // Nothing is posted before the room's id is saved: there is nothing to find.
+            return [];
+        }
         var senders = new HashSet<string>(StringComparer.Ordinal) { Appservice ? ids.BotUserId : options.Value.UserId! };
         if (Appservice)
         {

@@ -96,6 +96,11 @@ public sealed class ChatServer : IAsyncDisposable
         return new ChatServer(app, new Uri(address), dataDirectory, drop, ownsDataDirectory: reuse is null) { Settings = config };
     }
 
+    /// <summary>The settings a command needs to act on this server's data (database, data directory).</summary>
+    public IEnumerable<string> CommandLineSettings() =>
+        Settings.Where(s => s.Key.StartsWith("Database:", StringComparison.Ordinal) || s.Key == "Storage:DataDirectory" || s.Key == "Auth:SigningKey")
+            .Select(s => $"--{s.Key}={s.Value}");
+
     public string TokenFor(Guid userId, TimeSpan? lifetime = null, string? name = null) =>
         DevelopmentTokens.Mint(
             System.Text.Encoding.UTF8.GetBytes(SigningKey), userId, lifetime ?? TimeSpan.FromHours(1),

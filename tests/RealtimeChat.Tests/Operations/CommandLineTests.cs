@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using Dapper;
 using RealtimeChat.Tests.Infrastructure;
@@ -79,6 +78,16 @@ public sealed class CommandLineTests
     }
 
     [Fact]
+    public async Task Registration_command_generates_tokens_even_with_matrix_enabled_and_no_tokens()
+    {
+        var (exitCode, output, error) = await RunAsync("registration", "--Matrix:Enabled=true", "--Matrix:ServerName=example.org",
+            "--Matrix:HomeserverUrl=http://synapse:8008");
+        Assert.True(exitCode == 0, error);
+        Assert.Matches("hs_token: [0-9a-f]{64}", output);
+        Assert.Contains("generated", error);
+    }
+
+    [Fact]
     public async Task Registration_command_generates_tokens_when_none_are_configured_and_says_so()
     {
         var (exitCode, output, error) = await RunAsync("registration", "--Matrix:ServerName=example.org");
@@ -97,19 +106,5 @@ public sealed class CommandLineTests
         return Path.Combine(directory?.FullName ?? throw new DirectoryNotFoundException("tests/golden/matrix"), "tests", "golden", "matrix");
     }
 
-    private static async Task<(int ExitCode, string Output, string Error)> RunAsync(params string[] args)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(typeof(ChatApp).Assembly.Location);
-        foreach (var arg in args)
-        {
-            start.ArgumentList.Add(arg);
-        }
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        return (process.ExitCode, await output, await error);
-    }
+    private static Task<(int ExitCode, string Output, string Error)> RunAsync(params string[] args) => Commands.RunAsync(args);
 }

@@ -1,0 +1,232 @@
+using System.Diagnostics;
+using System.Net;
+using Dapper;
+using MatrixEmulator;
+using Microsoft.Extensions.DependencyInjection;
+using RealtimeChat.Storage;
+using RealtimeChat.Tests.Infrastructure;
+
+namespace RealtimeChat.Tests.Matrix;
+
+/// <summary>
+/// A portal owns its room's outbound order and fate: exactly once across homeserver restarts, every room back within
+/// moments of the homeserver answering again, every failure classified, rooms made late for conversations that
+/// predate the bridge, one sender per room when several instances share the database.
+/// </summary>
+public sealed class PortalTests
+{
+    private static int MessagePuts(BridgeHost bridge, string roomId) =>
+        bridge.Homeserver.Requests.All.Count(r => r.Method == "PUT" && r.Path.Contains($"/rooms/{roomId}/send/m.room.message/", StringComparison.Ordinal));
+
+    private static async Task<T> ScalarAsync<T>(ChatServer server, string sql, object? parameters = null)
+    {
+        await using var connection = await server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
+        return (await connection.ExecuteScalarAsync<T>(sql, parameters))!;
+    }
+
+    [Fact]
+    public async Task A_send_whose_answer_was_lost_is_not_posted_again_even_after_the_homeserver_forgot_its_txn_ids()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("exactly once");
+
+        using (bridge.Homeserver.Faults.Inject(Fault.AnswerLost().On("PUT", "/send/m.room.message/").ForNext(1)))
+        {
+            await alice.SendAsync(conversation, "stored, answer lost");
+            await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count == 1, "the homeserver to store it");
+            // The homeserver restarts before our retry: it no longer knows the txnId, so a plain resend would post twice.
+            await bridge.Homeserver.RestartAsync(TimeSpan.FromMilliseconds(50), kill: true);
+        }
+        await alice.SendAsync(conversation, "next");
+
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
+        Assert.Equal(["stored, answer lost", "next"], bridge.MessageBodies(roomId));
+        Assert.Equal(2, MessagePuts(bridge, roomId));
+    }
+
+    [Fact]
+    public async Task A_burst_across_homeserver_restarts_reaches_the_room_once_each_in_order()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("restarts");
+
+        var expected = Enumerable.Range(0, 60).Select(i => $"restart burst {i}").ToList();
+        var sending = Task.Run(async () =>
+        {
+            foreach (var body in expected)
+            {
+                await alice.SendAsync(conversation, body);
+                await Task.Delay(5);
+            }
+        });
+        for (var i = 0; i < 3; i++)
+        {
+            await Task.Delay(80);
+            await bridge.Homeserver.RestartAsync(TimeSpan.FromMilliseconds(100), kill: i % 2 == 0);
+        }
+        await sending;
+
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain", TimeSpan.FromSeconds(30));
+        Assert.Equal(expected, bridge.MessageBodies(roomId));
+    }
+
+    [Fact]
+    public async Task Every_room_resumes_within_moments_of_the_homeserver_answering_again_whatever_its_back_off()
+    {
+        await using var bridge = await BridgeHost.StartAsync(settings: new()
+        {
+            // A room left to its own back-off would wait up to a minute after a long outage.
+            ["Matrix:MinRetryDelay"] = "00:00:05",
+            ["Matrix:MaxRetryDelay"] = "00:01:00",
+            ["Matrix:HealthProbeInterval"] = "00:00:00.500",
+        });
+        var rooms = new List<(Guid Conversation, string RoomId, HttpClient Owner)>();
+        for (var i = 0; i < 3; i++)
+        {
+            rooms.Add(await bridge.BridgedConversationAsync($"outage {i}"));
+        }
+
+        await bridge.Homeserver.ShutDownAsync();
+        foreach (var (conversation, _, owner) in rooms)
+        {
+            await owner.SendAsync(conversation, "during the outage");
+        }
+        // Long enough for several failed attempts each.
+        await Task.Delay(2500);
+        await bridge.Homeserver.StartAgainAsync();
+        var back = Stopwatch.StartNew();
+
+        await BridgeHost.EventuallyAsync(() => rooms.All(r => bridge.MessageBodies(r.RoomId).Contains("during the outage")), "every room", TimeSpan.FromSeconds(20));
+        Assert.True(back.Elapsed < TimeSpan.FromSeconds(4), $"the rooms came back {back.Elapsed} after the homeserver");
+    }
+
+    [Fact]
+    public async Task Unknown_failures_are_retried_then_parked_and_the_room_moves_on_and_matrix_retry_sends_them_again()
+    {
+        await using var bridge = await BridgeHost.StartAsync(settings: new() { ["Matrix:MaxAttempts"] = "3" });
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("classes");
+
+        Guid stuck;
+        using (bridge.Homeserver.Faults.Inject(Fault.ServerError(500).On("PUT", "/send/m.room.message/").ForNext(3)))
+        {
+            stuck = (await alice.SendAsync(conversation, "unlucky")).GetProperty("id").GetGuid();
+            var parked = await BridgeHost.MatrixStateAsync(alice, conversation, stuck, "failed");
+            Assert.Contains("Gave up after 3 attempts", parked.GetProperty("matrix").GetProperty("error").GetString());
+        }
+        await alice.SendAsync(conversation, "after it");
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("after it"), "the room moving on");
+
+        // An unknown action (a newer version's, say) can never be sent by this one: parked at once, the room moves on.
+        await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
+        {
+            await connection.ExecuteAsync(
+                """
+                INSERT INTO matrix_outbox (conversation_id, seq, action, payload, txn_id, status, attempts, next_attempt_at, created_at)
+                VALUES (@conversation, 100000, 'teleport', '{}', 'bogus-1', 'pending', 0, @now, @now)
+                """,
+                new { conversation, now = DateTimeOffset.UtcNow });
+        }
+        await BridgeHost.EventuallyAsync(async () => await ScalarAsync<string>(bridge.Server, "SELECT status FROM matrix_outbox WHERE txn_id = 'bogus-1'") == "failed", "the unknown action parked");
+        Assert.Equal(1, await ScalarAsync<int>(bridge.Server, "SELECT attempts FROM matrix_outbox WHERE txn_id = 'bogus-1'"));
+
+        var (exitCode, output, error) = await Commands.RunAsync(["matrix", "retry", "--conversation", conversation.ToString(), .. bridge.Server.CommandLineSettings()]);
+        Assert.True(exitCode == 0, error);
+        Assert.Contains("2 parked Matrix action(s) queued again", output);
+        await BridgeHost.MatrixStateAsync(alice, conversation, stuck, "sent");
+        Assert.Equal(["after it", "unlucky"], bridge.MessageBodies(roomId).Skip(0).ToList());
+    }
+
+    [Fact]
+    public async Task When_its_room_cannot_be_created_a_conversations_actions_are_parked_with_that_reason()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        Guid conversation;
+        HttpClient alice;
+        using (bridge.Homeserver.Faults.Inject(Fault.Forbidden("You are not allowed to create rooms").On("POST", "/createRoom")))
+        {
+            alice = bridge.Server.Client(Guid.NewGuid());
+            conversation = await alice.CreateGroupAsync("no room");
+            var message = (await alice.SendAsync(conversation, "nowhere to go")).GetProperty("id").GetGuid();
+            var parked = await BridgeHost.MatrixStateAsync(alice, conversation, message, "failed");
+            Assert.Contains("room could not be created", parked.GetProperty("matrix").GetProperty("error").GetString());
+        }
+        Assert.Null(bridge.RoomOf(conversation));
+
+        var (exitCode, _, error) = await Commands.RunAsync(["matrix", "retry", .. bridge.Server.CommandLineSettings()]);
+        Assert.True(exitCode == 0, error);
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room, on retry");
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("nowhere to go"), "the message, on retry");
+    }
+
+    [Fact]
+    public async Task A_conversation_from_before_matrix_was_enabled_gets_its_room_and_latest_history_with_original_times()
+    {
+        await using var bridge = await BridgeHost.StartAsync(settings: new() { ["Matrix:Enabled"] = "false", ["Matrix:BackfillLimit"] = "3" });
+        var alice = bridge.Server.Client(Guid.NewGuid());
+        var bob = Guid.NewGuid();
+        var conversation = await alice.CreateGroupAsync("from before", bob);
+        var old = new List<System.Text.Json.JsonElement>();
+        foreach (var body in new[] { "too old", "old 1", "old 2", "old 3" })
+        {
+            old.Add(await alice.SendAsync(conversation, body));
+            await Task.Delay(30);
+        }
+        var deleted = old[2].GetProperty("id").GetGuid();
+        await alice.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{deleted}");
+
+        await bridge.RestartAsync(new() { ["Matrix:Enabled"] = "true" });
+        alice = bridge.Server.Client(old[0].GetProperty("sender_id").GetGuid());
+        await alice.SendAsync(conversation, "new");
+
+        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the late room");
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the backfill");
+        // The three latest messages still there, in order, then the new one; the room has both members.
+        Assert.Equal(["too old", "old 1", "old 3", "new"], bridge.MessageBodies(roomId));
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(bob)), "bob in the room");
+        var first = bridge.Homeserver.Timeline(roomId).First(e => e.Body == "too old");
+        var sentAt = old[0].GetProperty("created_at").GetDateTimeOffset();
+        Assert.Equal(sentAt.ToUnixTimeMilliseconds(), bridge.Homeserver.OriginServerTs(first.EventId));
+    }
+
+    [Fact]
+    public async Task Two_instances_on_one_database_send_each_room_in_order_through_one_of_them()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("two instances");
+        // A second instance of the service on the same database (a rolling restart), with its own port.
+        var second = await ChatServer.StartAsync(
+            new Dictionary<string, string?>(bridge.Server.Settings) { ["urls"] = "http://127.0.0.1:0" }, reuse: bridge.Server);
+        await using var _ = second;
+        var aliceOnSecond = second.Client(await ScalarAsync<Guid>(bridge.Server, "SELECT created_by FROM conversations WHERE id = @conversation", new { conversation }));
+
+        var expected = Enumerable.Range(0, 40).Select(i => $"alternating {i}").ToList();
+        for (var i = 0; i < expected.Count; i++)
+        {
+            await (i % 2 == 0 ? alice : aliceOnSecond).SendAsync(conversation, expected[i]);
+        }
+
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "both outboxes", TimeSpan.FromSeconds(30));
+        Assert.Equal(expected, bridge.MessageBodies(roomId));
+        Assert.Equal(0, await ScalarAsync<int>(bridge.Server, "SELECT COUNT(*) FROM matrix_outbox WHERE status = 'failed'"));
+    }
+
+    [Fact]
+    public async Task Read_markers_reach_matrix_as_the_readers_ghost()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("receipts");
+        var owner = await ScalarAsync<Guid>(bridge.Server, "SELECT created_by FROM conversations WHERE id = @conversation", new { conversation });
+        var bob = (await alice.GetJsonAsync($"/api/v1/conversations/{conversation}/members")).EnumerateArray()
+            .Select(m => m.GetProperty("user_id").GetGuid()).Single(id => id != owner);
+        var message = await alice.SendAsync(conversation, "read me");
+        var eventId = (await BridgeHost.MatrixStateAsync(alice, conversation, message.GetProperty("id").GetGuid(), "sent"))
+            .GetProperty("matrix").GetProperty("event_id").GetString();
+
+        var read = await bridge.Server.Client(bob).PutJsonAsync($"/api/v1/conversations/{conversation}/read", new { seq = message.GetProperty("seq").GetInt64() });
+        Assert.True(read.IsSuccessStatusCode);
+
+        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "POST"
+            && r.Path.Contains($"/rooms/{roomId}/receipt/m.read/{eventId}", StringComparison.Ordinal)
+            && r.Query.Contains(Uri.EscapeDataString(bridge.Ghost(bob)), StringComparison.Ordinal) && r.Status == 200), "bob's ghost's receipt");
+    }
+}
