@@ -437,6 +437,9 @@ public sealed class MatrixActionSender(
 
     private string? As(Guid appUserId) => Appservice ? ids.UserId(appUserId) : null;
 
+    /// <summary>Whether this process has registered (or found) the user's ghost.</summary>
+    public bool HasGhost(Guid userId) => _ghosts.ContainsKey(userId);
+
     /// <summary>Registers the user's ghost once, and keeps its display name in step with the user's token.</summary>
     private async Task EnsureGhostAsync(Guid userId, CancellationToken cancellationToken)
     {

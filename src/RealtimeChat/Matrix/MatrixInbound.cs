@@ -258,7 +258,7 @@ public sealed class MatrixInbound(
                     // Only members' typing is shown; anyone else in the room is not part of the conversation.
                     if (await MemberIdAsync(conversationId, user, cancellationToken) is { } member)
                     {
-                        hub.Typing(member, conversationId);
+                        hub.Typing(member, conversationId, EventOrigin.Bridged());
                     }
                 }
                 break;

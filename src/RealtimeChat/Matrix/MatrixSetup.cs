@@ -64,6 +64,9 @@ public static class MatrixSetup
         services.AddSingleton<RecordedEventIds>();
         services.AddHostedService<MatrixDeferredWorker>();
         services.AddSingleton<MatrixUsers>();
+        services.AddSingleton<MatrixTypingRelay>();
+        services.AddSingleton<Realtime.ITypingObserver>(provider => provider.GetRequiredService<MatrixTypingRelay>());
+        services.AddHostedService(provider => provider.GetRequiredService<MatrixTypingRelay>());
         services.AddSingleton<MatrixInbound>();
         services.AddSingleton<OutboxWakeups>();
         services.AddSingleton<MatrixInboundLedger>();

@@ -10,8 +10,10 @@ namespace RealtimeChat.Realtime;
 /// Fans stored chat events out to the connected members of each conversation. Membership is tracked in memory
 /// from the events themselves, so publishing never waits on the database.
 /// </summary>
-public sealed class RealtimeHub(ChatDatabase database, ILogger<RealtimeHub> logger) : IChatEventPublisher
+public sealed class RealtimeHub(ChatDatabase database, IEnumerable<ITypingObserver> typingObservers, ILogger<RealtimeHub> logger) : IChatEventPublisher
 {
+    private readonly ITypingObserver[] _typingObservers = [.. typingObservers];
+
     private readonly ConcurrentDictionary<Guid, UserConnections> _users = new();
     private readonly ConcurrentDictionary<Guid, Subscribers> _conversations = new();
     // Guards every change to who is subscribed where (connects, disconnects, membership events); publishing
@@ -55,9 +57,13 @@ public sealed class RealtimeHub(ChatDatabase database, ILogger<RealtimeHub> logg
         }
     }
 
-    /// <summary>Relays a typing notice to the conversation's other members; never stored.</summary>
-    public void Typing(Guid userId, Guid conversationId)
+    /// <summary>Relays a typing notice to the conversation's other members (and its observers, e.g. the bridge); never stored.</summary>
+    public void Typing(Guid userId, Guid conversationId, EventOrigin origin = default)
     {
+        foreach (var observer in _typingObservers)
+        {
+            observer.Typing(userId, conversationId, origin);
+        }
         if (!_conversations.TryGetValue(conversationId, out var subscribers))
         {
             return;
@@ -202,4 +208,10 @@ public sealed class RealtimeHub(ChatDatabase database, ILogger<RealtimeHub> logg
             return removed;
         }
     }
+}
+
+/// <summary>Sees typing notices as they are relayed (they are not stored, so no sink sees them). Must not block.</summary>
+public interface ITypingObserver
+{
+    void Typing(Guid userId, Guid conversationId, EventOrigin origin);
 }
