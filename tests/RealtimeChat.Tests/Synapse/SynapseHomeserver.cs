@@ -9,12 +9,41 @@ namespace RealtimeChat.Tests.Synapse;
 /// </summary>
 public sealed class SynapseHomeserver : IAsyncDisposable
 {
+    private static readonly HashSet<string> Live = [];
+
+    static SynapseHomeserver() =>
+        // A test run that ends without disposing (a crash, Ctrl+C) must not leave homeservers behind.
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            lock (Live)
+            {
+                foreach (var directory in Live)
+                {
+                    try
+                    {
+                        if (int.TryParse(File.ReadAllText(Path.Combine(directory, "synapse.pid")).Trim(), out var pid))
+                        {
+                            Process.GetProcessById(pid).Kill();
+                        }
+                    }
+                    catch (Exception ex) when (ex is IOException or ArgumentException or InvalidOperationException)
+                    {
+                        // gone already
+                    }
+                }
+            }
+        };
+
     private SynapseHomeserver(string script, string directory, Uri baseUrl, string serverName)
     {
         Script = script;
         Directory = directory;
         BaseUrl = baseUrl;
         ServerName = serverName;
+        lock (Live)
+        {
+            Live.Add(directory);
+        }
     }
 
     public string Script { get; }
@@ -175,6 +204,10 @@ public sealed class SynapseHomeserver : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await RunAsync(Script, ["kill", Directory], TimeSpan.FromSeconds(60), check: false);
+        lock (Live)
+        {
+            Live.Remove(Directory);
+        }
         if (Environment.GetEnvironmentVariable("CHAT_TEST_KEEP_SYNAPSE") == "1")
         {
             Console.Error.WriteLine($"Synapse directory kept: {Directory}");
