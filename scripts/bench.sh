@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs one benchmark scenario of the service, Release build, as a separate process (see docs/performance.md).
-#   scripts/bench.sh send|fanout|bridge|soak [--db postgres|sqlite] [scenario options…]
+#   scripts/bench.sh send|fanout|bridge|soak|synapse-bridge [--db postgres|sqlite] [scenario options…]
+# synapse-bridge runs a real Synapse from ../shared/synapse (its Debian packages are installed first).
 # --db defaults to postgres: a private cluster is started (scripts/postgres.sh, fsync on) and removed afterwards.
 # CHAT_BENCH_REF=<git ref> benchmarks that committed revision instead of the working tree (built in a temp dir
 # from `git archive`; the harness itself is taken from the working tree). `… <scenario> --help` lists the options.
@@ -9,8 +10,8 @@ cd "$(dirname "$0")/.."
 
 scenario="${1:-}"
 case "$scenario" in
-  send|fanout|bridge|soak) shift ;;
-  *) echo "usage: scripts/bench.sh send|fanout|bridge|soak [--db postgres|sqlite] [options]" >&2; exit 2 ;;
+  send|fanout|bridge|soak|synapse-bridge) shift ;;
+  *) echo "usage: scripts/bench.sh send|fanout|bridge|soak|synapse-bridge [--db postgres|sqlite] [options]" >&2; exit 2 ;;
 esac
 db=postgres
 args=()
@@ -43,6 +44,16 @@ else
 fi
 export CHAT_BENCH_COMMIT
 dotnet build "$root/bench/RealtimeChat.Bench/RealtimeChat.Bench.csproj" -c Release -warnaserror -nologo -v q >/dev/null
+
+if [ "$scenario" = "synapse-bridge" ]; then
+  synapse_sh="${CHAT_BENCH_SYNAPSE_SH:-}"
+  for candidate in ../shared/synapse/synapse.sh /work/shared/synapse/synapse.sh; do
+    if [ -z "$synapse_sh" ] && [ -f "$candidate" ]; then synapse_sh="$(cd "$(dirname "$candidate")" && pwd)/synapse.sh"; fi
+  done
+  [ -n "$synapse_sh" ] || { echo "synapse-bridge needs Synapse: ../shared/synapse/synapse.sh or CHAT_BENCH_SYNAPSE_SH" >&2; exit 2; }
+  bash "$synapse_sh" install
+  export CHAT_BENCH_SYNAPSE_SH="$synapse_sh"
+fi
 
 if [ "$db" = "postgres" ]; then
   export CHAT_PG_DURABLE="${CHAT_PG_DURABLE:-1}"

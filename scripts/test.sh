@@ -2,9 +2,28 @@
 # Runs the whole test suite on SQLite and on PostgreSQL.
 # On a fresh Debian machine it installs PostgreSQL from Debian's packages and starts a private cluster on a
 # free port in a temporary directory, removed afterwards. Extra arguments go to `dotnet test` (e.g. --filter).
+# The real-Synapse suite (tests/RealtimeChat.Tests/Synapse) runs on both databases when synapse.sh is found
+# (CHAT_TEST_SYNAPSE_SH, ../shared/synapse, /work/shared/synapse); its Debian packages are installed first.
+# Without it those tests are reported as skipped and the last line says NOT RUN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
+
+synapse_sh=""
+for candidate in "${CHAT_TEST_SYNAPSE_SH:-}" ../shared/synapse/synapse.sh /work/shared/synapse/synapse.sh; do
+  if [ -n "$candidate" ] && [ -f "$candidate" ]; then synapse_sh="$(cd "$(dirname "$candidate")" && pwd)/$(basename "$candidate")"; break; fi
+done
+if [ -n "$synapse_sh" ]; then
+  echo "== installing Synapse's Debian packages ($synapse_sh install)"
+  bash "$synapse_sh" install
+  export CHAT_TEST_SYNAPSE_SH="$synapse_sh" CHAT_TEST_SYNAPSE=required
+  synapse_summary="real-Synapse suite: RUN on SQLite and PostgreSQL against $synapse_sh"
+else
+  # A path that does not exist: the tests skip themselves (with the reason) instead of searching further.
+  export CHAT_TEST_SYNAPSE_SH=/nonexistent/synapse.sh
+  synapse_summary="real-Synapse suite: NOT RUN (no ../shared/synapse; set CHAT_TEST_SYNAPSE_SH) - its tests are reported as skipped"
+fi
+echo "== $synapse_summary"
 
 dotnet build realtime-chat-service.slnx -c Release -warnaserror
 
@@ -14,3 +33,5 @@ CHAT_TEST_DATABASE=sqlite dotnet test realtime-chat-service.slnx -c Release --no
 echo "== test suite on PostgreSQL"
 CHAT_TEST_DATABASE=postgres CHAT_TEST_POSTGRES="$CHAT_PG_CONNECTION;Pooling=true" \
   dotnet test realtime-chat-service.slnx -c Release --no-build "$@"
+
+echo "== $synapse_summary"

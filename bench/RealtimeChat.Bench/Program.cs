@@ -3,7 +3,7 @@ using RealtimeChat.Bench;
 
 // One command per scenario; each starts the service (Release build) as a separate process, measures a trivial
 // baseline in the same run, prints a table and one JSON line. See docs/performance.md.
-var root = new RootCommand("RealtimeChat benchmark harness: send, fanout, bridge, soak.");
+var root = new RootCommand("RealtimeChat benchmark harness: send, fanout, bridge, soak, synapse-bridge.");
 var db = new Option<string>("--db") { Description = "sqlite or postgres (postgres needs --postgres or CHAT_PG_CONNECTION).", DefaultValueFactory = _ => "sqlite" };
 var postgres = new Option<string?>("--postgres") { Description = "PostgreSQL server connection string (a database is created and dropped).", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("CHAT_PG_CONNECTION") };
 var serviceDll = new Option<string?>("--service-dll") { Description = "The service's RealtimeChat.dll (default: src/RealtimeChat/bin/Release/net10.0)." };
@@ -118,6 +118,18 @@ Option<double> Num(string name, double value, string description) => new(name) {
         {
             Rate = p.GetValue(rate), Seconds = p.GetValue(seconds), WarmupSeconds = p.GetValue(warmup), WindowSeconds = p.GetValue(window),
             Senders = p.GetValue(senders), Conversations = p.GetValue(conversations), BaselineSeconds = p.GetValue(baseline),
+        })));
+}
+{
+    var rooms = Int("--rooms", 8, "Rooms (conversations), sent to in parallel, each in order.");
+    var messages = Int("--messages", 50, "Messages per room in each phase.");
+    var outage = Num("--outage-seconds", 10, "How long Synapse is stopped before the backlog phase.");
+    var script = new Option<string?>("--synapse-sh") { Description = "synapse.sh (default: CHAT_BENCH_SYNAPSE_SH, ../shared/synapse, /work/shared/synapse)." };
+    root.Subcommands.Add(Scenario("synapse-bridge", "The bridge against a real Synapse vs a plain appservice client on the same homeserver.",
+        [rooms, messages, outage, script],
+        (p, s) => SynapseBridgeScenario.RunAsync(s, new SynapseBridgeOptions
+        {
+            Rooms = p.GetValue(rooms), Messages = p.GetValue(messages), OutageSeconds = p.GetValue(outage), SynapseScript = p.GetValue(script),
         })));
 }
 {

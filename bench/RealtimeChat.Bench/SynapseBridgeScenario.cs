@@ -1,0 +1,529 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+namespace RealtimeChat.Bench;
+
+public sealed record SynapseBridgeOptions
+{
+    public int Rooms { get; init; } = 8;
+    public int Messages { get; init; } = 50;
+    public double OutageSeconds { get; init; } = 10;
+    public string? SynapseScript { get; init; }
+}
+
+/// <summary>
+/// The bridge against a real Synapse 1.67 (<c>../shared/synapse</c>), side by side with a plain appservice client on the
+/// same homeserver in the same run: R rooms × M messages (a) posted to the service's REST API and sent by its bridge,
+/// steady and as a backlog after an outage; (b) sent directly as ghost users with <c>PUT /send</c>, R rooms at a time,
+/// each room in order (what the bridge does). Both are timed until a Matrix user's <c>/sync</c> has shown every event.
+/// </summary>
+public static class SynapseBridgeScenario
+{
+    public static async Task<Report> RunAsync(HarnessSettings settings, SynapseBridgeOptions o)
+    {
+        var log = settings.Log;
+        var report = new Report("synapse-bridge");
+        report.Parameters["db"] = settings.Postgres is null ? "sqlite" : "postgres";
+        report.Parameters["rooms"] = o.Rooms;
+        report.Parameters["messages_per_room"] = o.Messages;
+        report.Parameters["outage_seconds"] = o.OutageSeconds;
+        var total = o.Rooms * o.Messages;
+
+        var script = o.SynapseScript ?? Synapse.Locate() ?? throw new InvalidOperationException(
+            "No synapse.sh: pass --synapse-sh, set CHAT_BENCH_SYNAPSE_SH, or provide ../shared/synapse beside the repository.");
+        report.Parameters["synapse"] = script;
+
+        // The bridge's registration comes from the service's own `registration` command; the direct client is a second
+        // appservice with its own namespace, whose pushes go to an in-process sink answering {} at once.
+        var port = ServerProcess.FreePort();
+        var serviceUrl = new Uri($"http://127.0.0.1:{port}");
+        var (asToken, hsToken) = (NewToken(), NewToken());
+        var serverName = Environment.GetEnvironmentVariable("SYNAPSE_SERVER_NAME") is { Length: > 0 } n ? n : "localhost";
+        var matrixArgs = new List<string>
+        {
+            "--Matrix:Enabled=true", "--Matrix:Mode=Appservice", $"--Matrix:ServerName={serverName}",
+            $"--Matrix:AppserviceUrl={serviceUrl}", $"--Matrix:AsToken={asToken}", $"--Matrix:HsToken={hsToken}",
+        };
+        var bridgeRegistration = await RegistrationAsync(settings.ServiceDll, [.. matrixArgs, "--Matrix:HomeserverUrl=http://127.0.0.1:8008"]);
+        await using var sink = await TransactionSink.StartAsync();
+        var directAsToken = NewToken();
+        var directRegistration = string.Join('\n',
+            "id: bench-direct", $"url: {sink.Url}", $"as_token: {directAsToken}", $"hs_token: {NewToken()}",
+            "sender_localpart: bench-direct-bot", "rate_limited: false", "namespaces:",
+            "  users:", "  - exclusive: true", $"    regex: '@benchdirect_.*:{serverName}'",
+            "  aliases: []", "  rooms: []", "");
+
+        await using var synapse = await Synapse.StartAsync(script, log, bridgeRegistration, directRegistration);
+        Common.Say(log, $"Synapse pid {synapse.Pid} on {synapse.Url}");
+        await using var service = await ChatService.StartAsync(settings, [.. matrixArgs, $"--Matrix:HomeserverUrl={synapse.Url}"], port);
+        using var api = new ChatApi(service.BaseUrl, o.Rooms + 8);
+        using var bridgeBot = new Matrix(synapse.Url, asToken);
+        using var directBot = new Matrix(synapse.Url, directAsToken);
+
+        // The observer: a Matrix user in every room whose /sync shows when an event is in Synapse.
+        await synapse.RunAsync("user", synapse.Directory, "observer", "observerpass");
+        using var observer = await Matrix.LoginAsync(synapse.Url, "observer", "observerpass");
+        var observerId = $"@observer:{serverName}";
+
+        // (a) set-up: R conversations, one app user each; their rooms made by the bridge, the observer joined.
+        var owners = Enumerable.Range(0, o.Rooms).Select(_ => User.New()).ToArray();
+        var conversations = await Common.ParallelAsync(o.Rooms, 4, i => api.CreateGroupAsync(owners[i], $"synapse bench {i}", []));
+        var bridgeRooms = await Common.ParallelAsync(o.Rooms, 4, async i =>
+        {
+            var room = await Until(() => bridgeBot.ResolveAliasAsync($"#nova_{conversations[i]:N}:{serverName}"), "the bridge's room", TimeSpan.FromSeconds(120));
+            await Retry(() => bridgeBot.PostAsync($"/_matrix/client/v3/rooms/{Uri.EscapeDataString(room)}/invite", new JsonObject { ["user_id"] = observerId }));
+            await observer.PostAsync($"/_matrix/client/v3/join/{Uri.EscapeDataString(room)}", new JsonObject());
+            return room;
+        });
+        await Until(async () => (await api.MetricsAsync()).GetValueOrDefault("matrix_outbox_pending") == 0 ? "idle" : null, "the bridge's set-up", TimeSpan.FromSeconds(120));
+
+        // (b) set-up: R ghosts of the direct client, each in a room of its own with the observer.
+        var ghosts = Enumerable.Range(0, o.Rooms).Select(i => $"@benchdirect_{i}:{serverName}").ToArray();
+        var directRooms = await Common.ParallelAsync(o.Rooms, 4, async i =>
+        {
+            await directBot.PostAsync("/_matrix/client/v3/register", new JsonObject { ["type"] = "m.login.application_service", ["username"] = $"benchdirect_{i}" });
+            var created = await directBot.PostAsync($"/_matrix/client/v3/createRoom?user_id={Uri.EscapeDataString(ghosts[i])}",
+                new JsonObject { ["preset"] = "private_chat", ["invite"] = new JsonArray(observerId), ["name"] = $"direct {i}" });
+            var room = (string)created["room_id"]!;
+            await observer.PostAsync($"/_matrix/client/v3/join/{Uri.EscapeDataString(room)}", new JsonObject());
+            return room;
+        });
+        Common.Say(log, $"{o.Rooms} bridged rooms and {o.Rooms} direct rooms ready");
+
+        await using var watch = await SyncWatch.StartAsync(observer);
+        var run = Guid.NewGuid().ToString("N")[..6];
+
+        // (a) steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
+        // observer has seen the last one. The posts finish long before the bridge does, so this is the bridge's rate.
+        Common.Say(log, $"bridge: {total} messages via the REST API");
+        var bridgeCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var bridge = await TimeAsync(watch, $"a{run}", total, async prefix =>
+            await Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
+            {
+                for (var m = 0; m < o.Messages; m++)
+                {
+                    await api.SendAsync(owners[i], conversations[i], $"{prefix}:{i}:{m}", CancellationToken.None);
+                }
+            })));
+        var bridgeUse = bridgeCpu.Stop();
+        Common.Say(log, $"bridge: {bridge.PerSecond:0.0} events/s");
+
+        // (b) direct: the same rooms x messages as PUT /send by the ghosts, R rooms at a time, each room in order.
+        Common.Say(log, $"direct appservice client: {total} PUT /send");
+        var directCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var direct = await TimeAsync(watch, $"d{run}", total, async prefix =>
+            await Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
+            {
+                for (var m = 0; m < o.Messages; m++)
+                {
+                    await directBot.PutAsync(
+                        $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(directRooms[i])}/send/m.room.message/{prefix}-{i}-{m}?user_id={Uri.EscapeDataString(ghosts[i])}",
+                        new JsonObject { ["msgtype"] = "m.text", ["body"] = $"{prefix}:{i}:{m}" });
+                }
+            })));
+        var directUse = directCpu.Stop();
+        Common.Say(log, $"direct: {direct.PerSecond:0.0} events/s");
+
+        // (a) backlog: Synapse stopped, the same load posted, Synapse started; timed from when it answers again.
+        Common.Say(log, $"bridge backlog: Synapse stopped for {o.OutageSeconds} s while {total} messages are posted");
+        await synapse.RunAsync("stop", synapse.Directory);
+        var outage = Stopwatch.StartNew();
+        var backlogPrefix = $"b{run}";
+        await Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
+        {
+            for (var m = 0; m < o.Messages; m++)
+            {
+                await api.SendAsync(owners[i], conversations[i], $"{backlogPrefix}:{i}:{m}", CancellationToken.None);
+            }
+        }));
+        if (TimeSpan.FromSeconds(o.OutageSeconds) - outage.Elapsed is { Ticks: > 0 } rest)
+        {
+            await Task.Delay(rest);
+        }
+        await synapse.RunAsync("start", synapse.Directory);
+        var backlogCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var backlog = await TimeAsync(watch, backlogPrefix, total, _ => Task.CompletedTask);
+        var backlogUse = backlogCpu.Stop();
+        Common.Say(log, $"backlog: {backlog.PerSecond:0.0} events/s, first after {backlog.FirstSeconds:0.0} s");
+
+        var duplicates = watch.Duplicates();
+        report.Row("events/s, bridge (REST -> Synapse, seen by /sync)", Fmt.N(bridge.PerSecond, "0.0"), Fmt.N(direct.PerSecond, "0.0"), Report.Ratio(bridge.PerSecond, direct.PerSecond), ">= 0.9x", bridge.PerSecond >= 0.9 * direct.PerSecond);
+        report.Row($"events/s, bridge draining a backlog after {o.OutageSeconds:0} s down", Fmt.N(backlog.PerSecond, "0.0"), Fmt.N(direct.PerSecond, "0.0"), Report.Ratio(backlog.PerSecond, direct.PerSecond), ">= 0.9x", backlog.PerSecond >= 0.9 * direct.PerSecond);
+        report.Row("  backlog: first event after Synapse answered (s)", Fmt.N(backlog.FirstSeconds, "0.0"));
+        report.Row("seconds until all events seen (bridge / direct / backlog)", $"{bridge.Seconds:0.0} / {direct.Seconds:0.0} / {backlog.Seconds:0.0}");
+        report.Row("events seen / expected (bridge, direct, backlog)", $"{bridge.Seen} / {direct.Seen} / {backlog.Seen} of {total} each");
+        report.Row("duplicate events seen", duplicates.Count.ToString(CultureInfo.InvariantCulture));
+        report.Row("CPU cores, bridge steady (synapse + service)", bridgeUse.ToString());
+        report.Row("CPU cores, direct (synapse + service)", directUse.ToString());
+        report.Row("CPU cores, backlog (synapse + service)", backlogUse.ToString());
+        report.Figures["bridge_events_per_second"] = Fmt.R(bridge.PerSecond);
+        report.Figures["backlog_events_per_second"] = Fmt.R(backlog.PerSecond);
+        report.Figures["backlog_first_event_seconds"] = Fmt.R(backlog.FirstSeconds, 2);
+        report.Figures["duplicates"] = duplicates.Count;
+        report.Figures["cpu_bridge"] = bridgeUse.ToString();
+        report.Figures["cpu_backlog"] = backlogUse.ToString();
+        report.Baseline["direct_events_per_second"] = Fmt.R(direct.PerSecond);
+        report.Baseline["cpu_direct"] = directUse.ToString();
+        report.Ratios["bridge_vs_direct"] = Fmt.R(Report.Ratio(bridge.PerSecond, direct.PerSecond), 3);
+        report.Ratios["backlog_vs_direct"] = Fmt.R(Report.Ratio(backlog.PerSecond, direct.PerSecond), 3);
+        report.Notes.Add("baseline = a plain appservice client doing PUT /send as ghosts, same rooms x messages, same Synapse, same run");
+        report.Notes.Add("Synapse, the service, its database and this client share the machine: only the ratios mean anything");
+        if (duplicates.Count > 0)
+        {
+            report.Notes.Add("duplicates: " + string.Join(", ", duplicates.Take(10)));
+        }
+        return report;
+    }
+
+    private sealed record Timed(int Seen, double Seconds, double FirstSeconds)
+    {
+        public double PerSecond => Seconds > 0 ? Seen / Seconds : 0;
+    }
+
+    /// <summary>Runs <paramref name="send"/> and waits until the observer has seen <paramref name="count"/> distinct events
+    /// carrying the prefix (or 5 minutes); the time runs from the call to the last one seen.</summary>
+    private static async Task<Timed> TimeAsync(SyncWatch watch, string prefix, int count, Func<string, Task> send)
+    {
+        var start = Stopwatch.GetTimestamp();
+        await send(prefix);
+        while (watch.Distinct(prefix) < count && Stopwatch.GetElapsedTime(start) < TimeSpan.FromMinutes(5))
+        {
+            await Task.Delay(20);
+        }
+        var (first, last) = watch.Span(prefix);
+        return new Timed(watch.Distinct(prefix), (last - start) / (double)Stopwatch.Frequency, (first - start) / (double)Stopwatch.Frequency);
+    }
+
+    private static async Task<string> RegistrationAsync(string serviceDll, IEnumerable<string> args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(serviceDll);
+        info.ArgumentList.Add("registration");
+        foreach (var arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+        using var process = Process.Start(info)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return process.ExitCode == 0 ? await output : throw new InvalidOperationException($"`registration` failed: {await output}{await error}");
+    }
+
+    private static string NewToken() => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
+
+    private static async Task<T> Until<T>(Func<Task<T?>> probe, string what, TimeSpan timeout) where T : class
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            if (await probe() is { } value)
+            {
+                return value;
+            }
+            if (clock.Elapsed > timeout)
+            {
+                throw new TimeoutException($"Timed out waiting for {what}.");
+            }
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>Synapse 1.67 resolves a new room's alias before its first events are stored: retry for a while.</summary>
+    private static async Task Retry(Func<Task> action)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                await action();
+                return;
+            }
+            catch (MatrixException) when (clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                await Task.Delay(100);
+            }
+        }
+    }
+
+    /// <summary>Synapse's and the service's CPU over a phase, in cores.</summary>
+    private sealed class SynapseCpu(int synapsePid, int servicePid)
+    {
+        private readonly double _synapse = Seconds(synapsePid), _service = Seconds(servicePid);
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+
+        public string Stop()
+        {
+            var elapsed = _clock.Elapsed.TotalSeconds;
+            return string.Create(CultureInfo.InvariantCulture,
+                $"synapse {(Seconds(synapsePid) - _synapse) / elapsed:0.00} + svc {(Seconds(servicePid) - _service) / elapsed:0.00}");
+        }
+
+        private static double Seconds(int pid)
+        {
+            try
+            {
+                var stat = File.ReadAllText($"/proc/{pid}/stat");
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+            }
+            catch (IOException)
+            {
+                return 0;
+            }
+        }
+    }
+}
+
+/// <summary>A Matrix user's /sync loop: when each event body was first seen, riding out a stopped homeserver.</summary>
+internal sealed class SyncWatch : IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<string, long> _firstSeen = new();
+    private readonly ConcurrentDictionary<string, int> _seenCount = new();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _loop;
+
+    private SyncWatch(Matrix user, string since) => _loop = LoopAsync(user, since);
+
+    public static async Task<SyncWatch> StartAsync(Matrix user)
+    {
+        var first = await user.GetAsync("/_matrix/client/v3/sync?timeout=0&filter=" + Uri.EscapeDataString("""{"room":{"timeline":{"limit":1}}}"""));
+        return new SyncWatch(user, (string)first["next_batch"]!);
+    }
+
+    private async Task LoopAsync(Matrix user, string since)
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            try
+            {
+                var body = await user.GetAsync($"/_matrix/client/v3/sync?timeout=10000&since={Uri.EscapeDataString(since)}", _stop.Token);
+                var now = Stopwatch.GetTimestamp();
+                foreach (var room in body["rooms"]?["join"]?.AsObject() ?? [])
+                {
+                    foreach (var evt in room.Value?["timeline"]?["events"]?.AsArray() ?? [])
+                    {
+                        if ((string?)evt?["type"] == "m.room.message" && evt["content"]?["body"] is JsonValue value && value.TryGetValue<string>(out var text))
+                        {
+                            _firstSeen.TryAdd(text, now);
+                            _seenCount.AddOrUpdate(text, 1, (_, c) => c + 1);
+                        }
+                    }
+                }
+                since = (string)body["next_batch"]!;
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex) when (ex is HttpRequestException or MatrixException or TaskCanceledException)
+            {
+                await Task.Delay(100);
+            }
+        }
+    }
+
+    public int Distinct(string prefix) => _firstSeen.Keys.Count(k => k.StartsWith(prefix + ":", StringComparison.Ordinal));
+
+    /// <summary>Stopwatch timestamps of the first and the last event with the prefix.</summary>
+    public (long First, long Last) Span(string prefix)
+    {
+        var times = _firstSeen.Where(p => p.Key.StartsWith(prefix + ":", StringComparison.Ordinal)).Select(p => p.Value).ToList();
+        return times.Count == 0 ? (0, 0) : (times.Min(), times.Max());
+    }
+
+    public List<string> Duplicates() => [.. _seenCount.Where(p => p.Value > 1).Select(p => $"{p.Key} x{p.Value}")];
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        try
+        {
+            await _loop;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        _stop.Dispose();
+    }
+}
+
+/// <summary>Client-Server API calls with one access token (an appservice's as_token or a user's).</summary>
+internal sealed class Matrix : IDisposable
+{
+    private readonly HttpClient _http;
+
+    public Matrix(Uri homeserver, string token)
+    {
+        _http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 64 }) { BaseAddress = homeserver, Timeout = TimeSpan.FromSeconds(60) };
+        _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+    }
+
+    public static async Task<Matrix> LoginAsync(Uri homeserver, string user, string password)
+    {
+        using var anonymous = new Matrix(homeserver, "none");
+        anonymous._http.DefaultRequestHeaders.Authorization = null;
+        var login = await anonymous.PostAsync("/_matrix/client/v3/login", new JsonObject
+        {
+            ["type"] = "m.login.password", ["identifier"] = new JsonObject { ["type"] = "m.id.user", ["user"] = user }, ["password"] = password,
+        });
+        return new Matrix(homeserver, (string)login["access_token"]!);
+    }
+
+    public Task<JsonObject> PostAsync(string path, JsonNode body) => SendAsync(HttpMethod.Post, path, body, CancellationToken.None);
+
+    public Task<JsonObject> PutAsync(string path, JsonNode body) => SendAsync(HttpMethod.Put, path, body, CancellationToken.None);
+
+    public Task<JsonObject> GetAsync(string path, CancellationToken cancellationToken = default) => SendAsync(HttpMethod.Get, path, null, cancellationToken);
+
+    public async Task<string?> ResolveAliasAsync(string alias)
+    {
+        try
+        {
+            return (string?)(await GetAsync($"/_matrix/client/v3/directory/room/{Uri.EscapeDataString(alias)}"))["room_id"];
+        }
+        catch (MatrixException ex) when (ex.Status == 404)
+        {
+            return null;
+        }
+    }
+
+    private async Task<JsonObject> SendAsync(HttpMethod method, string path, JsonNode? body, CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(method, path);
+        if (body is not null)
+        {
+            request.Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json");
+        }
+        using var response = await _http.SendAsync(request, cancellationToken);
+        var text = await response.Content.ReadAsStringAsync(cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new MatrixException((int)response.StatusCode, $"{method} {path}: {(int)response.StatusCode} {text}");
+        }
+        return JsonNode.Parse(text.Length == 0 ? "{}" : text)!.AsObject();
+    }
+
+    public void Dispose() => _http.Dispose();
+}
+
+internal sealed class MatrixException(int status, string message) : Exception(message)
+{
+    public int Status { get; } = status;
+}
+
+/// <summary>A private Synapse run by synapse.sh in a temporary directory.</summary>
+internal sealed class Synapse : IAsyncDisposable
+{
+    private readonly string _script;
+
+    private Synapse(string script, string directory, Uri url)
+    {
+        _script = script;
+        Directory = directory;
+        Url = url;
+    }
+
+    public string Directory { get; }
+
+    public Uri Url { get; }
+
+    public int Pid => int.Parse(File.ReadAllText(Path.Combine(Directory, "synapse.pid")).Trim(), CultureInfo.InvariantCulture);
+
+    public static string? Locate()
+    {
+        if (Environment.GetEnvironmentVariable("CHAT_BENCH_SYNAPSE_SH") is { Length: > 0 } configured)
+        {
+            return File.Exists(configured) ? Path.GetFullPath(configured) : null;
+        }
+        var beside = Path.GetFullPath(Path.Combine(HarnessSettings.RepositoryRoot(), "..", "shared", "synapse", "synapse.sh"));
+        return File.Exists(beside) ? beside : File.Exists("/work/shared/synapse/synapse.sh") ? "/work/shared/synapse/synapse.sh" : null;
+    }
+
+    public static async Task<Synapse> StartAsync(string script, TextWriter log, params string[] registrations)
+    {
+        var directory = System.IO.Directory.CreateTempSubdirectory("chat-bench-synapse-").FullName;
+        var files = registrations.Select((yaml, i) =>
+        {
+            var path = Path.Combine(directory, $"registration-{i}.yaml");
+            File.WriteAllText(path, yaml);
+            return path;
+        }).ToList();
+        var synapse = new Synapse(script, directory, new Uri("http://127.0.0.1"));
+        var output = await synapse.RunAsync(["start", directory, .. files]);
+        var url = output.Split('\n').Select(l => l.Trim()).First(l => l.StartsWith("HS_URL=", StringComparison.Ordinal))["HS_URL=".Length..];
+        log.WriteLine($"   synapse ready on {url} ({directory})");
+        return new Synapse(script, directory, new Uri(url));
+    }
+
+    public async Task<string> RunAsync(params string[] args)
+    {
+        var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(_script);
+        foreach (var arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+        using var process = Process.Start(info)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return process.ExitCode == 0
+            ? await output
+            : throw new InvalidOperationException($"synapse.sh {string.Join(' ', args)} failed: {await output}{await error}");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await RunAsync("kill", Directory);
+            System.IO.Directory.Delete(Directory, recursive: true);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidOperationException)
+        {
+            // best effort
+        }
+    }
+}
+
+/// <summary>Answers the direct client's appservice pushes at once, as a bridge that does nothing would.</summary>
+internal sealed class TransactionSink : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private TransactionSink(WebApplication app, Uri url)
+    {
+        _app = app;
+        Url = url;
+    }
+
+    public Uri Url { get; }
+
+    public static async Task<TransactionSink> StartAsync()
+    {
+        var port = ServerProcess.FreePort();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
+        var app = builder.Build();
+        app.MapPut("/transactions/{id}", () => Results.Text("{}", "application/json"));
+        app.MapPut("/_matrix/app/v1/transactions/{id}", () => Results.Text("{}", "application/json"));
+        app.MapGet("/users/{id}", () => Results.NotFound());
+        app.MapGet("/_matrix/app/v1/users/{id}", () => Results.NotFound());
+        await app.StartAsync();
+        return new TransactionSink(app, new Uri($"http://127.0.0.1:{port}"));
+    }
+
+    public async ValueTask DisposeAsync() => await _app.DisposeAsync();
+}

@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using RealtimeChat.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace RealtimeChat.Tests.Synapse;
+
+/// <summary>Synapse's real failure model, appservice mode, a Synapse of its own per test: b (restart, then idle),
+/// c (an outage while the app sends; a kill -9 in the middle of a burst), d (a malformed relation from a client).</summary>
+[Collection(SynapseCollection.Name)]
+public sealed class FailureModelTests(ITestOutputHelper output)
+{
+    /// <summary>How long to wait for what today's code is known to lose (keeps a failing run short).</summary>
+    private static readonly TimeSpan LossWait = TimeSpan.FromSeconds(15);
+
+    [SynapseFact]
+    public async Task B_after_a_synapse_restart_a_humans_messages_still_reach_the_app()
+    {
+        await using var bridge = await SynapseBridge.StartAsync();
+        var alice = Guid.NewGuid();
+        var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Restart then idle");
+        using var _ = human;
+        await using var socket = await bridge.Server.ConnectAsync(alice);
+        foreach (var i in Enumerable.Range(1, 3))
+        {
+            await human.SendTextAsync(roomId, $"before restart {i}");
+            await socket.WaitForAsync(f => f.Type == "message.new" && f.Content() == $"before restart {i}", HappyPath.Wait);
+        }
+
+        // A deploy of the homeserver; then nobody does anything until a human writes again.
+        await bridge.Homeserver.RestartAsync();
+        foreach (var i in Enumerable.Range(1, 3))
+        {
+            await human.SendTextAsync(roomId, $"after restart {i}");
+        }
+
+        List<string?> history = [];
+        try
+        {
+            await SynapseBridge.EventuallyAsync(async () =>
+            {
+                history = await bridge.HistoryAsync(alice, conversation);
+                return history.Count(c => c?.StartsWith("after restart", StringComparison.Ordinal) == true) >= 3;
+            }, "the messages sent after the restart", LossWait);
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"Lost after a Synapse restart: the app has [{string.Join(", ", history)}] ({LossWait.TotalSeconds} s after the sends).");
+        }
+        Assert.Equal(["before restart 1", "before restart 2", "before restart 3", "after restart 1", "after restart 2", "after restart 3"], history);
+    }
+
+    [SynapseFact]
+    public async Task C_messages_sent_during_an_outage_reach_the_room_once_each_in_order()
+    {
+        const int count = 30;
+        var outage = TimeSpan.FromSeconds(15);
+        await using var bridge = await SynapseBridge.StartAsync();
+        var alice = Guid.NewGuid();
+        var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Outage");
+        using var _ = human;
+        var client = bridge.Server.Client(alice);
+
+        await bridge.Homeserver.StopAsync();
+        var down = Stopwatch.StartNew();
+        var expected = new List<string>();
+        foreach (var i in Enumerable.Range(1, count))
+        {
+            expected.Add($"outage {i}");
+            await client.SendAsync(conversation, $"outage {i}");
+            // The sends are spread over most of the outage, as users would make them.
+            await Task.Delay(outage * 0.8 / count);
+        }
+        if (outage - down.Elapsed is { Ticks: > 0 } rest)
+        {
+            await Task.Delay(rest);
+        }
+        await bridge.Homeserver.StartAgainAsync();
+        var downFor = down.Elapsed;
+        var up = Stopwatch.StartNew();
+
+        var room = await SynapseBridge.RoomMessagesAsync(human, roomId, m => m.Count(e => e.Body?.StartsWith("outage ", StringComparison.Ordinal) == true) >= count,
+            $"all {count} messages in the room", TimeSpan.FromSeconds(60));
+        output.WriteLine($"{count} messages in the room {up.Elapsed.TotalSeconds:F1} s after Synapse answered again (down {downFor.TotalSeconds:F1} s from stop to answering)");
+        foreach (var message in await bridge.MessagesAsync(alice, conversation))
+        {
+            await HappyPath.MatrixStateAsync(client, conversation, message.GetProperty("id").GetGuid(), "sent");
+        }
+        room = await human.MessagesAsync(roomId);
+        Assert.Equal(expected, room.Select(e => e.Body).Where(b => b?.StartsWith("outage ", StringComparison.Ordinal) == true));
+    }
+
+    [SynapseFact]
+    public async Task C_a_synapse_kill_in_the_middle_of_a_burst_duplicates_nothing()
+    {
+        // As many rooms as the dispatcher sends to at once (Matrix:MaxRoomsInFlight, 8), so several sends are in
+        // flight at each kill: a send Synapse stored but never answered is what a retry duplicates.
+        const int rooms = 8, perRoom = 40, total = rooms * perRoom;
+        await using var bridge = await SynapseBridge.StartAsync();
+        var alice = Guid.NewGuid();
+        var client = bridge.Server.Client(alice);
+        var human = await bridge.Homeserver.CreateUserAsync($"reader{Guid.NewGuid():N}"[..14]);
+        var conversations = new List<(Guid Id, string RoomId)>();
+        foreach (var k in Enumerable.Range(1, rooms))
+        {
+            var conversation = await client.CreateGroupAsync($"Burst {k}");
+            var roomId = await bridge.RoomOfAsync(conversation);
+            await bridge.InviteAsync(roomId, human.UserId);
+            await human.JoinAsync(roomId);
+            conversations.Add((conversation, roomId));
+        }
+        await using var watcher = await SyncWatcher.StartAsync(human);
+
+        var posting = Task.WhenAll(conversations.Select(async (c, k) =>
+        {
+            var sender = bridge.Server.Client(alice);
+            for (var i = 1; i <= perRoom; i++)
+            {
+                await sender.SendAsync(c.Id, $"burst {k + 1}/{i}");
+            }
+        }));
+        var clock = Stopwatch.StartNew();
+        // Three kill -9 and start cycles while the bridge is sending: at a quarter, half and three quarters of the burst.
+        foreach (var fraction in new[] { 0.25, 0.5, 0.75 })
+        {
+            await SynapseBridge.EventuallyAsync(() => Task.FromResult(watcher.Count >= total * fraction), $"{fraction:P0} of the burst on Matrix", TimeSpan.FromSeconds(90));
+            await bridge.Homeserver.KillAsync();
+            output.WriteLine($"killed Synapse at {watcher.Count}/{total} seen ({clock.Elapsed.TotalSeconds:F1} s)");
+            await bridge.Homeserver.StartAgainAsync();
+        }
+        await posting;
+        await SynapseBridge.EventuallyAsync(() => Task.FromResult(watcher.Messages.Select(m => m.Event.Body).Distinct().Count() >= total),
+            "the whole burst on Matrix", TimeSpan.FromSeconds(120));
+        output.WriteLine($"whole burst seen after {clock.Elapsed.TotalSeconds:F1} s");
+        foreach (var (id, _) in conversations)
+        {
+            await SynapseBridge.EventuallyAsync(async () =>
+                (await bridge.MessagesAsync(alice, id)).All(m => m.GetProperty("matrix").GetProperty("state").GetString() == "sent"),
+                "every message sent", TimeSpan.FromSeconds(60));
+        }
+
+        var duplicates = new List<string>();
+        var disorders = new List<string>();
+        foreach (var (k, (_, roomId)) in conversations.Index())
+        {
+            var bodies = (await human.MessagesAsync(roomId)).Select(e => e.Body!).ToList();
+            duplicates.AddRange(bodies.GroupBy(b => b).Where(g => g.Count() > 1).Select(g => $"{g.Key} ×{g.Count()}"));
+            var distinct = bodies.Distinct().ToList();
+            var expected = Enumerable.Range(1, perRoom).Select(i => $"burst {k + 1}/{i}").ToList();
+            if (!distinct.SequenceEqual(expected))
+            {
+                disorders.Add($"room {k + 1}: {distinct.Count} distinct, first difference at {distinct.Zip(expected).TakeWhile(p => p.First == p.Second).Count()}");
+            }
+        }
+        output.WriteLine($"{duplicates.Count} duplicates in {total} messages");
+        Assert.True(duplicates.Count == 0, $"{duplicates.Count} duplicated in the room after kill -9 of Synapse: {string.Join(", ", duplicates)}");
+        Assert.True(disorders.Count == 0, string.Join("; ", disorders));
+    }
+
+    [SynapseFact]
+    public async Task D_a_malformed_relation_from_a_human_does_not_block_the_messages_after_it()
+    {
+        await using var bridge = await SynapseBridge.StartAsync();
+        var alice = Guid.NewGuid();
+        var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Poison");
+        using var _ = human;
+        await using var socket = await bridge.Server.ConnectAsync(alice);
+
+        // Synapse 1.67 accepts this from any client (200).
+        await human.SendAsync(roomId, "m.room.message", new JsonObject
+        {
+            ["msgtype"] = "m.text", ["body"] = "malformed relation",
+            ["m.relates_to"] = new JsonObject { ["m.in_reply_to"] = "not-an-object" },
+        });
+        await human.SendTextAsync(roomId, "after the malformed one 1");
+        await human.SendTextAsync(roomId, "after the malformed one 2");
+
+        try
+        {
+            await socket.WaitForAsync(f => f.Type == "message.new" && f.Content() == "after the malformed one 2", LossWait);
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"The messages after a malformed event never arrived ({LossWait.TotalSeconds} s); the app has [{string.Join(", ", await bridge.HistoryAsync(alice, conversation))}].");
+        }
+        var history = await bridge.HistoryAsync(alice, conversation);
+        Assert.Equal(["after the malformed one 1", "after the malformed one 2"], history.Where(c => c?.StartsWith("after", StringComparison.Ordinal) == true));
+    }
+}
