@@ -303,7 +303,8 @@ public sealed class MatrixActionSender(
             }
         }
         content[ActionField] = action.TxnId;
-        var eventId = await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), action.CreatedAt, cancellationToken);
+        // The message's own time, also for one posted long after (an outage, a backfill).
+        var eventId = await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), message.CreatedAt, cancellationToken);
         turn.MessageSent(message.Id, eventId);
         return eventId;
     }

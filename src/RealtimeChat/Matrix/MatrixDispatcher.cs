@@ -1,8 +1,6 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using Dapper;
 using Microsoft.Extensions.Options;
-using RealtimeChat.Messages;
 using RealtimeChat.Storage;
 
 namespace RealtimeChat.Matrix;

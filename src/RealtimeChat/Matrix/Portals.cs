@@ -303,14 +303,14 @@ public sealed class Portals(
         var backfill = await messages.RecentAsync(conversationId, head.Seq, options.Value.BackfillLimit, cancellationToken);
         var now = time.UtcNowMicros();
         // Seq 0 puts the room's creation ahead of everything; backfilled messages keep their own seqs, which are all
-        // older than the waiting head's, and their creation times, which their sends carry as the events' timestamps.
+        // older than the waiting head's (their sends carry the messages' own times as the events' timestamps).
         List<LateRow> rows =
         [
             new(conversationId, 0, MatrixActions.CreateRoom, snapshot.CreatedBy, null, JsonSerializer.Serialize(snapshot, ChatJson.Options),
-                MatrixIds.TransactionId(conversationId, 0, MatrixActions.CreateRoom), now, now),
+                MatrixIds.TransactionId(conversationId, 0, MatrixActions.CreateRoom), now),
             .. backfill.Select(m => new LateRow(conversationId, m.Seq, MatrixActions.SendMessage, m.SenderId, m.Id,
                 JsonSerializer.Serialize(new MessageReference(m.Id), ChatJson.Options), MatrixIds.TransactionId(conversationId, m.Seq, MatrixActions.SendMessage),
-                m.CreatedAt, now)),
+                now)),
         ];
         await using (var connection = await database.OpenAsync(cancellationToken))
         await using (var transaction = await connection.BeginTransactionAsync(cancellationToken))
@@ -319,7 +319,7 @@ public sealed class Portals(
             await connection.ExecuteAsync(
                 """
                 INSERT INTO matrix_outbox (conversation_id, seq, action, actor_id, message_id, payload, txn_id, status, attempts, next_attempt_at, created_at)
-                VALUES (@ConversationId, @Seq, @Action, @ActorId, @MessageId, @Payload, @TxnId, 'pending', 0, @Now, @CreatedAt)
+                VALUES (@ConversationId, @Seq, @Action, @ActorId, @MessageId, @Payload, @TxnId, 'pending', 0, @Now, @Now)
                 ON CONFLICT (txn_id) DO NOTHING
                 """,
                 rows,
@@ -378,7 +378,7 @@ public sealed class Portals(
     }
 
     private sealed record LateRow(
-        Guid ConversationId, long Seq, string Action, Guid? ActorId, Guid? MessageId, string Payload, string TxnId, DateTimeOffset CreatedAt, DateTimeOffset Now);
+        Guid ConversationId, long Seq, string Action, Guid? ActorId, Guid? MessageId, string Payload, string TxnId, DateTimeOffset Now);
 
     private sealed class CreateRoomState
     {
