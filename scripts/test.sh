@@ -27,11 +27,14 @@ echo "== $synapse_summary"
 
 dotnet build realtime-chat-service.slnx -c Release -warnaserror
 
+# Both databases run even when the first has failures, so a failure says which database(s) it is on.
+status=0
 echo "== test suite on SQLite"
-CHAT_TEST_DATABASE=sqlite dotnet test realtime-chat-service.slnx -c Release --no-build "$@"
+CHAT_TEST_DATABASE=sqlite dotnet test realtime-chat-service.slnx -c Release --no-build "$@" || status=1
 
 echo "== test suite on PostgreSQL"
 CHAT_TEST_DATABASE=postgres CHAT_TEST_POSTGRES="$CHAT_PG_CONNECTION;Pooling=true" \
-  dotnet test realtime-chat-service.slnx -c Release --no-build "$@"
+  dotnet test realtime-chat-service.slnx -c Release --no-build "$@" || status=1
 
 echo "== $synapse_summary"
+exit $status

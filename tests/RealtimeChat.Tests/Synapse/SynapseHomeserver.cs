@@ -145,6 +145,23 @@ public sealed class SynapseHomeserver : IAsyncDisposable
         Running = true;
     }
 
+    /// <summary>SIGSTOP: Synapse hangs (as in a long pause); requests reach its sockets but get no answer.</summary>
+    public Task FreezeAsync() => SignalAsync("-STOP");
+
+    /// <summary>SIGCONT: Synapse handles what it was sent meanwhile, answering clients that may have given up.</summary>
+    public Task ThawAsync() => SignalAsync("-CONT");
+
+    private async Task SignalAsync(string signal)
+    {
+        var pid = (await File.ReadAllTextAsync(Path.Combine(Directory, "synapse.pid"))).Trim();
+        using var process = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { signal, pid }, UseShellExecute = false })!;
+        await process.WaitForExitAsync();
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"kill {signal} {pid} failed ({process.ExitCode}).");
+        }
+    }
+
     /// <summary>Registers a local user with the shared secret (<c>synapse.sh user</c>).</summary>
     public async Task RegisterUserAsync(string localpart, string password, bool admin = false)
     {
