@@ -149,8 +149,12 @@ public sealed class Portals(
                 }
                 catch (Exception ex) when (!stoppingToken.IsCancellationRequested && ex is not PortalLeaseLostException)
                 {
-                    // Not knowing what the homeserver has, nothing may be sent: the head waits as if it had failed.
-                    return Failed(turn, actions[0], ex) ?? new DrainResult(DrainOutcome.More);
+                    // Not knowing what the homeserver has, nothing may be sent: the head waits as if it had failed. A refusal
+                    // of the look-up says nothing about the head itself, so it is never parked at once for it.
+                    var lookup = ex is MatrixApiException { HomeserverDown: true } || MatrixFailures.Classify(ex) == FailureClass.Transient
+                        ? ex
+                        : new ActionNotReadyException($"Could not look on the homeserver for what was already sent: {ex.Message}");
+                    return Failed(turn, actions[0], lookup) ?? new DrainResult(DrainOutcome.More);
                 }
             }
 
