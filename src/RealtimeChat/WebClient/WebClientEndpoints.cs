@@ -1,0 +1,81 @@
+using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.FileProviders;
+using Microsoft.Extensions.Options;
+using RealtimeChat.Identity;
+using RealtimeChat.Infrastructure;
+using RealtimeChat.Storage;
+
+namespace RealtimeChat.WebClient;
+
+public sealed record DevelopmentTokenRequest(Guid? UserId, string? DisplayName);
+
+public sealed record DevelopmentTokenResponse(string AccessToken, Guid UserId, string? DisplayName, DateTimeOffset ExpiresAt);
+
+/// <summary>What the page needs to know before anyone signs in.</summary>
+public sealed record WebClientConfig(bool DevelopmentSignIn);
+
+/// <summary>
+/// The browser client at <c>/</c> and what it needs from the server. Its files are embedded in the assembly, so the
+/// service serves them from any working directory (tests, <c>dotnet RealtimeChat.dll</c> in a container).
+/// </summary>
+public static class WebClientEndpoints
+{
+    private const int MaxDisplayNameLength = 64;
+    private static readonly TimeSpan DevelopmentTokenLifetime = TimeSpan.FromHours(12);
+
+    // The page loads only its own files and talks only to this origin.
+    private const string ContentSecurityPolicy =
+        "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' blob: data:; " +
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+    public static IApplicationBuilder UseWebClient(this IApplicationBuilder app)
+    {
+        var files = new EmbeddedFileProvider(typeof(WebClientEndpoints).Assembly, "webclient");
+        app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files });
+        return app.UseStaticFiles(new StaticFileOptions
+        {
+            FileProvider = files,
+            OnPrepareResponse = context =>
+            {
+                var headers = context.Context.Response.Headers;
+                headers.ContentSecurityPolicy = ContentSecurityPolicy;
+                headers.XContentTypeOptions = "nosniff";
+                // The files change with every release of the service and carry no version in their names.
+                headers.CacheControl = "no-cache";
+            },
+        });
+    }
+
+    public static IEndpointRouteBuilder MapWebClient(this IEndpointRouteBuilder routes)
+    {
+        var auth = routes.ServiceProvider.GetRequiredService<IOptions<AuthOptions>>().Value;
+        var developmentSignIn = SigningKeys.IsGeneratedDevelopmentKey(auth);
+        var group = routes.MapGroup("/api/v1/web").WithTags("Web client");
+
+        group.MapGet("/config", () => TypedResults.Ok(new WebClientConfig(developmentSignIn)))
+            .WithSummary("Whether the page may offer development sign-in");
+
+        // Anyone who can reach the service could mint a token for any user here, which is what a development key
+        // is for and never acceptable with a real key or identity provider: then the route does not exist at all.
+        if (developmentSignIn)
+        {
+            group.MapPost("/dev-token", (DevelopmentTokenRequest request, IOptions<AuthOptions> options, IOptions<StorageOptions> storage, TimeProvider clock) =>
+                {
+                    if (request.UserId is not { } userId || userId == Guid.Empty)
+                    {
+                        throw ApiException.BadRequest("user_id_required", "user_id must be a UUID.");
+                    }
+                    var name = string.IsNullOrWhiteSpace(request.DisplayName) ? null : request.DisplayName.Trim();
+                    if (name is { Length: > MaxDisplayNameLength })
+                    {
+                        throw ApiException.BadRequest("display_name_too_long", $"display_name is at most {MaxDisplayNameLength} characters.");
+                    }
+                    var key = SigningKeys.Resolve(options.Value, storage.Value, logger: null)!;
+                    var token = DevelopmentTokens.Mint(key, userId, DevelopmentTokenLifetime, options.Value, name);
+                    return TypedResults.Ok(new DevelopmentTokenResponse(token, userId, name, clock.GetUtcNow().Add(DevelopmentTokenLifetime)));
+                })
+                .WithSummary("A development token for any user (only while the service signs with its generated development key)");
+        }
+        return routes;
+    }
+}
