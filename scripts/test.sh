@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on SQLite and on PostgreSQL.
 # On a fresh Debian machine it installs PostgreSQL from Debian's packages and starts a private cluster on a
-# free port in a temporary directory, removed afterwards. Extra arguments go to `dotnet test` (e.g. --filter).
+# free port in a temporary directory, removed afterwards, and Chromium for the web client's browser tests.
+# Extra arguments go to `dotnet test` (e.g. --filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
+source scripts/chromium.sh
 
 dotnet build realtime-chat-service.slnx -c Release -warnaserror
 

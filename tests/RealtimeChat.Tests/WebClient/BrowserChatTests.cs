@@ -1,0 +1,193 @@
+using System.Collections.Concurrent;
+using System.Text.RegularExpressions;
+using Microsoft.Playwright;
+using RealtimeChat.Tests.Infrastructure;
+using static Microsoft.Playwright.Assertions;
+
+namespace RealtimeChat.Tests.WebClient;
+
+/// <summary>
+/// Two people chat through the web client in a real browser (two isolated contexts, Bob on a phone-sized window),
+/// against the real service on the suite's database. Screenshots of the key moments go to tests/artifacts.
+/// </summary>
+public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
+{
+    private const string AliceId = "11111111-1111-4111-8111-111111111111";
+    private const string BobId = "22222222-2222-4222-8222-222222222222";
+
+    static BrowserChatTests()
+    {
+        // Two browsers, the service and the database share two cores.
+        SetDefaultExpectTimeout(20_000);
+    }
+
+    [Fact]
+    public async Task Two_users_chat_live_edit_react_reply_survive_a_network_drop_and_exchange_a_voice_message()
+    {
+        // No configured key: the service signs its own development tokens, so the page offers sign-in.
+        await using var server = await ChatServer.StartAsync(new() { ["Auth:SigningKey"] = null });
+        var errors = new ConcurrentQueue<string>();
+        await using var aliceContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        await using var bobContext = await browser.Chromium.NewContextAsync(new()
+        {
+            BaseURL = server.BaseAddress.ToString(),
+            ViewportSize = new() { Width = 390, Height = 844 },
+            IsMobile = true,
+            HasTouch = true,
+        });
+        var alice = await OpenAsync(aliceContext, "alice", errors);
+        var bob = await OpenAsync(bobContext, "bob", errors);
+        var shots = Browser.ArtifactsDirectory;
+
+        await SignInAsync(alice, "Alice");
+        await SignInAsync(bob, "Bob");
+
+        // Alice starts a direct conversation with Bob and writes first, with the keyboard.
+        await alice.GetByText("New conversation").ClickAsync();
+        await alice.GetByLabel("Member ids").FillAsync(BobId);
+        await alice.GetByRole(AriaRole.Button, new() { Name = "Create" }).ClickAsync();
+        await Expect(alice.Locator("#conversation-title")).ToHaveTextAsync("Bob");
+        await SendAsync(alice, "Hello Bob!");
+
+        // Bob's list shows it live, unread, with a preview; opening it reads it.
+        var bobEntry = bob.Locator("#conversation-list button").First;
+        await Expect(bobEntry).ToContainTextAsync("Alice: Hello Bob!");
+        await Expect(bobEntry.Locator(".unread")).ToHaveTextAsync("1");
+        await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "01-bob-list-unread.png") });
+        await bobEntry.ClickAsync();
+        await Expect(Message(bob, "Hello Bob!")).ToBeVisibleAsync();
+        await Expect(alice.Locator(".seen")).ToHaveTextAsync("Seen by Bob");
+
+        // Bob types (Alice sees it) and answers.
+        await bob.GetByLabel("Message", new() { Exact = true }).PressSequentiallyAsync("Hi Al");
+        await Expect(alice.Locator("#typing")).ToHaveTextAsync("Bob is typing…");
+        await bob.GetByLabel("Message", new() { Exact = true }).PressSequentiallyAsync("ice!");
+        await bob.GetByLabel("Message", new() { Exact = true }).PressAsync("Enter");
+        await Expect(Message(alice, "Hi Alice!")).ToBeVisibleAsync();
+
+        // Alice edits her first message; Bob reacts to it; Alice replies to Bob's.
+        await Message(alice, "Hello Bob!").GetByRole(AriaRole.Button, new() { Name = "Edit this message" }).ClickAsync();
+        await alice.GetByLabel("Message", new() { Exact = true }).FillAsync("Hello Bob, edited!");
+        await alice.GetByLabel("Message", new() { Exact = true }).PressAsync("Enter");
+        await Expect(Message(bob, "Hello Bob, edited!").Locator(".edited")).ToBeVisibleAsync();
+        await Expect(Message(bob, "Hello Bob!")).ToHaveCountAsync(0);
+
+        await Message(bob, "Hello Bob, edited!").GetByRole(AriaRole.Button, new() { Name = "React with 👍" }).ClickAsync();
+        await Expect(Message(alice, "Hello Bob, edited!").Locator(".reactions")).ToHaveTextAsync("👍 1");
+
+        await Message(alice, "Hi Alice!").GetByRole(AriaRole.Button, new() { Name = "Reply to this message" }).ClickAsync();
+        await Expect(alice.Locator("#reply-banner")).ToContainTextAsync("Replying to Bob");
+        await SendAsync(alice, "Replying to you");
+        await Expect(Message(bob, "Replying to you").Locator(".quote")).ToHaveTextAsync("↪ You: Hi Alice!");
+        await alice.ScreenshotAsync(new() { Path = Path.Combine(shots, "02-alice-chat.png") });
+        await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "03-bob-chat-phone.png") });
+
+        // Bob's network drops. Alice keeps writing; Bob sees none of it until he is back, then all of it, once, in order.
+        await bobContext.SetOfflineAsync(true);
+        await Expect(bob.Locator("#connection")).ToHaveTextAsync("Offline");
+        string[] whileAway = ["while you were away 1", "while you were away 2", "while you were away 3"];
+        foreach (var text in whileAway)
+        {
+            await SendAsync(alice, text);
+        }
+        await Message(alice, "Hello Bob, edited!").GetByRole(AriaRole.Button, new() { Name = "React with 🎉" }).ClickAsync();
+        await Expect(Message(alice, "Hello Bob, edited!").Locator(".reactions")).ToHaveTextAsync("👍 1🎉 1");
+        await Expect(Message(bob, whileAway[0])).ToHaveCountAsync(0);
+        await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "04-bob-offline.png") });
+
+        await bobContext.SetOfflineAsync(false);
+        await Expect(bob.Locator("#connection")).ToHaveTextAsync("Live");
+        await Expect(Message(bob, whileAway[2])).ToBeVisibleAsync();
+        await Expect(Message(bob, "Hello Bob, edited!").Locator(".reactions")).ToHaveTextAsync("👍 1🎉 1");
+        await AssertSameMessagesAsync(alice, bob);
+        await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "05-bob-back-online.png") });
+
+        // Alice records a voice message from Chromium's fake microphone; Bob plays it and seeks in it.
+        await alice.GetByRole(AriaRole.Button, new() { Name = "Record voice message" }).ClickAsync();
+        await Expect(alice.Locator("#record-status")).ToContainTextAsync("Recording");
+        await Task.Delay(2000);
+        await alice.GetByRole(AriaRole.Button, new() { Name = "Stop and send" }).ClickAsync();
+        await Expect(alice.Locator("#messages audio")).ToHaveCountAsync(1);
+        var bobAudio = bob.Locator("#messages audio");
+        await Expect(bobAudio).ToHaveCountAsync(1);
+        var played = await bobAudio.EvaluateAsync<double>(
+            """
+            async (audio) => {
+              const until = (predicate) => new Promise((resolve, reject) => {
+                const started = Date.now();
+                const check = () => predicate() ? resolve() : Date.now() - started > 15000 ? reject(new Error('audio timed out: ' + audio.duration + ' ' + audio.currentTime + ' ' + (audio.error && audio.error.message))) : setTimeout(check, 50);
+                check();
+              });
+              await until(() => Number.isFinite(audio.duration) && audio.duration > 1 && audio.currentTime === 0);
+              audio.muted = true;
+              await audio.play();
+              await until(() => audio.currentTime > 0.2);
+              audio.pause();
+              audio.currentTime = audio.duration / 2;
+              await until(() => !audio.seeking);
+              return audio.currentTime / audio.duration;
+            }
+            """);
+        Assert.InRange(played, 0.4, 0.6);
+        // Playwright does not report a media element's own requests; the service's HTTP metrics count them.
+        using (var metrics = server.Client())
+        {
+            var text = await metrics.GetStringAsync("/metrics");
+            Assert.Contains(text.Split('\n'), line =>
+                line.StartsWith("http_requests_received_total{", StringComparison.Ordinal) && line.Contains("code=\"206\"") && line.Contains("media"));
+        }
+        await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "06-bob-voice-message.png") });
+        await AssertSameMessagesAsync(alice, bob);
+
+        Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
+    }
+
+    private static async Task<IPage> OpenAsync(IBrowserContext context, string who, ConcurrentQueue<string> errors)
+    {
+        var page = await context.NewPageAsync();
+        page.Console += (_, message) =>
+        {
+            if (message.Type == "error")
+            {
+                errors.Enqueue($"{who}: {message.Text}");
+            }
+        };
+        page.PageError += (_, error) => errors.Enqueue($"{who}: {error}");
+        page.Dialog += (_, dialog) => _ = dialog.AcceptAsync();
+        await page.GotoAsync("/");
+        return page;
+    }
+
+    private static async Task SignInAsync(IPage page, string name)
+    {
+        await page.GetByRole(AriaRole.Button, new() { Name = name, Exact = true }).ClickAsync();
+        await page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).First.ClickAsync();
+        await Expect(page.Locator("#connection")).ToHaveTextAsync("Live");
+        await Expect(page.Locator("#me-name")).ToContainTextAsync(name);
+    }
+
+    private static async Task SendAsync(IPage page, string text)
+    {
+        var input = page.GetByLabel("Message", new() { Exact = true });
+        await input.FillAsync(text);
+        await input.PressAsync("Enter");
+        await Expect(Message(page, text)).ToBeVisibleAsync();
+        await Expect(input).ToHaveValueAsync("");
+    }
+
+    private static ILocator Message(IPage page, string text) =>
+        page.Locator("#messages > li").Filter(new() { Has = page.Locator(".body", new() { HasTextRegex = new Regex($"^{Regex.Escape(text)}$") }) });
+
+    /// <summary>Both sides show the same messages, each once, in sequence order.</summary>
+    private static async Task AssertSameMessagesAsync(IPage alice, IPage bob)
+    {
+        const string read = "() => [...document.querySelectorAll('#messages > li')].map(li => li.dataset.id + '@' + li.dataset.seq)";
+        var expected = await alice.EvaluateAsync<string[]>(read);
+        await Expect(bob.Locator("#messages > li")).ToHaveCountAsync(expected.Length);
+        var actual = await bob.EvaluateAsync<string[]>(read);
+        Assert.Equal(expected, actual);
+        Assert.Equal(actual.Length, actual.Distinct().Count());
+        var seqs = actual.Select(entry => long.Parse(entry.Split('@')[1])).ToArray();
+        Assert.Equal(seqs.Order(), seqs);
+    }
+}
