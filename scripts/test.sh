@@ -9,6 +9,7 @@ source scripts/postgres.sh
 source scripts/chromium.sh
 
 dotnet build realtime-chat-service.slnx -c Release -warnaserror
+bash scripts/docker-publish-check.sh
 
 echo "== test suite on SQLite"
 CHAT_TEST_DATABASE=sqlite dotnet test realtime-chat-service.slnx -c Release --no-build "$@"
