@@ -30,6 +30,7 @@ public static class WebClientEndpoints
 
     public static IApplicationBuilder UseWebClient(this IApplicationBuilder app)
     {
+        LogAddressOnStart(app.ApplicationServices);
         var files = new EmbeddedFileProvider(typeof(WebClientEndpoints).Assembly, "webclient");
         app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files });
         return app.UseStaticFiles(new StaticFileOptions
@@ -43,6 +44,29 @@ public static class WebClientEndpoints
                 // The files change with every release of the service and carry no version in their names.
                 headers.CacheControl = "no-cache";
             },
+        });
+    }
+
+    /// <summary>
+    /// Kestrel logs the address it binds (0.0.0.0 by default), which a browser cannot open; a newcomer wants a link.
+    /// </summary>
+    private static void LogAddressOnStart(IServiceProvider services)
+    {
+        var lifetime = services.GetRequiredService<IHostApplicationLifetime>();
+        lifetime.ApplicationStarted.Register(() =>
+        {
+            var addresses = services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+                .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()?.Addresses ?? [];
+            var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(WebClientEndpoints));
+            foreach (var address in addresses)
+            {
+                var uri = new UriBuilder(address);
+                if (uri.Host is "0.0.0.0" or "[::]" or "::" or "+" or "*")
+                {
+                    uri.Host = "localhost";
+                }
+                logger.LogInformation("Web client: {Url}", uri.Uri);
+            }
         });
     }
 
