@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Net.Http.Json;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Playwright;
 using RealtimeChat.Tests.Infrastructure;
@@ -142,7 +144,88 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
     }
 
-    private static async Task<IPage> OpenAsync(IBrowserContext context, string who, ConcurrentQueue<string> errors)
+    [Fact]
+    public async Task A_group_with_roles_pages_history_shows_matrix_state_and_shares_images_files_and_deletions()
+    {
+        // A configured key, as with a real identity provider: the page takes the token from the URL fragment.
+        // The bridge is on, with a homeserver nobody answers for, so messages wait in the outbox as "pending".
+        await using var server = await ChatServer.StartAsync(new()
+        {
+            ["Matrix:Enabled"] = "true",
+            ["Matrix:HomeserverUrl"] = "http://127.0.0.1:9",
+            ["Matrix:ServerName"] = "chat.test",
+            ["Matrix:AppserviceUrl"] = "http://127.0.0.1:9",
+            ["Matrix:AsToken"] = "as-token-for-the-browser-test",
+            ["Matrix:HsToken"] = "hs-token-for-the-browser-test",
+        });
+        var aliceId = Guid.Parse(AliceId);
+        var bobId = Guid.Parse(BobId);
+        using var api = server.Client(aliceId, "Alice");
+        var created = await api.PostAsJsonAsync("/api/v1/conversations", new { kind = "group", name = "Project", member_ids = new[] { bobId } });
+        var conversationId = (await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString();
+        for (var i = 1; i <= 45; i++)
+        {
+            (await api.PostAsJsonAsync($"/api/v1/conversations/{conversationId}/messages", new { content = $"history {i}" })).EnsureSuccessStatusCode();
+        }
+
+        var errors = new ConcurrentQueue<string>();
+        await using var aliceContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        await using var bobContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        var alice = await OpenAsync(aliceContext, "alice", errors, $"/#access_token={server.TokenFor(aliceId, name: "Alice")}");
+        var bob = await OpenAsync(bobContext, "bob", errors, $"/#access_token={server.TokenFor(bobId, name: "Bob")}");
+        var shots = Browser.ArtifactsDirectory;
+        await Expect(alice.Locator("#connection")).ToHaveTextAsync("Live");
+        Assert.DoesNotContain("access_token", alice.Url); // taken out of the address bar
+
+        // The latest page first; scrolling up brings the rest.
+        await alice.Locator("#conversation-list button", new() { HasText = "Project" }).ClickAsync();
+        await Expect(Message(alice, "history 45")).ToBeVisibleAsync();
+        await Expect(alice.Locator("#messages > li")).ToHaveCountAsync(30);
+        await Expect(Message(alice, "history 45").Locator(".matrix")).ToHaveTextAsync("Matrix: pending");
+        await alice.Locator("#messages-scroll").EvaluateAsync("element => element.scrollTop = 0");
+        await Expect(alice.Locator("#messages > li")).ToHaveCountAsync(45);
+        await Expect(Message(alice, "history 1")).ToBeAttachedAsync();
+        await Expect(alice.Locator("#load-earlier")).ToBeHiddenAsync();
+        await alice.ScreenshotAsync(new() { Path = Path.Combine(shots, "07-alice-history-matrix-pending.png") });
+
+        // The owner makes Bob an admin; Bob's page learns it live.
+        await bob.Locator("#conversation-list button", new() { HasText = "Project" }).ClickAsync();
+        await Expect(Message(bob, "history 45")).ToBeVisibleAsync();
+        await Expect(bob.Locator("#add-member-form")).ToBeHiddenAsync();
+        await alice.GetByText("Members (2)").ClickAsync();
+        await alice.Locator("#member-list select").SelectOptionAsync("admin");
+        await bob.GetByText("Members (2)").ClickAsync();
+        await Expect(bob.Locator("#add-member-form")).ToBeVisibleAsync();
+        await Expect(bob.Locator("#member-list")).ToContainTextAsync("admin");
+
+        // An image and a file reach Bob, loaded by the browser itself with the token in the media URL.
+        await alice.Locator("#file-input").SetInputFilesAsync(new FilePayload
+        {
+            Name = "dot.png",
+            MimeType = "image/png",
+            Buffer = Convert.FromBase64String("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="),
+        });
+        var image = bob.Locator("#messages img[alt='dot.png']");
+        await Expect(image).ToBeVisibleAsync();
+        await Expect(image).ToHaveJSPropertyAsync("naturalWidth", 1);
+        await alice.Locator("#file-input").SetInputFilesAsync(new FilePayload
+        {
+            Name = "notes.txt",
+            MimeType = "text/plain",
+            Buffer = "meeting at noon"u8.ToArray(),
+        });
+        await Expect(bob.Locator("#messages a", new() { HasText = "notes.txt" })).ToBeVisibleAsync();
+
+        // Bob, now an admin, deletes one of Alice's messages; Alice sees the tombstone.
+        await Message(bob, "history 45").GetByRole(AriaRole.Button, new() { Name = "Delete this message" }).ClickAsync();
+        await Expect(alice.Locator("#messages > li.deleted")).ToHaveCountAsync(1);
+        await Expect(Message(alice, "history 45")).ToHaveCountAsync(0);
+        await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "08-bob-image-file-deleted.png") });
+
+        Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
+    }
+
+    private static async Task<IPage> OpenAsync(IBrowserContext context, string who, ConcurrentQueue<string> errors, string path = "/")
     {
         var page = await context.NewPageAsync();
         page.Console += (_, message) =>
@@ -154,7 +237,7 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         };
         page.PageError += (_, error) => errors.Enqueue($"{who}: {error}");
         page.Dialog += (_, dialog) => _ = dialog.AcceptAsync();
-        await page.GotoAsync("/");
+        await page.GotoAsync(path);
         return page;
     }
 
