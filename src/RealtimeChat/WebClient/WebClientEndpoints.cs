@@ -72,7 +72,9 @@ public static class WebClientEndpoints
 
     public static IEndpointRouteBuilder MapWebClient(this IEndpointRouteBuilder routes)
     {
-        var auth = routes.ServiceProvider.GetRequiredService<IOptions<AuthOptions>>().Value;
+        // Bound here without validation: invalid Auth settings must still fail at start, as the options' own check says,
+        // not while the app (or a command such as `registration`) is being built.
+        var auth = routes.ServiceProvider.GetRequiredService<IConfiguration>().GetSection(AuthOptions.Section).Get<AuthOptions>() ?? new AuthOptions();
         var developmentSignIn = SigningKeys.IsGeneratedDevelopmentKey(auth);
         var group = routes.MapGroup("/api/v1/web").WithTags("Web client");
 
