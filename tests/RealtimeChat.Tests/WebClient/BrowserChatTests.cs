@@ -196,6 +196,8 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         await alice.Locator("#member-list select").SelectOptionAsync("admin");
         await bob.GetByText("Members (2)").ClickAsync();
         await Expect(bob.Locator("#add-member-form")).ToBeVisibleAsync();
+        // Names come from the members' tokens, through the API: Bob's page never saw Alice sign in.
+        await Expect(bob.Locator("#member-list")).ToContainTextAsync("Alice");
         await Expect(bob.Locator("#member-list")).ToContainTextAsync("admin");
 
         // An image and a file reach Bob, loaded by the browser itself with the token in the media URL.
