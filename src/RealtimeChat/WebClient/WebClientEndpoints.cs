@@ -85,6 +85,10 @@ public static class WebClientEndpoints
         // is for and never acceptable with a real key or identity provider: then the route does not exist at all.
         if (developmentSignIn)
         {
+            routes.ServiceProvider.GetRequiredService<IHostApplicationLifetime>().ApplicationStarted.Register(() =>
+                routes.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(WebClientEndpoints)).LogWarning(
+                    "Development sign-in is open (POST /api/v1/web/dev-token): anyone who can reach this service can act as any user. " +
+                    "Configure Auth:SigningKeyFile or Auth:Authority before exposing it."));
             group.MapPost("/dev-token", (DevelopmentTokenRequest request, IOptions<AuthOptions> options, IOptions<StorageOptions> storage, TimeProvider clock) =>
                 {
                     if (request.UserId is not { } userId || userId == Guid.Empty)
