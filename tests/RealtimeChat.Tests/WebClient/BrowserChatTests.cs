@@ -85,6 +85,14 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "03-bob-chat-phone.png") });
 
         // Bob's network drops. Alice keeps writing; Bob sees none of it until he is back, then all of it, once, in order.
+        var replies = new ConcurrentQueue<string>();
+        bob.WebSocket += (_, socket) => socket.FrameReceived += (_, frame) =>
+        {
+            if (frame.Text is { } text && (text.Contains("\"type\":\"resumed\"", StringComparison.Ordinal) || text.Contains("\"type\":\"resync\"", StringComparison.Ordinal)))
+            {
+                replies.Enqueue(text);
+            }
+        };
         await bobContext.SetOfflineAsync(true);
         await Expect(bob.Locator("#connection")).ToHaveTextAsync("Offline");
         string[] whileAway = ["while you were away 1", "while you were away 2", "while you were away 3"];
@@ -102,6 +110,9 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         await Expect(Message(bob, whileAway[2])).ToBeVisibleAsync();
         await Expect(Message(bob, "Hello Bob, edited!").Locator(".reactions")).ToHaveTextAsync("👍 1🎉 1");
         await AssertSameMessagesAsync(alice, bob);
+        // Through the server's replay (resume), not a reload of history.
+        Assert.Contains(replies, r => r.Contains("\"type\":\"resumed\"", StringComparison.Ordinal) && !r.Contains("\"replayed\":0", StringComparison.Ordinal));
+        Assert.DoesNotContain(replies, r => r.Contains("\"type\":\"resync\"", StringComparison.Ordinal));
         await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "05-bob-back-online.png") });
 
         // Alice records a voice message from Chromium's fake microphone; Bob plays it and seeks in it.
@@ -224,6 +235,52 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         await Expect(Message(alice, "history 45")).ToHaveCountAsync(0);
         await bob.ScreenshotAsync(new() { Path = Path.Combine(shots, "08-bob-image-file-deleted.png") });
 
+        Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
+    }
+
+    [Fact]
+    public async Task After_missing_more_than_a_replay_holds_the_page_reloads_history_without_gap_or_duplicate()
+    {
+        // Two missed events are the most the server replays here; more, and it tells the client to resync over REST.
+        await using var server = await ChatServer.StartAsync(new() { ["Auth:SigningKey"] = null, ["Realtime:MaxResumeEvents"] = "2" });
+        var errors = new ConcurrentQueue<string>();
+        await using var aliceContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        await using var bobContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        var alice = await OpenAsync(aliceContext, "alice", errors);
+        var bob = await OpenAsync(bobContext, "bob", errors);
+        await SignInAsync(alice, "Alice");
+        await SignInAsync(bob, "Bob");
+
+        await alice.GetByText("New conversation").ClickAsync();
+        await alice.GetByLabel("Member ids").FillAsync(BobId);
+        await alice.GetByRole(AriaRole.Button, new() { Name = "Create" }).ClickAsync();
+        await SendAsync(alice, "before the drop");
+        await bob.Locator("#conversation-list button").First.ClickAsync();
+        await Expect(Message(bob, "before the drop")).ToBeVisibleAsync();
+
+        var resyncs = 0;
+        bob.WebSocket += (_, socket) => socket.FrameReceived += (_, frame) =>
+        {
+            if (frame.Text?.Contains("\"type\":\"resync\"", StringComparison.Ordinal) == true)
+            {
+                Interlocked.Increment(ref resyncs);
+            }
+        };
+        await bobContext.SetOfflineAsync(true);
+        await Expect(bob.Locator("#connection")).ToHaveTextAsync("Offline");
+        for (var i = 1; i <= 5; i++)
+        {
+            await SendAsync(alice, $"missed {i}");
+        }
+        await bobContext.SetOfflineAsync(false);
+        await Expect(Message(bob, "missed 5")).ToBeVisibleAsync();
+        await AssertSameMessagesAsync(alice, bob);
+        Assert.Equal(1, Volatile.Read(ref resyncs));
+
+        // Live again after the resync.
+        await SendAsync(alice, "after the resync");
+        await Expect(Message(bob, "after the resync")).ToBeVisibleAsync();
+        await AssertSameMessagesAsync(alice, bob);
         Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
     }
 
