@@ -284,6 +284,81 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
     }
 
+    [Fact]
+    public async Task Matrix_delivery_states_and_Matrix_participants_names_are_shown()
+    {
+        // The page's rendering of what the bridge reports, with the answers rewritten in the browser: a sent and a
+        // failed message, and a Matrix participant (the bridge itself is tested against the homeserver emulator).
+        await using var server = await ChatServer.StartAsync();
+        var aliceId = Guid.Parse(AliceId);
+        var external = Guid.NewGuid();
+        using var api = server.Client(aliceId, "Alice");
+        var created = await api.PostAsJsonAsync("/api/v1/conversations", new { kind = "group", name = "Bridged", member_ids = new[] { Guid.Parse(BobId) } });
+        var conversationId = (await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString();
+        foreach (var text in new[] { "reached the room", "refused by the room", "written on Matrix" })
+        {
+            (await api.PostAsJsonAsync($"/api/v1/conversations/{conversationId}/messages", new { content = text })).EnsureSuccessStatusCode();
+        }
+
+        var errors = new ConcurrentQueue<string>();
+        await using var context = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        var page = await context.NewPageAsync();
+        await page.RouteAsync(new Regex("/api/v1/conversations/[0-9a-f-]+/messages"), async route =>
+        {
+            var response = await route.FetchAsync();
+            var body = System.Text.Json.Nodes.JsonNode.Parse(await response.TextAsync())!;
+            foreach (var message in body["messages"]!.AsArray())
+            {
+                switch ((string?)message!["content"])
+                {
+                    case "reached the room":
+                        message["matrix"] = new System.Text.Json.Nodes.JsonObject { ["state"] = "sent", ["event_id"] = "$sent-event" };
+                        break;
+                    case "refused by the room":
+                        message["matrix"] = new System.Text.Json.Nodes.JsonObject { ["state"] = "failed", ["error"] = "M_FORBIDDEN: not in the room" };
+                        break;
+                    case "written on Matrix":
+                        message["sender_id"] = external.ToString();
+                        break;
+                }
+            }
+            await route.FulfillAsync(new() { Response = response, Body = body.ToJsonString() });
+        });
+        await page.RouteAsync(new Regex("/api/v1/conversations/[0-9a-f-]+$"), async route =>
+        {
+            var response = await route.FetchAsync();
+            var body = System.Text.Json.Nodes.JsonNode.Parse(await response.TextAsync())!;
+            body["members"]!.AsArray().Add(new System.Text.Json.Nodes.JsonObject
+            {
+                ["user_id"] = external.ToString(),
+                ["role"] = "member",
+                ["joined_at"] = DateTimeOffset.UtcNow.ToString("O"),
+                ["last_read_seq"] = 0,
+                ["matrix_user_id"] = "@hugh:matrix.example",
+                ["display_name"] = "Hugh Mann",
+            });
+            await route.FulfillAsync(new() { Response = response, Body = body.ToJsonString() });
+        });
+        page.Console += (_, message) =>
+        {
+            if (message.Type == "error")
+            {
+                errors.Enqueue(message.Text);
+            }
+        };
+        page.PageError += (_, error) => errors.Enqueue(error);
+        await page.GotoAsync($"/#access_token={server.TokenFor(aliceId, name: "Alice")}");
+        await page.Locator("#conversation-list button", new() { HasText = "Bridged" }).ClickAsync();
+
+        await Expect(Message(page, "reached the room").Locator(".matrix")).ToHaveTextAsync("Matrix: sent");
+        await Expect(Message(page, "refused by the room").Locator(".matrix.failed")).ToHaveTextAsync("Matrix: failed (M_FORBIDDEN: not in the room)");
+        await Expect(Message(page, "written on Matrix").Locator(".sender")).ToHaveTextAsync("Hugh Mann");
+        await page.GetByText("Members (3)").ClickAsync();
+        await Expect(page.Locator("#member-list")).ToContainTextAsync("Hugh Mann(Matrix)");
+        await page.ScreenshotAsync(new() { Path = Path.Combine(Browser.ArtifactsDirectory, "09-matrix-states.png") });
+        Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
+    }
+
     private static async Task<IPage> OpenAsync(IBrowserContext context, string who, ConcurrentQueue<string> errors, string path = "/")
     {
         var page = await context.NewPageAsync();
