@@ -454,8 +454,8 @@ function nearBottom() {
 }
 
 function upsertMessage(m) {
-  const store = state.messages.get(m.conversation_id);
-  if (!store?.loaded) return;
+  // Kept even before the conversation's first page has loaded: that page may have been read before this message.
+  const store = messageStore(m.conversation_id);
   const existing = store.byId.get(m.id);
   // An older render (a send's HTTP answer after the edit's event) never replaces a newer one.
   if (existing && (existing.edited_at || '') > (m.edited_at || '') ) return;
