@@ -255,8 +255,19 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         await alice.GetByLabel("Member ids").FillAsync(BobId);
         await alice.GetByRole(AriaRole.Button, new() { Name = "Create" }).ClickAsync();
         await SendAsync(alice, "before the drop");
-        await bob.Locator("#conversation-list button").First.ClickAsync();
+        // Bob uses only the keyboard: Tab to the conversation, Enter opens it and puts him in the message box.
+        var entry = bob.Locator("#conversation-list button").First;
+        await Expect(entry).ToBeVisibleAsync();
+        for (var presses = 0; presses < 10 && !await entry.EvaluateAsync<bool>("element => element === document.activeElement"); presses++)
+        {
+            await bob.Keyboard.PressAsync("Tab");
+        }
+        await bob.Keyboard.PressAsync("Enter");
         await Expect(Message(bob, "before the drop")).ToBeVisibleAsync();
+        await Expect(bob.GetByLabel("Message", new() { Exact = true })).ToBeFocusedAsync();
+        await bob.Keyboard.TypeAsync("typed without a mouse");
+        await bob.Keyboard.PressAsync("Enter");
+        await Expect(Message(alice, "typed without a mouse")).ToBeVisibleAsync();
 
         var resyncs = 0;
         bob.WebSocket += (_, socket) => socket.FrameReceived += (_, frame) =>
