@@ -1,4 +1,3 @@
-using System.ComponentModel.DataAnnotations;
 using Microsoft.Extensions.FileProviders;
 using Microsoft.Extensions.Options;
 using RealtimeChat.Identity;
