@@ -4,6 +4,16 @@ using RealtimeChat.Tests.Infrastructure;
 namespace RealtimeChat.Tests.WebClient;
 
 /// <summary>
+/// The browser tests run on their own, after the parallel part of the suite: Chromium takes a good part of the two
+/// cores, and both the Matrix bridge's timing assertions and these tests' own waits are sensitive to that.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class BrowserCollection
+{
+    public const string Name = "Browser";
+}
+
+/// <summary>
 /// Headless Chromium from the system's package, driven by Playwright (whose own browser download cannot work here).
 /// <c>scripts/test.sh</c> installs it; <c>CHAT_TEST_CHROMIUM</c> points elsewhere.
 /// </summary>

@@ -12,6 +12,7 @@ namespace RealtimeChat.Tests.WebClient;
 /// Two people chat through the web client in a real browser (two isolated contexts, Bob on a phone-sized window),
 /// against the real service on the suite's database. Screenshots of the key moments go to tests/artifacts.
 /// </summary>
+[Collection(BrowserCollection.Name)]
 public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
 {
     private const string AliceId = "11111111-1111-4111-8111-111111111111";
