@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on SQLite and on PostgreSQL.
 # On a fresh Debian machine it installs PostgreSQL from Debian's packages and starts a private cluster on a
-# free port in a temporary directory, removed afterwards. Extra arguments go to `dotnet test` (e.g. --filter).
+# free port in a temporary directory, removed afterwards, and Chromium for the web client's browser tests.
+# Extra arguments go to `dotnet test` (e.g. --filter).
 # The real-Synapse suite (tests/RealtimeChat.Tests/Synapse) runs on both databases when synapse.sh is found
 # (CHAT_TEST_SYNAPSE_SH, ../shared/synapse, /work/shared/synapse); its Debian packages are installed first.
 # Without it those tests are reported as skipped and the last line says NOT RUN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
+source scripts/chromium.sh
 
 synapse_sh=""
 for candidate in "${CHAT_TEST_SYNAPSE_SH:-}" ../shared/synapse/synapse.sh /work/shared/synapse/synapse.sh; do
@@ -26,6 +28,7 @@ fi
 echo "== $synapse_summary"
 
 dotnet build realtime-chat-service.slnx -c Release -warnaserror
+bash scripts/docker-publish-check.sh
 
 # Both databases run even when the first has failures, so a failure says which database(s) it is on.
 status=0

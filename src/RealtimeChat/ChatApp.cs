@@ -12,6 +12,7 @@ using RealtimeChat.Media;
 using RealtimeChat.Messages;
 using RealtimeChat.Realtime;
 using RealtimeChat.Storage;
+using RealtimeChat.WebClient;
 using Scalar.AspNetCore;
 
 namespace RealtimeChat;
@@ -127,6 +128,7 @@ public static class ChatApp
         app.UseMiddleware<RequestIdMiddleware>();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseWebClient();
         app.UseHttpMetrics();
         app.UseWebSockets();
         app.UseAuthentication();
@@ -160,6 +162,7 @@ public static class ChatApp
         app.MapMedia();
         app.MapRealtime();
         app.MapMatrix();
+        app.MapWebClient();
 
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready") });

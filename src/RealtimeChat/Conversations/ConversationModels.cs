@@ -22,6 +22,7 @@ public sealed record AddMemberRequest(Guid? UserId, MemberRole? Role);
 public sealed record UpdateMemberRequest(MemberRole? Role);
 
 /// <param name="MatrixUserId">Set for a participant who is a Matrix user, not an app user (mirrored rooms only).</param>
+/// <param name="DisplayName">A Matrix user's display name, or the name claim of an app user's latest token.</param>
 public sealed record MemberDto(Guid UserId, MemberRole Role, DateTimeOffset JoinedAt, long LastReadSeq, string? MatrixUserId = null, string? DisplayName = null);
 
 public sealed record LastMessagePreview(Guid Id, Guid SenderId, string Type, string? Preview, bool Deleted, DateTimeOffset CreatedAt);
@@ -72,9 +73,11 @@ internal sealed class MemberRow
 
     public const string Select =
         """
-        SELECT cm.conversation_id, cm.user_id, cm.role, cm.joined_at, cm.last_read_seq, mx.matrix_user_id, mx.display_name
+        SELECT cm.conversation_id, cm.user_id, cm.role, cm.joined_at, cm.last_read_seq, mx.matrix_user_id,
+               COALESCE(mx.display_name, up.display_name) AS display_name
           FROM conversation_members cm
           LEFT JOIN matrix_external_users mx ON mx.user_id = cm.user_id
+          LEFT JOIN user_profiles up ON up.user_id = cm.user_id
         """;
 
     public MemberDto ToDto() => new(UserId, Roles.Parse(Role), JoinedAt, LastReadSeq, MatrixUserId, DisplayName);

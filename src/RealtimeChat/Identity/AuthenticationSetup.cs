@@ -36,10 +36,12 @@ public static class AuthenticationSetup
                 };
                 jwt.Events = new JwtBearerEvents
                 {
-                    // Browsers cannot set headers on a WebSocket handshake.
+                    // Browsers cannot set headers on a WebSocket handshake, nor on the requests an <audio> or <img>
+                    // element makes for media (which must come from the element itself so that it can seek with Range).
                     OnMessageReceived = context =>
                     {
-                        if (context.Request.Path.StartsWithSegments("/ws") &&
+                        if ((context.Request.Path.StartsWithSegments("/ws") ||
+                             (HttpMethods.IsGet(context.Request.Method) && context.Request.Path.StartsWithSegments("/api/v1/media"))) &&
                             context.Request.Query.TryGetValue("access_token", out var token))
                         {
                             context.Token = token;

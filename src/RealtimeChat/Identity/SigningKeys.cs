@@ -6,6 +6,10 @@ namespace RealtimeChat.Identity;
 
 public static class SigningKeys
 {
+    /// <summary>True when no key or identity provider is configured, so the service signs with the key it generated.</summary>
+    public static bool IsGeneratedDevelopmentKey(AuthOptions auth) =>
+        auth.SigningKey is null && auth.SigningKeyFile is null && auth.Authority is null;
+
     /// <summary>
     /// The HS256 key: configured value, configured file, or (development default) a key generated into the data
     /// directory so that the <c>token</c> command and the server agree without any set-up. Null with an Authority.
