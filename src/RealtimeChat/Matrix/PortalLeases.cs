@@ -22,11 +22,22 @@ public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> 
     private readonly string _owner = $"{Environment.MachineName}/{Guid.NewGuid():N}";
     // The token under which each portal was last reconciled with the homeserver.
     private readonly ConcurrentDictionary<Guid, long> _reconciled = new();
+    // Leases this process holds, and until when it counts on them without asking the database: a third of the lease
+    // short of its end, for the clocks of instances that disagree a little.
+    private readonly ConcurrentDictionary<Guid, (long Token, DateTimeOffset TrustedUntil)> _held = new();
+
+    private TimeSpan Duration => options.Value.PortalLease;
 
     /// <returns>The lease, or null while another process holds it.</returns>
     public async Task<PortalLease?> AcquireAsync(Guid conversationId, CancellationToken cancellationToken)
     {
         var now = time.UtcNowMicros();
+        // Drains come one after another under load: a lease with most of its time left is not written again (each write
+        // is a commit the database must make durable); recording renews it anyway.
+        if (_held.TryGetValue(conversationId, out var held) && held.TrustedUntil - now > Duration / 3)
+        {
+            return Lease(conversationId, held.Token);
+        }
         await using var connection = await database.OpenAsync(cancellationToken);
         var token = await connection.QuerySingleOrDefaultAsync<long?>(
             """
@@ -37,14 +48,19 @@ public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> 
              WHERE matrix_portal_leases.owner = excluded.owner OR matrix_portal_leases.expires_at < @now
             RETURNING token
             """,
-            new { conversationId, owner = _owner, expires = now + options.Value.PortalLease, now });
-        if (token is not { } held)
+            new { conversationId, owner = _owner, expires = now + Duration, now });
+        if (token is not { } acquired)
         {
+            _held.TryRemove(conversationId, out _);
             _reconciled.TryRemove(conversationId, out _);
             return null;
         }
-        return new PortalLease(conversationId, held, Fresh: !_reconciled.TryGetValue(conversationId, out var known) || known != held);
+        _held[conversationId] = (acquired, now + Duration * 2 / 3);
+        return Lease(conversationId, acquired);
     }
+
+    private PortalLease Lease(Guid conversationId, long token) =>
+        new(conversationId, token, Fresh: !_reconciled.TryGetValue(conversationId, out var known) || known != token);
 
     /// <summary>What a previous holder may have left unrecorded has been looked for: later drains under this token need not.</summary>
     public void Reconciled(PortalLease lease) => _reconciled[lease.ConversationId] = lease.Token;
@@ -64,26 +80,45 @@ public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> 
     /// Renews the lease inside <paramref name="transaction"/> (on PostgreSQL the row stays locked until it commits, so a
     /// takeover cannot slip in between), or throws if it was lost: then nothing of the transaction may be kept.
     /// </summary>
-    public async Task RenewAsync(DbConnection connection, DbTransaction? transaction, PortalLease lease)
+    /// <returns>When it was renewed: pass it to <see cref="Renewed"/> once <paramref name="transaction"/> commits.</returns>
+    public async Task<DateTimeOffset> RenewAsync(DbConnection connection, DbTransaction? transaction, PortalLease lease)
     {
+        var now = time.UtcNowMicros();
         var renewed = await connection.ExecuteAsync(
             """
             UPDATE matrix_portal_leases SET expires_at = @expires
              WHERE conversation_id = @ConversationId AND owner = @owner AND token = @Token
             """,
-            new { lease.ConversationId, lease.Token, owner = _owner, expires = time.UtcNowMicros() + options.Value.PortalLease },
+            new { lease.ConversationId, lease.Token, owner = _owner, expires = now + Duration },
             transaction);
         if (renewed == 0)
         {
+            _held.TryRemove(lease.ConversationId, out _);
             _reconciled.TryRemove(lease.ConversationId, out _);
             throw new PortalLeaseLostException(lease.ConversationId);
         }
+        // Trusted only once the renewal commits; until then the earlier time stands, which is shorter.
+        if (transaction is null)
+        {
+            Renewed(lease, now);
+        }
+        return now;
     }
+
+    /// <summary>A renewal made in a transaction has committed.</summary>
+    public void Renewed(PortalLease lease, DateTimeOffset at) => _held[lease.ConversationId] = (lease.Token, at + Duration * 2 / 3);
+
+    /// <summary>Renews the lease when what this process counts on of it is running out (long drains).</summary>
+    public Task RenewIfDueAsync(DbConnection connection, PortalLease lease) =>
+        _held.TryGetValue(lease.ConversationId, out var held) && held.Token == lease.Token && held.TrustedUntil - time.UtcNowMicros() > Duration / 3
+            ? Task.CompletedTask
+            : RenewAsync(connection, null, lease);
 
     /// <summary>At shutdown: the next instance takes our portals over at once instead of when the leases run out.</summary>
     public async Task ReleaseAllAsync(CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
+        _held.Clear();
         await connection.ExecuteAsync("DELETE FROM matrix_portal_leases WHERE owner = @owner", new { owner = _owner });
         _reconciled.Clear();
     }

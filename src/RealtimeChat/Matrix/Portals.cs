@@ -112,7 +112,7 @@ public sealed class Portals(
             List<OutboxAction> actions;
             await using (var connection = await database.OpenAsync(stoppingToken))
             {
-                await leases.RenewAsync(connection, null, turn.Lease);
+                await leases.RenewIfDueAsync(connection, turn.Lease);
                 actions = (await connection.QueryAsync<OutboxAction>(
                     """
                     SELECT * FROM matrix_outbox
@@ -283,7 +283,7 @@ public sealed class Portals(
         await using (var connection = await database.OpenAsync(cancellationToken))
         {
             creation = await connection.QuerySingleOrDefaultAsync<CreateRoomState>(
-                "SELECT status, last_error FROM matrix_outbox WHERE conversation_id = @conversationId AND action = @createRoom ORDER BY id DESC LIMIT 1",
+                "SELECT id, status, last_error FROM matrix_outbox WHERE conversation_id = @conversationId AND action = @createRoom ORDER BY id DESC LIMIT 1",
                 new { conversationId, createRoom = MatrixActions.CreateRoom });
         }
         switch (creation?.Status)
@@ -293,18 +293,33 @@ public sealed class Portals(
                 logger.LogWarning("Matrix action {Action} #{Id} of conversation {ConversationId} parked as failed: {Error}", head.Action, head.Id, conversationId, error);
                 turn.Done(new ActionOutcome(head.Id, head.Action, "failed", null, error, head.NextAttemptAt, head.OutcomeUnknown), time.GetUtcNow());
                 return null;
-            case "pending" or "sent":
-                // Created (or being created) and yet no room: its creation runs again, which finds the room by its alias.
+            case "pending":
+                // Its creation is queued behind something: that cannot normally be, as creation comes first.
                 return Failed(turn, head, new ActionNotReadyException($"Conversation {conversationId} has no Matrix room yet."));
+            case "sent":
+                // Created, and the mapping lost since: creating it again finds the room by its alias and saves the mapping.
+                await using (var connection = await database.OpenAsync(cancellationToken))
+                await using (var transaction = await connection.BeginTransactionAsync(cancellationToken))
+                {
+                    await leases.RenewAsync(connection, transaction, turn.Lease);
+                    await connection.ExecuteAsync(
+                        "UPDATE matrix_outbox SET status = 'pending', next_attempt_at = @now WHERE id = @Id",
+                        new { creation.Id, now = time.UtcNowMicros() }, transaction);
+                    await transaction.CommitAsync(cancellationToken);
+                }
+                logger.LogWarning("Conversation {ConversationId} has lost its Matrix room mapping; its room is looked up by its alias again", conversationId);
+                return null;
         }
 
-        // Matrix was switched on after this conversation began: give it its room now, with its recent history first.
+        // Never created: Matrix was switched on after this conversation began. Create its room now, its recent history first.
         var snapshot = await conversations.SnapshotAsync(conversationId, cancellationToken);
         if (snapshot is null)
         {
             return Failed(turn, head, new ApiException(StatusCodes.Status404NotFound, "conversation_not_found", "The conversation no longer exists."));
         }
-        var backfill = await messages.RecentAsync(conversationId, head.Seq, options.Value.BackfillLimit, cancellationToken);
+        var backfill = (await messages.RecentAsync(conversationId, head.Seq, options.Value.BackfillLimit, cancellationToken))
+            // Whatever is known to be on Matrix already (a room whose creation row retention removed) is never posted again.
+            .Where(m => m.ExternalId is null).ToList();
         var now = time.UtcNowMicros();
         // Seq 0 puts the room's creation ahead of everything; backfilled messages keep their own seqs, which are all
         // older than the waiting head's (their sends carry the messages' own times as the events' timestamps).
@@ -343,10 +358,11 @@ public sealed class Portals(
             return;
         }
         // Recording the outcome must not be abandoned half-way by shutdown: the homeserver already has the events.
+        DateTimeOffset renewed;
         await using (var connection = await database.OpenAsync(CancellationToken.None))
         await using (var transaction = await connection.BeginTransactionAsync(CancellationToken.None))
         {
-            await leases.RenewAsync(connection, transaction, turn.Lease);
+            renewed = await leases.RenewAsync(connection, transaction, turn.Lease);
             // A statement per row: each is a primary-key update with a plan that stays right as the outbox grows, and the
             // batches are small under load (one or two actions per room).
             var now = time.UtcNowMicros();
@@ -369,6 +385,7 @@ public sealed class Portals(
             }
             await transaction.CommitAsync(CancellationToken.None);
         }
+        leases.Renewed(turn.Lease, renewed);
         foreach (var message in turn.MessageEvents)
         {
             recorded.Recorded(message.EventId);
@@ -386,6 +403,7 @@ public sealed class Portals(
 
     private sealed class CreateRoomState
     {
+        public long Id { get; init; }
         public string Status { get; init; } = "";
         public string? LastError { get; init; }
     }

@@ -51,6 +51,9 @@ public sealed class StoredMessageRef
     public long Seq { get; init; }
     public Guid SenderId { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
+
+    /// <summary>The event it mirrors (or became) on another network, if any.</summary>
+    public string? ExternalId { get; init; }
 }
 
 /// <summary>An uploaded (already encrypted and stored) file's row.</summary>
@@ -119,7 +122,7 @@ public sealed class MessageService(
         await using var connection = await database.OpenAsync(cancellationToken);
         var rows = await connection.QueryAsync<StoredMessageRef>(
             """
-            SELECT id, seq, sender_id, created_at FROM messages
+            SELECT id, seq, sender_id, created_at, matrix_event_id AS external_id FROM messages
              WHERE conversation_id = @conversationId AND seq < @beforeSeq AND deleted_at IS NULL
              ORDER BY seq DESC LIMIT @limit
             """,

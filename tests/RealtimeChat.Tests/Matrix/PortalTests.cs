@@ -250,4 +250,23 @@ public sealed class PortalTests
         await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "PUT"
             && r.Path.Contains($"/rooms/{roomId}/typing/{bridge.Ghost(owner)}", StringComparison.Ordinal) && r.Status == 200), "the ghost typing");
     }
+
+    [Fact]
+    public async Task A_room_whose_mapping_was_lost_is_found_again_by_its_alias_not_made_twice()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("lost mapping");
+        await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
+        {
+            await connection.ExecuteAsync("DELETE FROM matrix_room_mapping WHERE conversation_id = @conversation", new { conversation });
+        }
+        // A new process: nothing of the room is cached.
+        await bridge.RestartAsync();
+        alice = bridge.Server.Client(await ScalarAsync<Guid>(bridge.Server, "SELECT created_by FROM conversations WHERE id = @conversation", new { conversation }));
+
+        await alice.SendAsync(conversation, "after the loss");
+
+        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("after the loss"), "the message in the same room", TimeSpan.FromSeconds(20));
+        Assert.Single(bridge.Homeserver.Rooms, r => r.Name == "lost mapping");
+    }
 }
