@@ -1,7 +1,5 @@
-using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http.Json;
-using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.Extensions.Options;
 using Prometheus;
 using RealtimeChat.Conversations;
@@ -84,31 +82,7 @@ public static class ChatApp
         services.AddMatrix(configuration);
 
         services.AddChatAuthentication(configuration);
-        services.AddRateLimiter(limiter =>
-        {
-            limiter.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
-            limiter.AddPolicy(MessageEndpoints.SendRateLimitPolicy, context =>
-            {
-                var settings = context.RequestServices.GetRequiredService<IOptions<MessageOptions>>().Value;
-                return RateLimitPartition.GetTokenBucketLimiter(
-                    context.User.FindFirst("sub")?.Value ?? "anonymous",
-                    _ => new TokenBucketRateLimiterOptions
-                    {
-                        TokenLimit = settings.SendBurst,
-                        TokensPerPeriod = settings.SendsPerSecond,
-                        ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-                        QueueLimit = 0,
-                        AutoReplenishment = true,
-                    });
-            });
-            limiter.OnRejected = async (context, cancellationToken) =>
-            {
-                var retryAfter = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromSeconds(1);
-                context.HttpContext.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString();
-                await Problems.Create(StatusCodes.Status429TooManyRequests, "rate_limited", "Too many messages; retry after the Retry-After delay.")
-                    .ExecuteAsync(context.HttpContext);
-            };
-        });
+        services.AddChatRateLimits(configuration);
 
         services.Configure<JsonOptions>(json => ChatJson.Configure(json.SerializerOptions));
         services.Configure<RouteHandlerOptions>(routes => routes.ThrowOnBadRequest = true);
@@ -139,7 +113,7 @@ public static class ChatApp
             }
             await next(context);
         });
-        app.UseRateLimiter();
+        app.UseChatRateLimits();
 
         // JSON endpoints take small bodies; media uploads set their own limit.
         app.Use((context, next) =>

@@ -26,6 +26,7 @@ public static class RealtimeEndpoints
             return Results.Empty;
         })
         .RequireAuthorization()
+        .RateLimited(RateLimitClass.Reads)
         .WithTags("Realtime")
         .WithSummary("Live events (bearer token in the Authorization header or the access_token query)");
 }
