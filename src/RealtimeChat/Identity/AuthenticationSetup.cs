@@ -66,6 +66,7 @@ public static class AuthenticationSetup
                 };
             });
         services.AddAuthorization();
+        services.AddSingleton<AccessTokenValidator>();
         return services;
     }
 
