@@ -93,7 +93,7 @@ public static class ChatApp
         });
         services.AddExceptionHandler<ChatExceptionHandler>();
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
-        services.AddOpenApi();
+        services.AddOpenApi(openApi => openApi.AddEnumNames());
     }
 
     private static void MapEndpoints(WebApplication app)

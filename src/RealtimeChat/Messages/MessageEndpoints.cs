@@ -40,15 +40,15 @@ public static class MessageEndpoints
             return TypedResults.NoContent();
         }).RateLimited(RateLimitClass.Edits).WithSummary("Delete a message (sender, owner or admin); its content is erased");
 
-        group.MapPut("/messages/{messageId}/reactions/{reaction}", async (Guid conversationId, Guid messageId, string reaction, ClaimsPrincipal user, MessageService messages, CancellationToken ct) =>
+        group.MapPut("/messages/{messageId}/reactions/{reaction}", async (Guid conversationId, Guid messageId, string reaction, HttpContext context, ClaimsPrincipal user, MessageService messages, CancellationToken ct) =>
         {
-            await messages.AddReactionAsync(user.UserId(), conversationId, messageId, reaction, ct);
+            await messages.AddReactionAsync(user.UserId(), conversationId, messageId, ReactionText.FromPath(context, reaction), ct);
             return TypedResults.NoContent();
         }).RateLimited(RateLimitClass.Edits);
 
-        group.MapDelete("/messages/{messageId}/reactions/{reaction}", async (Guid conversationId, Guid messageId, string reaction, ClaimsPrincipal user, MessageService messages, CancellationToken ct) =>
+        group.MapDelete("/messages/{messageId}/reactions/{reaction}", async (Guid conversationId, Guid messageId, string reaction, HttpContext context, ClaimsPrincipal user, MessageService messages, CancellationToken ct) =>
         {
-            await messages.RemoveReactionAsync(user.UserId(), conversationId, messageId, reaction, ct);
+            await messages.RemoveReactionAsync(user.UserId(), conversationId, messageId, ReactionText.FromPath(context, reaction), ct);
             return TypedResults.NoContent();
         }).RateLimited(RateLimitClass.Edits);
 

@@ -202,9 +202,11 @@ public sealed class MessageService(
     private async Task ChangeReactionAsync(
         Guid userId, Guid conversationId, Guid messageId, string reaction, bool add, string? matrixEventId, EventOrigin origin, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(reaction) || reaction.Length > MaxReactionLength || reaction.Any(char.IsControl))
+        if (!ReactionText.IsAcceptable(reaction, MaxReactionLength))
         {
-            throw ApiException.BadRequest("invalid_reaction", $"A reaction is 1 to {MaxReactionLength} printable characters.");
+            throw ApiException.BadRequest("invalid_reaction",
+                $"A reaction is 1 to {MaxReactionLength} UTF-16 units of visible text or emoji; bidi controls, invisible characters and " +
+                "joiners or variation selectors with nothing to join or select are refused.");
         }
         await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
