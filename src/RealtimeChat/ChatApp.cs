@@ -23,6 +23,7 @@ public static class ChatApp
         builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://0.0.0.0:8086");
         builder.WebHost.ConfigureKestrel(kestrel => kestrel.AddServerHeader = false);
         builder.Configuration.AddSeedEnvironment();
+        builder.AddChatLoggingDefaults();
         configure?.Invoke(builder);
         AddServices(builder.Services, builder.Configuration);
         var app = builder.Build();
@@ -99,6 +100,7 @@ public static class ChatApp
     private static void MapEndpoints(WebApplication app)
     {
         app.UseMiddleware<RequestIdMiddleware>();
+        app.UseRequestLogging(app.Configuration);
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseHttpMetrics();
