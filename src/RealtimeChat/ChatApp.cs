@@ -35,6 +35,9 @@ public static class ChatApp
     public static async Task InitializeAsync(WebApplication app, CancellationToken cancellationToken = default)
     {
         var services = app.Services;
+        // The JWT settings are otherwise first built on the first request: a bad key file must stop the start instead.
+        services.GetRequiredService<IOptionsMonitor<Microsoft.AspNetCore.Authentication.JwtBearer.JwtBearerOptions>>().Get(
+            Microsoft.AspNetCore.Authentication.JwtBearer.JwtBearerDefaults.AuthenticationScheme);
         if (services.GetRequiredService<IOptions<DatabaseOptions>>().Value.MigrateOnStartup)
         {
             services.GetRequiredService<DatabaseMigrator>().Migrate();

@@ -20,6 +20,9 @@ public static class RequestLogging
             {
                 ["Logging:LogLevel:Default"] = "Information",
                 ["Logging:LogLevel:Microsoft.AspNetCore"] = "Warning",
+                // Its only Error is "Hosting failed to start" with a stack trace; Program prints that failure as one
+                // line naming the setting. A crashed background service is still logged, at Critical.
+                ["Logging:LogLevel:Microsoft.Extensions.Hosting.Internal.Host"] = "Critical",
             },
         });
         // Without a formatter name the console logger ignores the formatter options below and reads its obsolete own.

@@ -9,6 +9,7 @@ public sealed partial class ServiceProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly ConcurrentQueue<string> _lines = new();
+    private readonly ConcurrentQueue<string> _errorLines = new();
     private readonly Func<Task> _cleanup;
 
     private ServiceProcess(Process process, Func<Task> cleanup)
@@ -17,7 +18,10 @@ public sealed partial class ServiceProcess : IAsyncDisposable
         _cleanup = cleanup;
     }
 
+    /// <summary>Standard output and standard error, as they arrived.</summary>
     public IReadOnlyList<string> Lines => [.. _lines];
+
+    public IReadOnlyList<string> ErrorLines => [.. _errorLines];
 
     public Process Process => _process;
 
@@ -28,7 +32,11 @@ public sealed partial class ServiceProcess : IAsyncDisposable
     {
         var dataDirectory = Directory.CreateTempSubdirectory("chat-process-").FullName;
         var (settings, drop) = await TestDatabase.CreateAsync(dataDirectory);
-        var args = new List<string> { $"--Storage:DataDirectory={dataDirectory}", $"--Auth:SigningKey={ChatServer.SigningKey}" };
+        var args = new List<string> { $"--Storage:DataDirectory={dataDirectory}" };
+        if (!arguments.Any(a => a.StartsWith("--Auth:", StringComparison.Ordinal)))
+        {
+            args.Add($"--Auth:SigningKey={ChatServer.SigningKey}");
+        }
         args.AddRange(settings.Select(s => $"--{s.Key}={s.Value}"));
         args.AddRange(arguments);
         // Run from a directory without appsettings.json, as a deployment that configures only through the environment.
@@ -57,7 +65,14 @@ public sealed partial class ServiceProcess : IAsyncDisposable
         var process = new Process { StartInfo = start };
         var service = new ServiceProcess(process, cleanup ?? (() => Task.CompletedTask));
         process.OutputDataReceived += (_, e) => service.Add(e.Data);
-        process.ErrorDataReceived += (_, e) => service.Add(e.Data);
+        process.ErrorDataReceived += (_, e) =>
+        {
+            service.Add(e.Data);
+            if (e.Data is not null)
+            {
+                service._errorLines.Enqueue(e.Data);
+            }
+        };
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
@@ -94,7 +109,7 @@ public sealed partial class ServiceProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits for the process to exit on its own and returns its exit code.</summary>
+    /// <summary>Waits for the process to exit on its own (and its output to be read) and returns its exit code.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
         using var cts = new CancellationTokenSource(timeout);
