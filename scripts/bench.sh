@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one benchmark scenario of the service, Release build, as a separate process (see docs/performance.md).
-#   scripts/bench.sh send|fanout|bridge|soak [--db postgres|sqlite] [scenario options…]
+#   scripts/bench.sh send|fanout|bridge|soak|noisy-neighbour [--db postgres|sqlite] [scenario options…]
 # --db defaults to postgres: a private cluster is started (scripts/postgres.sh, fsync on) and removed afterwards.
 # CHAT_BENCH_REF=<git ref> benchmarks that committed revision instead of the working tree (built in a temp dir
 # from `git archive`; the harness itself is taken from the working tree). `… <scenario> --help` lists the options.
@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 
 scenario="${1:-}"
 case "$scenario" in
-  send|fanout|bridge|soak) shift ;;
-  *) echo "usage: scripts/bench.sh send|fanout|bridge|soak [--db postgres|sqlite] [options]" >&2; exit 2 ;;
+  send|fanout|bridge|soak|noisy-neighbour) shift ;;
+  *) echo "usage: scripts/bench.sh send|fanout|bridge|soak|noisy-neighbour [--db postgres|sqlite] [options]" >&2; exit 2 ;;
 esac
 db=postgres
 args=()

@@ -110,6 +110,8 @@ public static class ChatApp
         app.UseWebSockets();
         app.UseAuthentication();
         app.UseAuthorization();
+        // Before anything that may touch the database: a refused request costs as little as possible.
+        app.UseChatRateLimits();
         app.Use(async (context, next) =>
         {
             if (context.User.Identity?.IsAuthenticated == true)
@@ -118,7 +120,6 @@ public static class ChatApp
             }
             await next(context);
         });
-        app.UseChatRateLimits();
 
         // JSON endpoints take small bodies; media uploads set their own limit.
         app.Use((context, next) =>
