@@ -136,9 +136,9 @@ public static class NoisyNeighbourScenario
             report.Row($"victim send, {name} flood", send.ToString(), quietSend.ToString(), sendRatio, goal, goal is null ? null : sendRatio <= TargetRatio);
             report.Row($"victim delivery, {name} flood", delivery.ToString(), quietDelivery.ToString(), deliveryRatio, goal, goal is null ? null : deliveryRatio <= TargetRatio);
             report.Row($"  attacker: accepted / 429 / other", $"{outcomes.Accepted} / {outcomes.Limited} / {outcomes.Other}");
-            if (outcomes.SocketsOpened + outcomes.SocketsRefused > 0)
+            if (outcomes.SocketsOpened + outcomes.SocketsRefused + outcomes.SocketsRateLimited > 0)
             {
-                report.Row($"  attacker sockets: open / refused (4029)", $"{outcomes.SocketsOpened} / {outcomes.SocketsRefused}");
+                report.Row($"  attacker sockets: open / closed 4029 / handshake 429", $"{outcomes.SocketsOpened} / {outcomes.SocketsRefused} / {outcomes.SocketsRateLimited}");
             }
             phases[name] = new JsonObject
             {
@@ -151,6 +151,7 @@ public static class NoisyNeighbourScenario
                 ["attacker_other"] = outcomes.Other,
                 ["attacker_sockets_open"] = outcomes.SocketsOpened,
                 ["attacker_sockets_refused"] = outcomes.SocketsRefused,
+                ["attacker_sockets_rate_limited"] = outcomes.SocketsRateLimited,
             };
             report.Ratios[$"{name}_send_p50"] = Fmt.R(Report.Ratio(send.P50, quietSend.P50), 2);
             report.Ratios[$"{name}_send_p99"] = Fmt.R(sendRatio, 2);
@@ -181,6 +182,7 @@ public static class NoisyNeighbourScenario
         public long Limited;
         public long SocketsOpened;
         public long SocketsRefused;
+        public long SocketsRateLimited;
         public long Other;
         public string? FirstOther;
 
@@ -253,6 +255,11 @@ public static class NoisyNeighbourScenario
                 catch (Exception ex) when (ex.Message.Contains("4029", StringComparison.Ordinal) || ex.Message.Contains("too_many_connections", StringComparison.Ordinal))
                 {
                     Interlocked.Increment(ref outcomes.SocketsRefused);
+                }
+                catch (Exception ex) when (ex.Message.Contains("'429'", StringComparison.Ordinal))
+                {
+                    // The handshake itself was over the attacker's read budget.
+                    Interlocked.Increment(ref outcomes.SocketsRateLimited);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
