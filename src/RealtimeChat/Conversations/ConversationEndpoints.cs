@@ -7,13 +7,21 @@ namespace RealtimeChat.Conversations;
 
 public static class ConversationEndpoints
 {
+    private const int MembersPerPermit = 100;
+
     public static RouteGroupBuilder MapConversations(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/conversations").WithTags("Conversations").RequireAuthorization();
 
-        group.MapPost("/", async Task<Results<Created<ConversationDto>, Ok<ConversationDto>>> (
-            CreateConversationRequest request, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+        group.MapPost("/", async Task<Results<Created<ConversationDto>, Ok<ConversationDto>, ProblemHttpResult>> (
+            CreateConversationRequest request, HttpContext context, ClaimsPrincipal user, ConversationService conversations, ChatRateLimits limits, CancellationToken ct) =>
         {
+            // A group's members are membership changes too: one more unit of the budget per 100 of them, so a flood
+            // of 1,000-member groups is not 1,000 times cheaper than adding those members one by one.
+            if (limits.ChargeExtra(context, (request.MemberIds?.Count ?? 0) / MembersPerPermit) is { } refused)
+            {
+                return refused;
+            }
             var (conversation, created) = await conversations.CreateAsync(user.UserId(), request, ct);
             return created
                 ? TypedResults.Created($"/api/v1/conversations/{conversation.Id}", conversation)

@@ -119,6 +119,32 @@ public sealed class ChatRateLimits
         SetHeaders(context.Response.Headers, _rules[key.Class], available);
     }
 
+    /// <summary>
+    /// Charges a request that does more than one unit of work (a group created with many members) the rest of its
+    /// cost, on top of the permit the middleware took.
+    /// </summary>
+    /// <returns>Null when charged; over budget, the 429 the middleware would have answered (headers already set).</returns>
+    public Microsoft.AspNetCore.Http.HttpResults.ProblemHttpResult? ChargeExtra(HttpContext context, int permits)
+    {
+        if (permits <= 0 || Classify(context) is not { } key)
+        {
+            return null;
+        }
+        var rule = _rules[key.Class];
+        using var lease = Limiter.AttemptAcquire(context, Math.Min(permits, rule.Burst));
+        SetHeaders(context.Response.Headers, rule, Limiter.GetStatistics(context)?.CurrentAvailablePermits ?? 0);
+        if (lease.IsAcquired)
+        {
+            return null;
+        }
+        Rejected.WithLabels(Label(key.Class)).Inc();
+        var retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromSeconds(1);
+        var seconds = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds));
+        context.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
+        return Problems.Create(StatusCodes.Status429TooManyRequests, "rate_limited",
+            $"Too many {Describe(key.Class)}; retry after the Retry-After delay ({seconds} s).");
+    }
+
     public async ValueTask OnRejectedAsync(OnRejectedContext rejected, CancellationToken cancellationToken)
     {
         var context = rejected.HttpContext;

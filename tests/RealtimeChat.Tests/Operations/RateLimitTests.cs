@@ -117,6 +117,29 @@ public sealed class RateLimitTests
     }
 
     [Fact]
+    public async Task A_large_group_costs_one_more_unit_per_hundred_members()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["RateLimits:Conversations:PerSecond"] = "0.01", ["RateLimits:Conversations:Burst"] = "8" });
+        var carol = Guid.NewGuid();
+        var client = server.Client(carol);
+        var members = Enumerable.Range(0, 450).Select(_ => Guid.NewGuid()).ToArray();
+
+        var big = await client.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "big", member_ids = members });
+        await big.JsonAsync(HttpStatusCode.Created);
+        AssertHeaders(big, limit: 8, remaining: 3);
+
+        // 3 left: another 450 members (5 units) is refused and not created; the unit it took at the door is spent.
+        var refused = await client.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "big 2", member_ids = members });
+        await refused.ProblemAsync(HttpStatusCode.TooManyRequests, "rate_limited");
+        Assert.True(refused.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1));
+        AssertHeaders(refused, limit: 8, remaining: 2);
+
+        await (await client.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "small", member_ids = members.Take(99) })).JsonAsync(HttpStatusCode.Created);
+        var mine = await client.GetJsonAsync("/api/v1/conversations");
+        Assert.Equal(["small", "big"], mine.GetProperty("conversations").EnumerateArray().Select(c => c.GetProperty("name").GetString()));
+    }
+
+    [Fact]
     public async Task Every_api_write_endpoint_draws_on_a_rate_limit_class()
     {
         await using var server = await ChatServer.StartAsync();
