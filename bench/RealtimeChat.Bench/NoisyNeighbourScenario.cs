@@ -76,27 +76,30 @@ public static class NoisyNeighbourScenario
         Task VictimSend(int worker, long number, long timestamp, CancellationToken ct) =>
             victimApi.SendAsync(victim, victimConversation, Marker.Make(timestamp, number), ct);
 
-        async Task<(LoadResult Sends, Deliveries Deliveries)> MeasureAsync(Func<CancellationToken, Task>? flood)
+        async Task<(LoadResult Sends, Deliveries Deliveries, CpuUse Cpu)> MeasureAsync(Func<CancellationToken, Task>? flood)
         {
             var deliveries = sink.Begin();
             using var stop = new CancellationTokenSource();
+            var cpu = new CpuMeter(service.Process.Pid);
             var flooding = flood is null ? Task.CompletedTask : Task.Run(() => flood(stop.Token));
             var sends = await Load.RunAsync(2, o.VictimRate, Common.Seconds(o.Seconds), VictimSend);
+            var used = cpu.Stop();
             await stop.CancelAsync();
             await flooding;
             await deliveries.SettleAsync(sends.Completed, TimeSpan.FromSeconds(3));
-            return (sends, deliveries);
+            return (sends, deliveries, used);
         }
 
         // Warm-up, then the quiet reference.
         await Load.RunAsync(2, o.VictimRate, Common.Seconds(Math.Min(2, o.Seconds)), VictimSend);
         Common.Say(log, $"quiet, {o.Seconds} s");
-        var (quietSends, quietDeliveries) = await MeasureAsync(null);
+        var (quietSends, quietDeliveries, quietCpu) = await MeasureAsync(null);
         var quietSend = quietSends.Latency.Summary();
         var quietDelivery = quietDeliveries.Latency.Summary();
         report.Row("victim send, quiet", quietSend.ToString());
         report.Row("victim delivery, quiet", quietDelivery.ToString());
-        report.Figures["quiet"] = new JsonObject { ["send"] = quietSend.ToJson(), ["delivery"] = quietDelivery.ToJson() };
+        report.Row("CPU cores, quiet", quietCpu.ToString());
+        report.Figures["quiet"] = new JsonObject { ["send"] = quietSend.ToJson(), ["delivery"] = quietDelivery.ToJson(), ["cpu_cores"] = quietCpu.ToJson() };
 
         var members = new[] { victim.Id, watcher.Id }.Concat(Enumerable.Range(0, Math.Max(0, o.GroupMembers - 3)).Select(_ => Guid.NewGuid())).ToArray();
         var upload = RandomNumberGenerator.GetBytes(o.UploadBytes);
@@ -126,7 +129,7 @@ public static class NoisyNeighbourScenario
         {
             Common.Say(log, $"flood: {name}, {o.Seconds} s");
             var outcomes = new Outcomes();
-            var (sends, deliveries) = await MeasureAsync(ct => run(outcomes, ct));
+            var (sends, deliveries, cpu) = await MeasureAsync(ct => run(outcomes, ct));
             errors += sends.Errors;
             var send = sends.Latency.Summary();
             var delivery = deliveries.Latency.Summary();
@@ -136,6 +139,7 @@ public static class NoisyNeighbourScenario
             report.Row($"victim send, {name} flood", send.ToString(), quietSend.ToString(), sendRatio, goal, goal is null ? null : sendRatio <= TargetRatio);
             report.Row($"victim delivery, {name} flood", delivery.ToString(), quietDelivery.ToString(), deliveryRatio, goal, goal is null ? null : deliveryRatio <= TargetRatio);
             report.Row($"  attacker: accepted / 429 / other", $"{outcomes.Accepted} / {outcomes.Limited} / {outcomes.Other}");
+            report.Row($"  CPU cores", cpu.ToString());
             if (outcomes.SocketsOpened + outcomes.SocketsRefused + outcomes.SocketsRateLimited > 0)
             {
                 report.Row($"  attacker sockets: open / closed 4029 / handshake 429", $"{outcomes.SocketsOpened} / {outcomes.SocketsRefused} / {outcomes.SocketsRateLimited}");
@@ -152,6 +156,7 @@ public static class NoisyNeighbourScenario
                 ["attacker_sockets_open"] = outcomes.SocketsOpened,
                 ["attacker_sockets_refused"] = outcomes.SocketsRefused,
                 ["attacker_sockets_rate_limited"] = outcomes.SocketsRateLimited,
+                ["cpu_cores"] = cpu.ToJson(),
             };
             report.Ratios[$"{name}_send_p50"] = Fmt.R(Report.Ratio(send.P50, quietSend.P50), 2);
             report.Ratios[$"{name}_send_p99"] = Fmt.R(sendRatio, 2);
