@@ -60,8 +60,19 @@ public sealed class RateLimitOptions : IValidatableObject
     /// <summary>Every GET under /api and WebSocket connects: looser, but still bounded.</summary>
     public RateLimitRule Reads { get; set; } = new(50, 200);
 
+    /// <summary>
+    /// How long a refusal is held before it is answered. A client that retries at once (a flood keeping requests in
+    /// flight) then sends a few requests per second instead of thousands, each of which costs a token check, a
+    /// refusal and CPU the other users need. Zero answers at once.
+    /// </summary>
+    public TimeSpan RejectionDelay { get; set; } = TimeSpan.FromMilliseconds(250);
+
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
+        if (RejectionDelay < TimeSpan.Zero || RejectionDelay > TimeSpan.FromSeconds(10))
+        {
+            yield return new ValidationResult("RateLimits:RejectionDelay must be between 00:00:00 and 00:00:10.", [nameof(RejectionDelay)]);
+        }
         foreach (var (name, rule) in new[] { ("Edits", Edits), ("Conversations", Conversations), ("Uploads", Uploads), ("ReadMarkers", ReadMarkers), ("Reads", Reads) })
         {
             if (rule.PerSecond is not (>= 0.001 and <= 1_000_000))
@@ -86,10 +97,15 @@ public sealed class ChatRateLimits
         "chat_rate_limited_total", "Requests refused with 429, by rate limit class.", "class");
 
     private readonly Dictionary<RateLimitClass, RateLimitRule> _rules;
+    // Refusals held at once, all users together: past it a refusal is answered at once, so holding stays bounded.
+    private const int MaxHeldRejections = 2000;
+    private readonly TimeSpan _rejectionDelay;
+    private int _held;
 
     public ChatRateLimits(IOptions<RateLimitOptions> options, IOptions<MessageOptions> messages)
     {
         var limits = options.Value;
+        _rejectionDelay = limits.RejectionDelay;
         _rules = new()
         {
             // Sends keep their original keys (Messages:SendsPerSecond / SendBurst).
@@ -158,9 +174,33 @@ public sealed class ChatRateLimits
         {
             SetHeaders(context.Response.Headers, _rules[known.Class], 0);
         }
+        await HoldAsync(cancellationToken);
         await Problems.Create(StatusCodes.Status429TooManyRequests, "rate_limited",
                 $"Too many {Describe(key?.Class)}; retry after the Retry-After delay ({seconds} s).")
             .ExecuteAsync(context);
+    }
+
+    private async Task HoldAsync(CancellationToken cancellationToken)
+    {
+        if (_rejectionDelay <= TimeSpan.Zero)
+        {
+            return;
+        }
+        try
+        {
+            if (Interlocked.Increment(ref _held) <= MaxHeldRejections)
+            {
+                await Task.Delay(_rejectionDelay, cancellationToken);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The client went away while held: nothing to answer.
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _held);
+        }
     }
 
     private static PartitionKey? Classify(HttpContext context)

@@ -140,6 +140,22 @@ public sealed class RateLimitTests
     }
 
     [Fact]
+    public async Task A_refusal_is_held_for_the_rejection_delay_so_a_flood_slows_down()
+    {
+        await using var server = await ChatServer.StartAsync(new()
+        {
+            ["Messages:SendsPerSecond"] = "1", ["Messages:SendBurst"] = "1", ["RateLimits:RejectionDelay"] = "00:00:00.600",
+        });
+        var client = server.Client(Guid.NewGuid());
+        var id = await client.CreateGroupAsync("held");
+        await client.SendAsync(id, "the only one");
+
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        await AssertLimitedAsync(await client.PostJsonAsync($"/api/v1/conversations/{id}/messages", new { content = "held" }), limit: 1);
+        Assert.True(started.Elapsed >= TimeSpan.FromMilliseconds(550), $"answered after {started.Elapsed}");
+    }
+
+    [Fact]
     public async Task Every_api_write_endpoint_draws_on_a_rate_limit_class()
     {
         await using var server = await ChatServer.StartAsync();
