@@ -124,15 +124,21 @@ public sealed class ChatRateLimits
 
     public PartitionedRateLimiter<HttpContext> Limiter { get; }
 
-    /// <summary>Sets the headers of a request the limiter let through: how many remain and when the bucket is full.</summary>
+    /// <summary>
+    /// Adds the headers to the answer of a request the limiter let through: how many remain and when the bucket is
+    /// full. Set as the answer starts, so error answers (whose headers the exception handler clears) carry them too.
+    /// </summary>
     public void AddHeaders(HttpContext context)
     {
         if (Classify(context) is not { } key)
         {
             return;
         }
-        var available = Limiter.GetStatistics(context)?.CurrentAvailablePermits ?? 0;
-        SetHeaders(context.Response.Headers, _rules[key.Class], available);
+        context.Response.OnStarting(() =>
+        {
+            SetHeaders(context.Response.Headers, _rules[key.Class], Limiter.GetStatistics(context)?.CurrentAvailablePermits ?? 0);
+            return Task.CompletedTask;
+        });
     }
 
     /// <summary>

@@ -78,12 +78,16 @@ public sealed class RateLimitTests
         await AssertLimitedAsync(await carolClient.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "spam 3" }), limit: 3);
 
         // Reads: looser in production, but bounded too.
-        for (var i = 0; i < 3; i++)
+        for (var i = 0; i < 2; i++)
         {
             var read = await client.GetAsync($"{url}/messages");
             await read.JsonAsync(HttpStatusCode.OK);
             AssertHeaders(read, limit: 3, remaining: 2 - i);
         }
+        // An error answer counts and says so too.
+        var missing = await client.GetAsync($"/api/v1/conversations/{Guid.NewGuid()}");
+        await missing.ProblemAsync(HttpStatusCode.NotFound, "conversation_not_found");
+        AssertHeaders(missing, limit: 3, remaining: 0);
         await AssertLimitedAsync(await client.GetAsync($"{url}/messages"), limit: 3);
 
         // Bob's budgets are his own.
