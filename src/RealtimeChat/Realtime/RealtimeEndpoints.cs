@@ -143,7 +143,17 @@ public sealed class RealtimeSession(
     /// <returns>False when the connection must end.</returns>
     private async Task<bool> RefreshAsync(ChatConnection connection, TokenLifetime lifetime, string? token, CancellationToken cancellationToken)
     {
-        var validated = string.IsNullOrWhiteSpace(token) ? null : await tokens.ValidateAsync(token, cancellationToken);
+        (Guid UserId, DateTimeOffset ExpiresAt)? validated = null;
+        try
+        {
+            validated = string.IsNullOrWhiteSpace(token) ? null : await tokens.ValidateAsync(token, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // E.g. the identity provider's keys could not be fetched: the token cannot be accepted now, the connection
+            // keeps the one it has.
+            logger.LogWarning(ex, "Could not validate a WebSocket auth frame's token");
+        }
         if (validated is not { } fresh)
         {
             connection.Send(OutboundFrame.Control(new ErrorFrame("invalid_token", "The token is invalid or expired; the connection keeps its current token.")));
