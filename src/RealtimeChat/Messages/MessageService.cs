@@ -31,9 +31,9 @@ public sealed class MessageOptions
     [Range(1, 1000)]
     public int MaxSendBatch { get; set; } = 64;
 
-    /// <summary>Sends a user may make per second (token bucket refill), and the burst above that.</summary>
-    [Range(1, 100_000)]
-    public int SendsPerSecond { get; set; } = 20;
+    /// <summary>Sends a user may make per second (token bucket refill; below 1, one every 1/rate seconds), and the burst above that.</summary>
+    [Range(0.001, 100_000)]
+    public double SendsPerSecond { get; set; } = 20;
 
     [Range(1, 100_000)]
     public int SendBurst { get; set; } = 40;

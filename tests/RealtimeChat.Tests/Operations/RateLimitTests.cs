@@ -13,7 +13,7 @@ public sealed class RateLimitTests
     // Budgets small enough to exhaust in a test, refilled too slowly to come back during it.
     private static Dictionary<string, string?> SmallBudgets(int burst = 2) => new()
     {
-        ["Messages:SendsPerSecond"] = "1",
+        ["Messages:SendsPerSecond"] = "0.01",
         ["Messages:SendBurst"] = burst.ToString(),
         ["RateLimits:Edits:PerSecond"] = "0.01",
         ["RateLimits:Edits:Burst"] = burst.ToString(),
