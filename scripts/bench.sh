@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one benchmark scenario of the service, Release build, as a separate process (see docs/performance.md).
-#   scripts/bench.sh send|fanout|bridge|soak|synapse-bridge [--db postgres|sqlite] [scenario options…]
+#   scripts/bench.sh send|fanout|bridge|soak|synapse-bridge|noisy-neighbour [--db postgres|sqlite] [scenario options…]
 # synapse-bridge runs a real Synapse from ../shared/synapse (its Debian packages are installed first).
 # --db defaults to postgres: a private cluster is started (scripts/postgres.sh, fsync on) and removed afterwards.
 # CHAT_BENCH_REF=<git ref> benchmarks that committed revision instead of the working tree (built in a temp dir
@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 
 scenario="${1:-}"
 case "$scenario" in
-  send|fanout|bridge|soak|synapse-bridge) shift ;;
-  *) echo "usage: scripts/bench.sh send|fanout|bridge|soak|synapse-bridge [--db postgres|sqlite] [options]" >&2; exit 2 ;;
+  send|fanout|bridge|soak|synapse-bridge|noisy-neighbour) shift ;;
+  *) echo "usage: scripts/bench.sh send|fanout|bridge|soak|synapse-bridge|noisy-neighbour [--db postgres|sqlite] [options]" >&2; exit 2 ;;
 esac
 db=postgres
 args=()

@@ -261,6 +261,12 @@ public sealed class ChatService : IAsyncDisposable
             $"--Auth:SigningKey={SigningKey}",
             "--Messages:SendsPerSecond=100000",
             "--Messages:SendBurst=100000",
+            // The scenarios measure capacity, not the per-user limits (noisy-neighbour sets its own).
+            "--RateLimits:Edits:PerSecond=100000", "--RateLimits:Edits:Burst=100000",
+            "--RateLimits:Conversations:PerSecond=100000", "--RateLimits:Conversations:Burst=100000",
+            "--RateLimits:Uploads:PerSecond=100000", "--RateLimits:Uploads:Burst=100000",
+            "--RateLimits:ReadMarkers:PerSecond=100000", "--RateLimits:ReadMarkers:Burst=100000",
+            "--RateLimits:Reads:PerSecond=100000", "--RateLimits:Reads:Burst=100000",
             $"--Logging:LogLevel:Default={settings.ServiceLogLevel}",
             $"--Logging:LogLevel:Microsoft.AspNetCore={settings.ServiceLogLevel}",
             $"--Logging:LogLevel:Microsoft.AspNetCore.Hosting.Diagnostics={settings.ServiceLogLevel}",

@@ -3,7 +3,7 @@ using RealtimeChat.Bench;
 
 // One command per scenario; each starts the service (Release build) as a separate process, measures a trivial
 // baseline in the same run, prints a table and one JSON line. See docs/performance.md.
-var root = new RootCommand("RealtimeChat benchmark harness: send, fanout, bridge, soak, synapse-bridge.");
+var root = new RootCommand("RealtimeChat benchmark harness: send, fanout, bridge, soak, synapse-bridge, noisy-neighbour.");
 var db = new Option<string>("--db") { Description = "sqlite or postgres (postgres needs --postgres or CHAT_PG_CONNECTION).", DefaultValueFactory = _ => "sqlite" };
 var postgres = new Option<string?>("--postgres") { Description = "PostgreSQL server connection string (a database is created and dropped).", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("CHAT_PG_CONNECTION") };
 var serviceDll = new Option<string?>("--service-dll") { Description = "The service's RealtimeChat.dll (default: src/RealtimeChat/bin/Release/net10.0)." };
@@ -130,6 +130,22 @@ Option<double> Num(string name, double value, string description) => new(name) {
         (p, s) => SynapseBridgeScenario.RunAsync(s, new SynapseBridgeOptions
         {
             Rooms = p.GetValue(rooms), Messages = p.GetValue(messages), OutageSeconds = p.GetValue(outage), SynapseScript = p.GetValue(script),
+        })));
+}
+{
+    var victimRate = Num("--victim-rate", 10, "The victim's sends/s (under its own 20/s limit).");
+    var seconds = Num("--seconds", 15, "Length of the quiet phase and of each flood.");
+    var workers = Int("--flood-workers", 32, "Requests the attacker keeps in flight.");
+    var members = Int("--group-members", 1000, "Members of each group the attacker creates.");
+    var uploadBytes = Int("--upload-bytes", 256 * 1024, "Size of each file the attacker uploads.");
+    var sockets = Int("--sockets", 2000, "WebSockets the attacker tries to open.");
+    var parallel = Int("--connect-parallel", 64, "Concurrent WebSocket handshakes of the attacker.");
+    root.Subcommands.Add(Scenario("noisy-neighbour", "A victim's send and delivery latency, quiet and while one user floods each write class in turn.",
+        [victimRate, seconds, workers, members, uploadBytes, sockets, parallel],
+        (p, s) => NoisyNeighbourScenario.RunAsync(s, new NoisyNeighbourOptions
+        {
+            VictimRate = p.GetValue(victimRate), Seconds = p.GetValue(seconds), FloodWorkers = p.GetValue(workers), GroupMembers = p.GetValue(members),
+            UploadBytes = p.GetValue(uploadBytes), Sockets = p.GetValue(sockets), ConnectParallel = p.GetValue(parallel),
         })));
 }
 {

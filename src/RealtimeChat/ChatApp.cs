@@ -1,7 +1,5 @@
-using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http.Json;
-using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.Extensions.Options;
 using Prometheus;
 using RealtimeChat.Conversations;
@@ -26,6 +24,7 @@ public static class ChatApp
         builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://0.0.0.0:8086");
         builder.WebHost.ConfigureKestrel(kestrel => kestrel.AddServerHeader = false);
         builder.Configuration.AddSeedEnvironment();
+        builder.AddChatLoggingDefaults();
         configure?.Invoke(builder);
         AddServices(builder.Services, builder.Configuration);
         var app = builder.Build();
@@ -37,6 +36,9 @@ public static class ChatApp
     public static async Task InitializeAsync(WebApplication app, CancellationToken cancellationToken = default)
     {
         var services = app.Services;
+        // The JWT settings are otherwise first built on the first request: a bad key file must stop the start instead.
+        services.GetRequiredService<IOptionsMonitor<Microsoft.AspNetCore.Authentication.JwtBearer.JwtBearerOptions>>().Get(
+            Microsoft.AspNetCore.Authentication.JwtBearer.JwtBearerDefaults.AuthenticationScheme);
         if (services.GetRequiredService<IOptions<DatabaseOptions>>().Value.MigrateOnStartup)
         {
             services.GetRequiredService<DatabaseMigrator>().Migrate();
@@ -85,31 +87,7 @@ public static class ChatApp
         services.AddMatrix(configuration);
 
         services.AddChatAuthentication(configuration);
-        services.AddRateLimiter(limiter =>
-        {
-            limiter.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
-            limiter.AddPolicy(MessageEndpoints.SendRateLimitPolicy, context =>
-            {
-                var settings = context.RequestServices.GetRequiredService<IOptions<MessageOptions>>().Value;
-                return RateLimitPartition.GetTokenBucketLimiter(
-                    context.User.FindFirst("sub")?.Value ?? "anonymous",
-                    _ => new TokenBucketRateLimiterOptions
-                    {
-                        TokenLimit = settings.SendBurst,
-                        TokensPerPeriod = settings.SendsPerSecond,
-                        ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-                        QueueLimit = 0,
-                        AutoReplenishment = true,
-                    });
-            });
-            limiter.OnRejected = async (context, cancellationToken) =>
-            {
-                var retryAfter = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromSeconds(1);
-                context.HttpContext.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString();
-                await Problems.Create(StatusCodes.Status429TooManyRequests, "rate_limited", "Too many messages; retry after the Retry-After delay.")
-                    .ExecuteAsync(context.HttpContext);
-            };
-        });
+        services.AddChatRateLimits(configuration);
 
         services.Configure<JsonOptions>(json => ChatJson.Configure(json.SerializerOptions));
         services.Configure<RouteHandlerOptions>(routes => routes.ThrowOnBadRequest = true);
@@ -120,12 +98,13 @@ public static class ChatApp
         });
         services.AddExceptionHandler<ChatExceptionHandler>();
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
-        services.AddOpenApi();
+        services.AddOpenApi(openApi => openApi.AddEnumNames());
     }
 
     private static void MapEndpoints(WebApplication app)
     {
         app.UseMiddleware<RequestIdMiddleware>();
+        app.UseRequestLogging(app.Configuration);
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseWebClient();
@@ -133,6 +112,8 @@ public static class ChatApp
         app.UseWebSockets();
         app.UseAuthentication();
         app.UseAuthorization();
+        // Before anything that may touch the database: a refused request costs as little as possible.
+        app.UseChatRateLimits();
         app.Use(async (context, next) =>
         {
             if (context.User.Identity?.IsAuthenticated == true)
@@ -141,7 +122,6 @@ public static class ChatApp
             }
             await next(context);
         });
-        app.UseRateLimiter();
 
         // JSON endpoints take small bodies; media uploads set their own limit.
         app.Use((context, next) =>

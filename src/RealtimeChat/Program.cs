@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.Extensions.Options;
 using RealtimeChat;
 using RealtimeChat.Identity;
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Matrix;
 using RealtimeChat.Storage;
 
@@ -10,15 +11,16 @@ var serve = new RootCommand("realtime-chat-service: chat REST API, WebSocket eve
 {
     TreatUnmatchedTokensAsErrors = false,
 };
-serve.SetAction(async (parse, _) => await ChatApp.RunAsync([.. parse.UnmatchedTokens]));
+serve.SetAction(async (parse, _) => await StartupErrors.RunAsync(() => ChatApp.RunAsync([.. parse.UnmatchedTokens])));
 
 var migrate = new Command("migrate", "Apply database migrations and exit (for a separate deploy step).") { TreatUnmatchedTokensAsErrors = false };
-migrate.SetAction(parse =>
+migrate.SetAction(async (parse, _) => await StartupErrors.RunAsync(() =>
 {
     var app = ChatApp.Build([.. parse.UnmatchedTokens]);
     app.Services.GetRequiredService<DatabaseMigrator>().Migrate();
     Console.Error.WriteLine("Database is up to date.");
-});
+    return Task.CompletedTask;
+}));
 
 var userOption = new Option<Guid>("--user") { Description = "The user id (sub claim).", Required = true };
 var hoursOption = new Option<double>("--hours") { Description = "Lifetime in hours.", DefaultValueFactory = _ => 24 };

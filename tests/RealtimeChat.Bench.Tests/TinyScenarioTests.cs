@@ -103,4 +103,27 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         Assert.True(figures.GetProperty("rss_end_mb").GetDouble() > 0);
         Latencies(figures.GetProperty("delivery_latency"));
     }
+
+    [Fact]
+    public async Task NoisyNeighbour()
+    {
+        var json = await RunAsync(s => NoisyNeighbourScenario.RunAsync(s, new NoisyNeighbourOptions
+        {
+            VictimRate = 5, Seconds = 1, FloodWorkers = 4, GroupMembers = 10, UploadBytes = 4096, Sockets = 20, ConnectParallel = 8,
+        }), "noisy-neighbour");
+        var figures = json.GetProperty("figures");
+        Assert.Equal(0, figures.GetProperty("victim_errors").GetInt64());
+        Latencies(figures.GetProperty("quiet").GetProperty("send"));
+        foreach (var phase in new[] { "edits", "reactions", "groups", "uploads", "sockets" })
+        {
+            var figure = figures.GetProperty("phases").GetProperty(phase);
+            Latencies(figure.GetProperty("send"));
+            Assert.Equal(0, figure.GetProperty("attacker_other").GetInt64());
+            Assert.True(figure.GetProperty("attacker_accepted").GetInt64() + figure.GetProperty("attacker_limited").GetInt64() > 0, phase);
+            Assert.True(json.GetProperty("ratios").GetProperty($"{phase}_send_p99").GetDouble() > 0, phase);
+        }
+        // 20 sockets against the default cap of 16.
+        Assert.Equal(16, figures.GetProperty("phases").GetProperty("sockets").GetProperty("attacker_sockets_open").GetInt64());
+        Assert.Equal(4, figures.GetProperty("phases").GetProperty("sockets").GetProperty("attacker_sockets_refused").GetInt64());
+    }
 }

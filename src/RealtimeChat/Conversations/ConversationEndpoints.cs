@@ -1,23 +1,32 @@
 using System.Security.Claims;
 using Microsoft.AspNetCore.Http.HttpResults;
 using RealtimeChat.Identity;
+using RealtimeChat.Infrastructure;
 
 namespace RealtimeChat.Conversations;
 
 public static class ConversationEndpoints
 {
+    private const int MembersPerPermit = 100;
+
     public static RouteGroupBuilder MapConversations(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/conversations").WithTags("Conversations").RequireAuthorization();
 
-        group.MapPost("/", async Task<Results<Created<ConversationDto>, Ok<ConversationDto>>> (
-            CreateConversationRequest request, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
+        group.MapPost("/", async Task<Results<Created<ConversationDto>, Ok<ConversationDto>, ProblemHttpResult>> (
+            CreateConversationRequest request, HttpContext context, ClaimsPrincipal user, ConversationService conversations, ChatRateLimits limits, CancellationToken ct) =>
         {
+            // A group's members are membership changes too: one more unit of the budget per 100 of them, so a flood
+            // of 1,000-member groups is not 1,000 times cheaper than adding those members one by one.
+            if (limits.ChargeExtra(context, (request.MemberIds?.Count ?? 0) / MembersPerPermit) is { } refused)
+            {
+                return refused;
+            }
             var (conversation, created) = await conversations.CreateAsync(user.UserId(), request, ct);
             return created
                 ? TypedResults.Created($"/api/v1/conversations/{conversation.Id}", conversation)
                 : TypedResults.Ok(conversation);
-        }).WithSummary("Create a direct or group conversation (a direct one is returned if it exists)");
+        }).RateLimited(RateLimitClass.Conversations).WithSummary("Create a direct or group conversation (a direct one is returned if it exists)");
 
         group.MapGet("/", async (string? cursor, int? limit, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
             TypedResults.Ok(await conversations.ListAsync(user.UserId(), cursor, limit, ct)))
@@ -28,6 +37,7 @@ public static class ConversationEndpoints
 
         group.MapPatch("/{conversationId}", async (Guid conversationId, UpdateConversationRequest request, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
             TypedResults.Ok(await conversations.RenameAsync(user.UserId(), conversationId, request, ct)))
+            .RateLimited(RateLimitClass.Conversations)
             .WithSummary("Rename a group conversation (owner or admin)");
 
         group.MapGet("/{conversationId}/members", async (Guid conversationId, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
@@ -37,25 +47,25 @@ public static class ConversationEndpoints
         {
             var member = await conversations.AddMemberAsync(user.UserId(), conversationId, request, ct);
             return TypedResults.Created($"/api/v1/conversations/{conversationId}/members/{member.UserId}", member);
-        });
+        }).RateLimited(RateLimitClass.Conversations);
 
         group.MapPatch("/{conversationId}/members/{userId}", async (Guid conversationId, Guid userId, UpdateMemberRequest request, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
         {
             await conversations.UpdateMemberAsync(user.UserId(), conversationId, userId, request, ct);
             return TypedResults.NoContent();
-        }).WithSummary("Change a member's role (owner only; making someone owner transfers ownership)");
+        }).RateLimited(RateLimitClass.Conversations).WithSummary("Change a member's role (owner only; making someone owner transfers ownership)");
 
         group.MapDelete("/{conversationId}/members/{userId}", async (Guid conversationId, Guid userId, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
         {
             await conversations.RemoveMemberAsync(user.UserId(), conversationId, userId, ct);
             return TypedResults.NoContent();
-        });
+        }).RateLimited(RateLimitClass.Conversations);
 
         group.MapPost("/{conversationId}/leave", async (Guid conversationId, ClaimsPrincipal user, ConversationService conversations, CancellationToken ct) =>
         {
             await conversations.RemoveMemberAsync(user.UserId(), conversationId, user.UserId(), ct);
             return TypedResults.NoContent();
-        });
+        }).RateLimited(RateLimitClass.Conversations);
 
         return group;
     }

@@ -68,6 +68,7 @@ public static class AuthenticationSetup
                 };
             });
         services.AddAuthorization();
+        services.AddSingleton<AccessTokenValidator>();
         return services;
     }
 

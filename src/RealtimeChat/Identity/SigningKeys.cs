@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Storage;
 
 namespace RealtimeChat.Identity;
@@ -22,7 +23,20 @@ public static class SigningKeys
         }
         if (auth.SigningKeyFile is not null)
         {
-            return Encoding.UTF8.GetBytes(File.ReadAllText(auth.SigningKeyFile).Trim());
+            string key;
+            try
+            {
+                key = File.ReadAllText(auth.SigningKeyFile).Trim();
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new StartupException($"Auth:SigningKeyFile: cannot read '{auth.SigningKeyFile}': {ex.Message}", ex);
+            }
+            if (key.Length < 32)
+            {
+                throw new StartupException($"Auth:SigningKeyFile: the key in '{auth.SigningKeyFile}' must be at least 32 characters.");
+            }
+            return Encoding.UTF8.GetBytes(key);
         }
         if (auth.Authority is not null)
         {

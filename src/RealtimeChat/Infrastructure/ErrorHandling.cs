@@ -17,6 +17,8 @@ public sealed class ChatExceptionHandler(ILogger<ChatExceptionHandler> logger) :
             ApiException api => (api.Status, api.Code, api.Message),
             BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge } =>
                 (413, "payload_too_large", "The request body is too large."),
+            BadHttpRequestException { InnerException: InvalidEnumValueException invalid } =>
+                (400, "invalid_enum_value", $"{FieldName(invalid.Path)}: {invalid.Message}"),
             BadHttpRequestException { InnerException: JsonException } =>
                 (400, "malformed_json", "The request body is not valid JSON of the expected shape."),
             BadHttpRequestException bad when bad.Message.Contains("Failed to bind parameter", StringComparison.Ordinal) =>
@@ -45,4 +47,7 @@ public sealed class ChatExceptionHandler(ILogger<ChatExceptionHandler> logger) :
         await Problems.Create(status, code, detail).ExecuteAsync(context);
         return true;
     }
+
+    // "$.role" → "role": the field as the client wrote it.
+    private static string FieldName(string? path) => path is null ? "value" : path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : path;
 }

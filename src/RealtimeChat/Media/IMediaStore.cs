@@ -17,4 +17,10 @@ public interface IMediaStore
 
     /// <summary>Removes the object; a missing one is not an error.</summary>
     Task DeleteAsync(string storageKey, CancellationToken cancellationToken);
+
+    /// <summary>Every stored object (including a local store's leftover partial writes), for the orphan sweeper.</summary>
+    IAsyncEnumerable<StoredObject> ListAsync(CancellationToken cancellationToken);
 }
+
+/// <param name="LastModified">When the object was last written.</param>
+public sealed record StoredObject(string StorageKey, DateTimeOffset LastModified);

@@ -72,6 +72,27 @@ public sealed class LocalMediaStore : IMediaStore
         return Task.CompletedTask;
     }
 
+    public async IAsyncEnumerable<StoredObject> ListAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        await Task.Yield();
+        foreach (var path in Directory.EnumerateFiles(_root, "*", SearchOption.AllDirectories))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            DateTime written;
+            try
+            {
+                written = File.GetLastWriteTimeUtc(path);
+            }
+            catch (IOException)
+            {
+                // Deleted while listing.
+                continue;
+            }
+            var key = Path.GetRelativePath(_root, path).Replace(Path.DirectorySeparatorChar, '/');
+            yield return new StoredObject(key, new DateTimeOffset(written, TimeSpan.Zero));
+        }
+    }
+
     private string PathOf(string storageKey)
     {
         var path = Path.GetFullPath(Path.Combine(_root, storageKey));

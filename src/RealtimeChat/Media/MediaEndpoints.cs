@@ -2,6 +2,7 @@ using System.Security.Claims;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Net.Http.Headers;
 using RealtimeChat.Identity;
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Messages;
 
 namespace RealtimeChat.Media;
@@ -14,12 +15,12 @@ public static class MediaEndpoints
 
         uploads.MapPost("/media", (Guid conversationId, HttpRequest request, ClaimsPrincipal user, MediaService media, CancellationToken ct) =>
                 UploadAsync(conversationId, request, user, media, audioOnly: false, ct))
-            .RequireRateLimiting(MessageEndpoints.SendRateLimitPolicy)
+            .RateLimited(RateLimitClass.Uploads)
             .WithSummary("Send a file as a message (multipart/form-data: file, optional caption, duration_ms, client_message_id, reply_to)");
 
         uploads.MapPost("/messages/audio", (Guid conversationId, HttpRequest request, ClaimsPrincipal user, MediaService media, CancellationToken ct) =>
                 UploadAsync(conversationId, request, user, media, audioOnly: true, ct))
-            .RequireRateLimiting(MessageEndpoints.SendRateLimitPolicy)
+            .RateLimited(RateLimitClass.Uploads)
             .WithSummary("Send a voice message: as /media, but only audio/* files");
 
         routes.MapGet("/api/v1/media/{mediaId}", async (Guid mediaId, ClaimsPrincipal user, MediaReader media, HttpResponse response, CancellationToken ct) =>

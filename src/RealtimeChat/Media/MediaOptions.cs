@@ -32,6 +32,15 @@ public sealed class MediaOptions : IValidatableObject
 
     public S3MediaOptions S3 { get; set; } = new();
 
+    /// <summary>
+    /// How old an object with no media row must be before the sweeper deletes it. An upload's object is written
+    /// just before its row commits, so this only has to outlast that moment (and clock skew with an S3 server).
+    /// </summary>
+    public TimeSpan OrphanGracePeriod { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>How often the store is swept for orphaned objects; zero turns the sweeper off.</summary>
+    public TimeSpan SweepInterval { get; set; } = TimeSpan.FromMinutes(30);
+
     public IReadOnlyList<string> EffectiveAllowedContentTypes =>
         AllowedContentTypes is { Length: > 0 } configured ? configured : DefaultAllowedContentTypes;
 
@@ -41,6 +50,10 @@ public sealed class MediaOptions : IValidatableObject
         {
             yield return new ValidationResult(
                 "Media:AllowedContentTypes entries must look like 'type/subtype' or 'type/*'.", [nameof(AllowedContentTypes)]);
+        }
+        if (OrphanGracePeriod < TimeSpan.Zero || SweepInterval < TimeSpan.Zero)
+        {
+            yield return new ValidationResult("Media:OrphanGracePeriod and Media:SweepInterval cannot be negative.", [nameof(OrphanGracePeriod)]);
         }
         if (Provider != MediaProvider.S3)
         {

@@ -14,6 +14,7 @@ public static class MediaSetup
                 : ActivatorUtilities.CreateInstance<LocalMediaStore>(provider));
         services.AddSingleton<MediaService>();
         services.AddSingleton<MediaReader>();
+        services.AddHostedService<MediaSweeper>();
         return services;
     }
 }

@@ -31,9 +31,9 @@ public sealed class MessageOptions
     [Range(1, 1000)]
     public int MaxSendBatch { get; set; } = 64;
 
-    /// <summary>Sends a user may make per second (token bucket refill), and the burst above that.</summary>
-    [Range(1, 100_000)]
-    public int SendsPerSecond { get; set; } = 20;
+    /// <summary>Sends a user may make per second (token bucket refill; below 1, one every 1/rate seconds), and the burst above that.</summary>
+    [Range(0.001, 100_000)]
+    public double SendsPerSecond { get; set; } = 20;
 
     [Range(1, 100_000)]
     public int SendBurst { get; set; } = 40;
@@ -224,9 +224,11 @@ public sealed class MessageService(
     private async Task ChangeReactionAsync(
         Guid userId, Guid conversationId, Guid messageId, string reaction, bool add, EventOrigin origin, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(reaction) || reaction.Length > MaxReactionLength || reaction.Any(char.IsControl))
+        if (!ReactionText.IsAcceptable(reaction, MaxReactionLength))
         {
-            throw ApiException.BadRequest("invalid_reaction", $"A reaction is 1 to {MaxReactionLength} printable characters.");
+            throw ApiException.BadRequest("invalid_reaction",
+                $"A reaction is 1 to {MaxReactionLength} UTF-16 units of visible text or emoji; bidi controls, invisible characters and " +
+                "joiners or variation selectors with nothing to join or select are refused.");
         }
         await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);

@@ -38,10 +38,16 @@ public sealed record ErrorFrame(string Code, string Detail, Guid? ConversationId
     public string Type => "error";
 }
 
+/// <summary>The answer to an accepted auth frame: the connection now ends when the new token expires.</summary>
+public sealed record AuthenticatedFrame(DateTimeOffset ExpiresAt)
+{
+    public string Type => "authenticated";
+}
+
 public sealed record PongFrame
 {
     public string Type => "pong";
 }
 
-/// <summary>What clients may send: <c>resume</c> (last seen seq per conversation), <c>typing</c>, <c>ping</c>.</summary>
-public sealed record ClientFrame(string? Type, Guid? ConversationId, Dictionary<Guid, long>? Conversations);
+/// <summary>What clients may send: <c>resume</c> (last seen seq per conversation), <c>typing</c>, <c>ping</c>, <c>auth</c> (a fresh token).</summary>
+public sealed record ClientFrame(string? Type, Guid? ConversationId, Dictionary<Guid, long>? Conversations, string? Token = null);

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Net.WebSockets;
 using System.Security.Claims;
 using System.Security.Cryptography;
@@ -22,32 +23,63 @@ public static class RealtimeEndpoints
             {
                 return Problems.Create(StatusCodes.Status400BadRequest, "websocket_required", "Connect with a WebSocket upgrade request.");
             }
-            await session.RunAsync(context, user.UserId());
+            await session.RunAsync(context, user.UserId(), AccessTokenValidator.ExpiresAt(user));
             return Results.Empty;
         })
         .RequireAuthorization()
+        .RateLimited(RateLimitClass.Reads)
         .WithTags("Realtime")
         .WithSummary("Live events (bearer token in the Authorization header or the access_token query)");
 }
 
-/// <summary>Runs one accepted WebSocket: subscriptions, the writer, and the client's frames (resume, typing, ping).</summary>
-public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOptions<RealtimeOptions> options, ILogger<RealtimeSession> logger)
+/// <summary>Runs one accepted WebSocket: subscriptions, the writer, and the client's frames (resume, typing, ping, auth).</summary>
+public sealed class RealtimeSession(
+    RealtimeHub hub, EventReplayer replayer, AccessTokenValidator tokens, TimeProvider time, IOptions<RealtimeOptions> options, ILogger<RealtimeSession> logger)
 {
     // How long a closing session waits for a send in progress before it aborts the socket.
     private static readonly TimeSpan WriterStopTimeout = TimeSpan.FromSeconds(2);
 
-    public async Task RunAsync(HttpContext context, Guid userId)
+    /// <param name="expiresAt">When the handshake's token expires: the socket ends then unless an auth frame renews it.</param>
+    public async Task RunAsync(HttpContext context, Guid userId, DateTimeOffset? expiresAt)
     {
         var settings = options.Value;
+        if (!hub.TryReserveSocket(userId, settings.MaxConnectionsPerUser))
+        {
+            // Accepted only to be closed with a code: a browser never sees why a refused handshake failed.
+            var (refused, _) = await AcceptAsync(context, settings);
+            using (refused)
+            {
+                ChatMetrics.WebSocketDisconnects.WithLabels("too_many_connections").Inc();
+                await CloseAsync(refused, "too_many_connections");
+            }
+            return;
+        }
+        try
+        {
+            await RunAcceptedAsync(context, userId, expiresAt, settings);
+        }
+        finally
+        {
+            hub.ReleaseSocket(userId);
+        }
+    }
+
+    private async Task RunAcceptedAsync(HttpContext context, Guid userId, DateTimeOffset? expiresAt, RealtimeOptions settings)
+    {
         var (socket, batching) = await AcceptAsync(context, settings);
         using var _ = socket;
         var connection = new ChatConnection(userId, socket, settings.SendQueueLimit, batching);
+        var lifetime = new TokenLifetime(time, () => ExpireAsync(connection));
         var aborted = context.RequestAborted;
         try
         {
+            if (expiresAt is { } expiry)
+            {
+                lifetime.ExpireAt(expiry);
+            }
             await hub.AttachAsync(connection, aborted);
             connection.Send(OutboundFrame.Control(new ReadyFrame(userId, connection.Id)));
-            await ReadAsync(connection, aborted);
+            await ReadAsync(connection, lifetime, aborted);
             connection.Close("client_closed");
         }
         catch (Exception ex) when (ex is OperationCanceledException or WebSocketException)
@@ -56,17 +88,88 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
         }
         finally
         {
+            // An expiry in progress is sending its close frame; a second close must not overlap it.
+            await lifetime.EndAsync();
             connection.Close("closed");
-            // The writer must have stopped before the close frame goes out: a WebSocket takes one send at a time.
-            var writer = connection.WriterStoppedAsync();
-            if (!writer.IsCompleted && await Task.WhenAny(writer, Task.Delay(WriterStopTimeout)) != writer)
-            {
-                socket.Abort();
-                await writer;
-            }
+            await StopWriterAsync(connection);
             hub.Detach(connection);
             await CloseAsync(socket, connection.CloseReason);
         }
+    }
+
+    /// <summary>The writer must have stopped before a close frame goes out: a WebSocket takes one send at a time.</summary>
+    private static async Task StopWriterAsync(ChatConnection connection)
+    {
+        var writer = connection.WriterStoppedAsync();
+        if (!writer.IsCompleted && await Task.WhenAny(writer, Task.Delay(WriterStopTimeout)) != writer)
+        {
+            connection.Socket.Abort();
+            await writer;
+        }
+    }
+
+    /// <summary>
+    /// Ends a connection whose token expired with <see cref="CloseCodes.TokenExpired"/>. The client's answering close
+    /// frame ends the reader; one that never answers is aborted.
+    /// </summary>
+    private async Task ExpireAsync(ChatConnection connection)
+    {
+        try
+        {
+            connection.Close("token_expired");
+            await StopWriterAsync(connection);
+            await CloseAsync(connection.Socket, "token_expired");
+            var deadline = Stopwatch.GetTimestamp() + (long)(WriterStopTimeout.TotalSeconds * Stopwatch.Frequency);
+            while (connection.Socket.State != WebSocketState.Closed && Stopwatch.GetTimestamp() < deadline)
+            {
+                await Task.Delay(50);
+            }
+            if (connection.Socket.State != WebSocketState.Closed)
+            {
+                connection.Socket.Abort();
+            }
+        }
+        catch (Exception ex)
+        {
+            logger.LogDebug(ex, "Closing the expired WebSocket {ConnectionId} failed", connection.Id);
+            connection.Socket.Abort();
+        }
+    }
+
+    /// <summary>
+    /// An auth frame: a valid token for the same user moves the connection's end to the new token's expiry; an
+    /// invalid one is answered with an error and changes nothing; another user's token ends the connection.
+    /// </summary>
+    /// <returns>False when the connection must end.</returns>
+    private async Task<bool> RefreshAsync(ChatConnection connection, TokenLifetime lifetime, string? token, CancellationToken cancellationToken)
+    {
+        (Guid UserId, DateTimeOffset ExpiresAt)? validated = null;
+        try
+        {
+            validated = string.IsNullOrWhiteSpace(token) ? null : await tokens.ValidateAsync(token, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // E.g. the identity provider's keys could not be fetched: the token cannot be accepted now, the connection
+            // keeps the one it has.
+            logger.LogWarning(ex, "Could not validate a WebSocket auth frame's token");
+        }
+        if (validated is not { } fresh)
+        {
+            connection.Send(OutboundFrame.Control(new ErrorFrame("invalid_token", "The token is invalid or expired; the connection keeps its current token.")));
+            return true;
+        }
+        if (fresh.UserId != connection.UserId)
+        {
+            connection.Send(OutboundFrame.Control(new ErrorFrame("token_user_mismatch", "The token is for another user.")));
+            // Let the error frame out before the close.
+            await StopWriterAsync(connection);
+            connection.Close("token_refused");
+            return false;
+        }
+        lifetime.ExpireAt(fresh.ExpiresAt);
+        connection.Send(OutboundFrame.Control(new AuthenticatedFrame(fresh.ExpiresAt)));
+        return true;
     }
 
     /// <summary>
@@ -110,7 +213,7 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
         return Convert.ToBase64String(hash);
     }
 
-    private async Task ReadAsync(ChatConnection connection, CancellationToken aborted)
+    private async Task ReadAsync(ChatConnection connection, TokenLifetime lifetime, CancellationToken aborted)
     {
         var maxFrameBytes = options.Value.MaxClientFrameBytes;
         Dictionary<Guid, long>? lastTyping = null;
@@ -162,6 +265,14 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
                 }
                 continue;
             }
+            if (frame is { Type: "auth" })
+            {
+                if (!await RefreshAsync(connection, lifetime, frame.Token, aborted))
+                {
+                    return;
+                }
+                continue;
+            }
             Handle(connection, frame, ref lastTyping);
         }
     }
@@ -200,7 +311,7 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
                 }
                 break;
             default:
-                connection.Send(OutboundFrame.Control(new ErrorFrame("unknown_frame", "Known frames: resume, typing, ping.")));
+                connection.Send(OutboundFrame.Control(new ErrorFrame("unknown_frame", "Known frames: resume, typing, ping, auth.")));
                 break;
         }
     }
@@ -240,6 +351,9 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
         var status = reason switch
         {
             "frame_too_large" => WebSocketCloseStatus.MessageTooBig,
+            "token_expired" => (WebSocketCloseStatus)CloseCodes.TokenExpired,
+            "token_refused" => (WebSocketCloseStatus)CloseCodes.TokenRefused,
+            "too_many_connections" => (WebSocketCloseStatus)CloseCodes.TooManyConnections,
             _ => WebSocketCloseStatus.NormalClosure,
         };
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
@@ -250,6 +364,71 @@ public sealed class RealtimeSession(RealtimeHub hub, EventReplayer replayer, IOp
         catch (Exception ex) when (ex is OperationCanceledException or WebSocketException)
         {
             socket.Abort();
+        }
+    }
+}
+
+/// <summary>
+/// Ends a connection when its token expires, as REST refuses the token from then on. One timer per connection,
+/// moved by each accepted auth frame.
+/// </summary>
+internal sealed class TokenLifetime(TimeProvider time, Func<Task> expire)
+{
+    // Timers take at most about 49 days; a longer-lived token is checked again then.
+    private static readonly TimeSpan LongestWait = TimeSpan.FromDays(30);
+
+    private readonly Lock _lock = new();
+    private ITimer? _timer;
+    private DateTimeOffset _expiresAt;
+    private Task? _expiring;
+    private bool _ended;
+
+    public void ExpireAt(DateTimeOffset expiresAt)
+    {
+        lock (_lock)
+        {
+            if (_ended || _expiring is not null)
+            {
+                return;
+            }
+            _expiresAt = expiresAt;
+            ScheduleLocked();
+        }
+    }
+
+    /// <summary>Stops the timer and waits for an expiry already under way.</summary>
+    public Task EndAsync()
+    {
+        lock (_lock)
+        {
+            _ended = true;
+            _timer?.Dispose();
+            return _expiring ?? Task.CompletedTask;
+        }
+    }
+
+    private void ScheduleLocked()
+    {
+        var wait = _expiresAt - time.GetUtcNow();
+        wait = wait < TimeSpan.Zero ? TimeSpan.Zero : wait > LongestWait ? LongestWait : wait;
+        _timer?.Dispose();
+        _timer = time.CreateTimer(_ => Fire(), null, wait, Timeout.InfiniteTimeSpan);
+    }
+
+    private void Fire()
+    {
+        lock (_lock)
+        {
+            if (_ended || _expiring is not null)
+            {
+                return;
+            }
+            if (time.GetUtcNow() < _expiresAt)
+            {
+                ScheduleLocked();
+                return;
+            }
+            _expiring = Task.Run(expire);
         }
     }
 }

@@ -16,6 +16,8 @@ public sealed class RealtimeHub(ChatDatabase database, IEnumerable<ITypingObserv
 
     private readonly ConcurrentDictionary<Guid, UserConnections> _users = new();
     private readonly ConcurrentDictionary<Guid, Subscribers> _conversations = new();
+    // Sockets per user, counted from before the upgrade is accepted until the session ends.
+    private readonly Dictionary<Guid, int> _sockets = [];
     // Guards every change to who is subscribed where (connects, disconnects, membership events); publishing
     // only reads lock-free snapshots.
     private readonly Lock _gate = new();
@@ -74,6 +76,36 @@ public sealed class RealtimeHub(ChatDatabase database, IEnumerable<ITypingObserv
             if (connection.UserId != userId)
             {
                 connection.Send(frame);
+            }
+        }
+    }
+
+    /// <summary>Takes one of the user's socket slots; false when all <paramref name="max"/> are in use.</summary>
+    public bool TryReserveSocket(Guid userId, int max)
+    {
+        lock (_sockets)
+        {
+            var open = _sockets.GetValueOrDefault(userId);
+            if (open >= max)
+            {
+                return false;
+            }
+            _sockets[userId] = open + 1;
+            return true;
+        }
+    }
+
+    public void ReleaseSocket(Guid userId)
+    {
+        lock (_sockets)
+        {
+            if (_sockets.TryGetValue(userId, out var open) && open > 1)
+            {
+                _sockets[userId] = open - 1;
+            }
+            else
+            {
+                _sockets.Remove(userId);
             }
         }
     }

@@ -24,4 +24,24 @@ public sealed class RealtimeOptions
     public int MaxClientFrameBytes { get; set; } = 16 * 1024;
 
     public TimeSpan TypingThrottle { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Open sockets one user may hold (all devices and tabs). Each costs memory and multiplies fan-out, so one user
+    /// with thousands of them slows delivery to everyone; past the cap a new socket is closed with 4029.
+    /// </summary>
+    [Range(1, 100_000)]
+    public int MaxConnectionsPerUser { get; set; } = 16;
+}
+
+/// <summary>Close codes (RFC 6455 private range) a client acts on; listed in the README.</summary>
+public static class CloseCodes
+{
+    /// <summary>The connection's access token expired: reconnect with a fresh token (or send an auth frame before expiry).</summary>
+    public const int TokenExpired = 4001;
+
+    /// <summary>An auth frame carried a token for another user.</summary>
+    public const int TokenRefused = 4003;
+
+    /// <summary>The user already holds Realtime:MaxConnectionsPerUser sockets: close one before opening another.</summary>
+    public const int TooManyConnections = 4029;
 }

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Dapper;
 using Microsoft.Extensions.Options;
+using RealtimeChat.Infrastructure;
 
 namespace RealtimeChat.Storage;
 
@@ -91,8 +92,19 @@ public sealed class ContentCipher
         var activeKeyId = options.ActiveKeyId;
         if (options.KeysFile is not null)
         {
-            var file = JsonSerializer.Deserialize<KeyFile>(File.ReadAllText(options.KeysFile), ChatJson.Options)
-                ?? throw new InvalidOperationException($"Encryption key file {options.KeysFile} is empty.");
+            KeyFile? file;
+            try
+            {
+                file = JsonSerializer.Deserialize<KeyFile>(File.ReadAllText(options.KeysFile), ChatJson.Options);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
+            {
+                throw new StartupException($"Encryption:KeysFile: cannot read '{options.KeysFile}': {ex.Message}", ex);
+            }
+            if (file?.Keys is null)
+            {
+                throw new StartupException($"Encryption:KeysFile: '{options.KeysFile}' holds no keys (expected {{\"active_key_id\":…,\"keys\":{{\"id\":\"base64\"}}}}).");
+            }
             foreach (var (id, key) in file.Keys)
             {
                 configured[id] = key;
@@ -115,14 +127,14 @@ public sealed class ContentCipher
 
         activeKeyId ??= configured.Count == 1
             ? configured.Keys.Single()
-            : throw new InvalidOperationException("Encryption:ActiveKeyId must name one of the configured keys when several are configured.");
+            : throw new StartupException("Encryption:ActiveKeyId must name one of the configured keys when several are configured.");
 
         var keys = new Dictionary<string, byte[]>();
         foreach (var (id, encoded) in configured)
         {
             if (Encoding.UTF8.GetByteCount(id) is 0 or > 255)
             {
-                throw new InvalidOperationException($"Encryption key id '{id}' must be 1 to 255 bytes.");
+                throw new StartupException($"Encryption:Keys: key id '{id}' must be 1 to 255 bytes.");
             }
             byte[] key;
             try
@@ -131,17 +143,17 @@ public sealed class ContentCipher
             }
             catch (FormatException)
             {
-                throw new InvalidOperationException($"Encryption key '{id}' is not valid base64.");
+                throw new StartupException($"Encryption:Keys:{id} (or that key in Encryption:KeysFile) is not valid base64.");
             }
             if (key.Length != 32)
             {
-                throw new InvalidOperationException($"Encryption key '{id}' must be 32 bytes (AES-256); it is {key.Length}.");
+                throw new StartupException($"Encryption:Keys:{id} (or that key in Encryption:KeysFile) must be 32 bytes (AES-256); it is {key.Length}.");
             }
             keys[id] = key;
         }
         if (!keys.ContainsKey(activeKeyId))
         {
-            throw new InvalidOperationException($"Encryption:ActiveKeyId '{activeKeyId}' is not among the configured keys.");
+            throw new StartupException($"Encryption:ActiveKeyId '{activeKeyId}' is not among the configured keys.");
         }
         return new ContentCipher(activeKeyId, keys);
     }

@@ -46,6 +46,8 @@ public sealed class DatabaseMigrator(ChatDatabase database, ILogger<DatabaseMigr
         public void LogInformation(string format, params object[] args) => logger.LogInformation(format, args);
         public void LogWarning(string format, params object[] args) => logger.LogWarning(format, args);
         public void LogError(string format, params object[] args) => logger.LogError(format, args);
-        public void LogError(Exception ex, string format, params object[] args) => logger.LogError(ex, format, args);
+        // DbUp formats the whole exception, stack trace included, into its message; Migrate throws it with the
+        // failing script, and start-up prints that as one line.
+        public void LogError(Exception ex, string format, params object[] args) => logger.LogDebug(ex, "Migration failed");
     }
 }

@@ -62,6 +62,12 @@ public sealed class ChatServer : IAsyncDisposable
             ["Messages:SendsPerSecond"] = "10000",
             ["Messages:SendBurst"] = "10000",
         };
+        // Tests make many writes quickly; the rate limit tests set their own small budgets.
+        foreach (var limitClass in new[] { "Edits", "Conversations", "Uploads", "ReadMarkers", "Reads" })
+        {
+            config[$"RateLimits:{limitClass}:PerSecond"] = "10000";
+            config[$"RateLimits:{limitClass}:Burst"] = "10000";
+        }
         foreach (var (key, value) in databaseSettings.Concat(settings ?? []))
         {
             config[key] = value;

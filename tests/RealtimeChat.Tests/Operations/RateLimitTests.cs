@@ -1,0 +1,197 @@
+using System.Net;
+using System.Text;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using RealtimeChat.Infrastructure;
+using RealtimeChat.Tests.Infrastructure;
+
+namespace RealtimeChat.Tests.Operations;
+
+public sealed class RateLimitTests
+{
+    // Budgets small enough to exhaust in a test, refilled too slowly to come back during it.
+    private static Dictionary<string, string?> SmallBudgets(int burst = 2) => new()
+    {
+        ["Messages:SendsPerSecond"] = "0.01",
+        ["Messages:SendBurst"] = burst.ToString(),
+        ["RateLimits:Edits:PerSecond"] = "0.01",
+        ["RateLimits:Edits:Burst"] = burst.ToString(),
+        ["RateLimits:Conversations:PerSecond"] = "0.01",
+        ["RateLimits:Conversations:Burst"] = (burst + 1).ToString(),
+        ["RateLimits:Uploads:PerSecond"] = "0.01",
+        ["RateLimits:Uploads:Burst"] = burst.ToString(),
+        ["RateLimits:ReadMarkers:PerSecond"] = "0.01",
+        ["RateLimits:ReadMarkers:Burst"] = burst.ToString(),
+        ["RateLimits:Reads:PerSecond"] = "0.01",
+        ["RateLimits:Reads:Burst"] = (burst + 1).ToString(),
+    };
+
+    [Fact]
+    public async Task Each_write_class_has_its_own_per_user_budget_with_headers_and_a_429_problem()
+    {
+        await using var server = await ChatServer.StartAsync(SmallBudgets());
+        var (alice, bob, carol) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
+        var client = server.Client(alice);
+        var id = await client.CreateGroupAsync("budgets", bob);
+        var url = $"/api/v1/conversations/{id}";
+
+        // Sends.
+        var first = await client.PostJsonAsync($"{url}/messages", new { content = "one" });
+        var m1 = (await first.JsonAsync(HttpStatusCode.Created)).GetProperty("id").GetGuid();
+        AssertHeaders(first, limit: 2, remaining: 1);
+        var second = await client.PostJsonAsync($"{url}/messages", new { content = "two" });
+        var m2 = (await second.JsonAsync(HttpStatusCode.Created)).GetProperty("id").GetGuid();
+        AssertHeaders(second, limit: 2, remaining: 0);
+        await AssertLimitedAsync(await client.PostJsonAsync($"{url}/messages", new { content = "three" }), limit: 2);
+
+        // Edits, deletes and reactions share one budget, separate from sends.
+        var edit = await client.PatchJsonAsync($"{url}/messages/{m1}", new { content = "one, edited" });
+        await edit.JsonAsync(HttpStatusCode.OK);
+        AssertHeaders(edit, limit: 2, remaining: 1);
+        Assert.Equal(HttpStatusCode.NoContent, (await client.PutAsync($"{url}/messages/{m1}/reactions/{Uri.EscapeDataString("👍")}", null)).StatusCode);
+        await AssertLimitedAsync(await client.DeleteAsync($"{url}/messages/{m2}"), limit: 2);
+        await AssertLimitedAsync(await client.PutAsync($"{url}/messages/{m1}/reactions/{Uri.EscapeDataString("🎉")}", null), limit: 2);
+
+        // Read markers.
+        for (var seq = 1; seq <= 2; seq++)
+        {
+            await (await client.PutJsonAsync($"{url}/read", new { seq })).JsonAsync(HttpStatusCode.OK);
+        }
+        await AssertLimitedAsync(await client.PutJsonAsync($"{url}/read", new { seq = 3 }), limit: 2);
+
+        // Uploads.
+        for (var i = 0; i < 2; i++)
+        {
+            await (await client.PostAsync($"{url}/media", Upload())).JsonAsync(HttpStatusCode.Created);
+        }
+        await AssertLimitedAsync(await client.PostAsync($"{url}/media", Upload()), limit: 2);
+
+        // Conversation creation and membership changes share one budget.
+        var carolClient = server.Client(carol);
+        var created = await carolClient.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "spam" });
+        var spam = (await created.JsonAsync(HttpStatusCode.Created)).GetProperty("id").GetGuid();
+        AssertHeaders(created, limit: 3, remaining: 2);
+        await (await carolClient.PostJsonAsync($"/api/v1/conversations/{spam}/members", new { user_id = alice })).JsonAsync(HttpStatusCode.Created);
+        await (await carolClient.PatchJsonAsync($"/api/v1/conversations/{spam}", new { name = "spam 2" })).JsonAsync(HttpStatusCode.OK);
+        await AssertLimitedAsync(await carolClient.PostJsonAsync($"/api/v1/conversations/{spam}/members", new { user_id = bob }), limit: 3);
+        await AssertLimitedAsync(await carolClient.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "spam 3" }), limit: 3);
+
+        // Reads: looser in production, but bounded too.
+        for (var i = 0; i < 2; i++)
+        {
+            var read = await client.GetAsync($"{url}/messages");
+            await read.JsonAsync(HttpStatusCode.OK);
+            AssertHeaders(read, limit: 3, remaining: 2 - i);
+        }
+        // An error answer counts and says so too.
+        var missing = await client.GetAsync($"/api/v1/conversations/{Guid.NewGuid()}");
+        await missing.ProblemAsync(HttpStatusCode.NotFound, "conversation_not_found");
+        AssertHeaders(missing, limit: 3, remaining: 0);
+        await AssertLimitedAsync(await client.GetAsync($"{url}/messages"), limit: 3);
+
+        // Bob's budgets are his own.
+        var bobClient = server.Client(bob);
+        await bobClient.SendAsync(id, "bob still sends");
+        Assert.Equal(HttpStatusCode.NoContent, (await bobClient.PutAsync($"{url}/messages/{m1}/reactions/{Uri.EscapeDataString("👍")}", null)).StatusCode);
+        await bobClient.GetJsonAsync($"{url}/messages");
+
+        var metrics = await server.Client().GetStringAsync("/metrics");
+        Assert.Matches(@"chat_rate_limited_total\{class=""edits""\} [1-9]", metrics);
+        Assert.Matches(@"chat_rate_limited_total\{class=""conversations""\} [1-9]", metrics);
+    }
+
+    [Fact]
+    public async Task A_budget_refills_at_its_configured_rate()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["RateLimits:Edits:PerSecond"] = "2", ["RateLimits:Edits:Burst"] = "1" });
+        var alice = Guid.NewGuid();
+        var client = server.Client(alice);
+        var id = await client.CreateGroupAsync("refill");
+        var message = (await client.SendAsync(id, "react to me")).GetProperty("id").GetGuid();
+        var reaction = $"/api/v1/conversations/{id}/messages/{message}/reactions/{Uri.EscapeDataString("👍")}";
+
+        Assert.Equal(HttpStatusCode.NoContent, (await client.PutAsync(reaction, null)).StatusCode);
+        var limited = await client.DeleteAsync(reaction);
+        await AssertLimitedAsync(limited, limit: 1);
+        Assert.Equal("1", limited.Headers.GetValues("X-RateLimit-Reset").Single());
+
+        await Task.Delay(TimeSpan.FromSeconds(1.2));
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync(reaction)).StatusCode);
+    }
+
+    [Fact]
+    public async Task A_large_group_costs_one_more_unit_per_hundred_members()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["RateLimits:Conversations:PerSecond"] = "0.01", ["RateLimits:Conversations:Burst"] = "8" });
+        var carol = Guid.NewGuid();
+        var client = server.Client(carol);
+        var members = Enumerable.Range(0, 450).Select(_ => Guid.NewGuid()).ToArray();
+
+        var big = await client.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "big", member_ids = members });
+        await big.JsonAsync(HttpStatusCode.Created);
+        AssertHeaders(big, limit: 8, remaining: 3);
+
+        // 3 left: another 450 members (5 units) is refused and not created; the unit it took at the door is spent.
+        var refused = await client.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "big 2", member_ids = members });
+        await refused.ProblemAsync(HttpStatusCode.TooManyRequests, "rate_limited");
+        Assert.True(refused.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1));
+        AssertHeaders(refused, limit: 8, remaining: 2);
+
+        await (await client.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "small", member_ids = members.Take(99) })).JsonAsync(HttpStatusCode.Created);
+        var mine = await client.GetJsonAsync("/api/v1/conversations");
+        Assert.Equal(["small", "big"], mine.GetProperty("conversations").EnumerateArray().Select(c => c.GetProperty("name").GetString()));
+    }
+
+    [Fact]
+    public async Task A_refusal_is_held_for_the_rejection_delay_so_a_flood_slows_down()
+    {
+        await using var server = await ChatServer.StartAsync(new()
+        {
+            ["Messages:SendsPerSecond"] = "1", ["Messages:SendBurst"] = "1", ["RateLimits:RejectionDelay"] = "00:00:00.600",
+        });
+        var client = server.Client(Guid.NewGuid());
+        var id = await client.CreateGroupAsync("held");
+        await client.SendAsync(id, "the only one");
+
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        await AssertLimitedAsync(await client.PostJsonAsync($"/api/v1/conversations/{id}/messages", new { content = "held" }), limit: 1);
+        Assert.True(started.Elapsed >= TimeSpan.FromMilliseconds(550), $"answered after {started.Elapsed}");
+    }
+
+    [Fact]
+    public async Task Every_api_write_endpoint_draws_on_a_rate_limit_class()
+    {
+        await using var server = await ChatServer.StartAsync();
+        var endpoints = server.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>();
+        var unlimited = endpoints
+            .Where(e => e.RoutePattern.RawText?.StartsWith("/api", StringComparison.Ordinal) == true)
+            .Where(e => e.Metadata.GetMetadata<IHttpMethodMetadata>()?.HttpMethods.Any(m => m is not ("GET" or "HEAD")) == true)
+            .Where(e => e.Metadata.GetMetadata<RateLimitClassMetadata>() is null)
+            .Select(e => e.DisplayName)
+            .ToList();
+        Assert.Empty(unlimited);
+    }
+
+    private static MultipartFormDataContent Upload()
+    {
+        var file = new ByteArrayContent(Encoding.UTF8.GetBytes("some bytes"));
+        file.Headers.ContentType = new("text/plain");
+        return new MultipartFormDataContent { { file, "file", "note.txt" } };
+    }
+
+    private static void AssertHeaders(HttpResponseMessage response, int limit, int remaining)
+    {
+        Assert.Equal(limit.ToString(), response.Headers.GetValues("X-RateLimit-Limit").Single());
+        Assert.Equal(remaining.ToString(), response.Headers.GetValues("X-RateLimit-Remaining").Single());
+        Assert.True(int.Parse(response.Headers.GetValues("X-RateLimit-Reset").Single()) >= 0);
+    }
+
+    private static async Task AssertLimitedAsync(HttpResponseMessage response, int limit)
+    {
+        await response.ProblemAsync(HttpStatusCode.TooManyRequests, "rate_limited");
+        Assert.True(response.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1), "429 without Retry-After");
+        AssertHeaders(response, limit, remaining: 0);
+        Assert.True(int.Parse(response.Headers.GetValues("X-RateLimit-Reset").Single()) >= 1);
+    }
+}
