@@ -5,7 +5,7 @@ using Xunit.Abstractions;
 
 namespace RealtimeChat.Tests.Synapse;
 
-/// <summary>Synapse's real failure model, appservice mode, a Synapse of its own per test: b (restart, then idle),
+/// <summary>Synapse's real failure model, a Synapse of its own per test (b, c's outage and d in both modes): b (restart, then idle),
 /// c (an outage while the app sends; a kill -9 in the middle of a burst), d (a malformed relation from a client).</summary>
 [Collection(SynapseCollection.Name)]
 public sealed class FailureModelTests(ITestOutputHelper output)
@@ -14,9 +14,14 @@ public sealed class FailureModelTests(ITestOutputHelper output)
     private static readonly TimeSpan LossWait = TimeSpan.FromSeconds(15);
 
     [SynapseFact]
-    public async Task B_after_a_synapse_restart_a_humans_messages_still_reach_the_app()
+    public Task B_after_a_synapse_restart_a_humans_messages_still_reach_the_app() => RestartThenIdleAsync("Appservice");
+
+    [SynapseFact]
+    public Task B_after_a_synapse_restart_a_humans_messages_still_reach_the_app_in_client_mode() => RestartThenIdleAsync("Client");
+
+    private async Task RestartThenIdleAsync(string mode)
     {
-        await using var bridge = await SynapseBridge.StartAsync();
+        await using var bridge = await SynapseBridge.StartAsync(mode);
         var alice = Guid.NewGuid();
         var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Restart then idle");
         using var _ = human;
@@ -51,11 +56,16 @@ public sealed class FailureModelTests(ITestOutputHelper output)
     }
 
     [SynapseFact]
-    public async Task C_messages_sent_during_an_outage_reach_the_room_once_each_in_order()
+    public Task C_messages_sent_during_an_outage_reach_the_room_once_each_in_order() => OutageAsync("Appservice");
+
+    [SynapseFact]
+    public Task C_messages_sent_during_an_outage_reach_the_room_once_each_in_order_in_client_mode() => OutageAsync("Client");
+
+    private async Task OutageAsync(string mode)
     {
         const int count = 30;
         var outage = TimeSpan.FromSeconds(15);
-        await using var bridge = await SynapseBridge.StartAsync();
+        await using var bridge = await SynapseBridge.StartAsync(mode);
         var alice = Guid.NewGuid();
         var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Outage");
         using var _ = human;
@@ -79,7 +89,7 @@ public sealed class FailureModelTests(ITestOutputHelper output)
         var downFor = down.Elapsed;
         var up = Stopwatch.StartNew();
 
-        var room = await SynapseBridge.RoomMessagesAsync(human, roomId, m => m.Count(e => e.Body?.StartsWith("outage ", StringComparison.Ordinal) == true) >= count,
+        var room = await SynapseBridge.RoomMessagesAsync(human, roomId, m => m.Count(e => e.Body?.Contains("outage ", StringComparison.Ordinal) == true) >= count,
             $"all {count} messages in the room", TimeSpan.FromSeconds(60));
         output.WriteLine($"{count} messages in the room {up.Elapsed.TotalSeconds:F1} s after Synapse answered again (down {downFor.TotalSeconds:F1} s from stop to answering)");
         foreach (var message in await bridge.MessagesAsync(alice, conversation))
@@ -87,7 +97,7 @@ public sealed class FailureModelTests(ITestOutputHelper output)
             await HappyPath.MatrixStateAsync(client, conversation, message.GetProperty("id").GetGuid(), "sent");
         }
         room = await human.MessagesAsync(roomId);
-        Assert.Equal(expected, room.Select(e => e.Body).Where(b => b?.StartsWith("outage ", StringComparison.Ordinal) == true));
+        Assert.Equal(expected.Select(b => bridge.BodyOf(alice, b)), room.Select(e => e.Body).Where(b => b?.Contains("outage ", StringComparison.Ordinal) == true));
     }
 
     [SynapseFact]
@@ -208,9 +218,14 @@ public sealed class FailureModelTests(ITestOutputHelper output)
     }
 
     [SynapseFact]
-    public async Task D_a_malformed_relation_from_a_human_does_not_block_the_messages_after_it()
+    public Task D_a_malformed_relation_from_a_human_does_not_block_the_messages_after_it() => MalformedRelationAsync("Appservice");
+
+    [SynapseFact]
+    public Task D_a_malformed_relation_from_a_human_does_not_block_the_messages_after_it_in_client_mode() => MalformedRelationAsync("Client");
+
+    private async Task MalformedRelationAsync(string mode)
     {
-        await using var bridge = await SynapseBridge.StartAsync();
+        await using var bridge = await SynapseBridge.StartAsync(mode);
         var alice = Guid.NewGuid();
         var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Poison");
         using var _ = human;
