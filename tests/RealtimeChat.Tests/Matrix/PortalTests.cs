@@ -97,7 +97,7 @@ public sealed class PortalTests
         var back = Stopwatch.StartNew();
 
         await BridgeHost.EventuallyAsync(() => rooms.All(r => bridge.MessageBodies(r.RoomId).Contains("during the outage")), "every room", TimeSpan.FromSeconds(20));
-        Assert.True(back.Elapsed < TimeSpan.FromSeconds(3), $"the rooms came back {back.Elapsed} after the homeserver");
+        Assert.True(back.Elapsed < TimeSpan.FromSeconds(4), $"the rooms came back {back.Elapsed} after the homeserver");
     }
 
     [Fact]
