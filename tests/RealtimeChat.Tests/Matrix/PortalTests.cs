@@ -269,4 +269,54 @@ public sealed class PortalTests
         await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("after the loss"), "the message in the same room", TimeSpan.FromSeconds(20));
         Assert.Single(bridge.Homeserver.Rooms, r => r.Name == "lost mapping");
     }
+
+    /// <summary>
+    /// Rows wait in the outbox across deploys, so the payload of each action keeps its shape: a change to the chat's
+    /// event records that alters one must come with a new <c>payload_version</c> and a reader for the old one.
+    /// </summary>
+    [Fact]
+    public async Task Outbox_payloads_keep_their_version_1_shape()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, _, alice) = await bridge.BridgedConversationAsync("payloads");
+        var owner = await ScalarAsync<Guid>(bridge.Server, "SELECT created_by FROM conversations WHERE id = @conversation", new { conversation });
+        var newcomer = Guid.NewGuid();
+        await (await alice.PostJsonAsync($"/api/v1/conversations/{conversation}/members", new { user_id = newcomer })).JsonAsync(HttpStatusCode.Created);
+        await alice.PatchJsonAsync($"/api/v1/conversations/{conversation}", new { name = "payloads, renamed" });
+        var message = await alice.SendAsync(conversation, "shape");
+        var messageId = message.GetProperty("id").GetGuid();
+        await alice.PatchJsonAsync($"/api/v1/conversations/{conversation}/messages/{messageId}", new { content = "shape, edited" });
+        await alice.PutAsync($"/api/v1/conversations/{conversation}/messages/{messageId}/reactions/{Uri.EscapeDataString("👍")}", null);
+        await alice.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{messageId}/reactions/{Uri.EscapeDataString("👍")}");
+        await alice.PutJsonAsync($"/api/v1/conversations/{conversation}/read", new { seq = message.GetProperty("seq").GetInt64() });
+        await alice.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{messageId}");
+        await alice.DeleteAsync($"/api/v1/conversations/{conversation}/members/{newcomer}");
+        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
+
+        await using var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
+        var rows = (await connection.QueryAsync<(string Action, string Payload, long Version)>(
+            "SELECT action, payload, payload_version FROM matrix_outbox WHERE conversation_id = @conversation ORDER BY seq", new { conversation })).ToList();
+        Assert.All(rows, r => Assert.Equal(1, r.Version));
+        static string Shape(System.Text.Json.JsonElement element) => element.ValueKind switch
+        {
+            System.Text.Json.JsonValueKind.Object => "{" + string.Join(",", element.EnumerateObject().Select(p => p.Name + ":" + Shape(p.Value))) + "}",
+            System.Text.Json.JsonValueKind.Array => "[" + (element.GetArrayLength() > 0 ? Shape(element[0]) : "") + "]",
+            var kind => kind.ToString().ToLowerInvariant(),
+        };
+        var shapes = rows.GroupBy(r => r.Action).ToDictionary(g => g.Key, g => Shape(System.Text.Json.JsonDocument.Parse(g.First().Payload).RootElement));
+        Assert.Equal(
+            "{id:string,kind:string,name:string,created_by:string,created_at:string," +
+            "members:[{user_id:string,role:string,joined_at:string,last_read_seq:number,matrix_user_id:null,display_name:null}]}",
+            shapes["create_room"]);
+        Assert.Equal("{member:{user_id:string,role:string,joined_at:string,last_read_seq:number,matrix_user_id:null,display_name:null},added_by:string}", shapes["invite"]);
+        Assert.Equal("{name:string}", shapes["rename"]);
+        Assert.Equal("{message_id:string}", shapes["send_message"]);
+        Assert.Equal("{message_id:string}", shapes["edit"]);
+        Assert.Equal("{message_id:string,user_id:string,reaction:string}", shapes["react"]);
+        Assert.Equal("{message_id:string,user_id:string,reaction:string}", shapes["unreact"]);
+        Assert.Equal("{user_id:string,last_read_seq:number}", shapes["read_receipt"]);
+        Assert.Equal("{message_id:string,deleted_by:string}", shapes["redact"]);
+        Assert.Equal("{user_id:string,removed_by:string,left:false}", shapes["remove_member"]);
+        Assert.Equal(owner, Guid.Parse(System.Text.Json.JsonDocument.Parse(rows.First(r => r.Action == "create_room").Payload).RootElement.GetProperty("created_by").GetString()!));
+    }
 }
