@@ -48,23 +48,29 @@ public sealed class HomeserverHealth(IHttpClientFactory httpClients, IOptions<Ma
         logger.LogWarning("Homeserver not answering ({Reason}); Matrix delivery waits for it and resumes when it answers", reason);
     }
 
+    /// <summary>How the homeserver answers <c>/_matrix/client/versions</c> within 5 s; null when it does not answer at all.</summary>
+    public static async Task<HttpStatusCode?> VersionsStatusAsync(IHttpClientFactory httpClients, Uri? homeserver, CancellationToken cancellationToken)
+    {
+        using var http = httpClients.CreateClient(nameof(HomeserverHealth));
+        http.BaseAddress = homeserver;
+        http.Timeout = TimeSpan.FromSeconds(5);
+        try
+        {
+            using var response = await http.GetAsync("/_matrix/client/versions", cancellationToken);
+            return response.StatusCode;
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
+    }
+
     /// <returns>Whether the homeserver answered (then it is up again).</returns>
     public async Task<bool> ProbeAsync(CancellationToken cancellationToken)
     {
         var settings = options.Value;
-        using var http = httpClients.CreateClient(nameof(HomeserverHealth));
-        http.BaseAddress = settings.HomeserverUrl;
-        http.Timeout = TimeSpan.FromSeconds(5);
-        bool answered;
-        try
-        {
-            using var response = await http.GetAsync("/_matrix/client/versions", cancellationToken);
-            answered = response.StatusCode is not (HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable or HttpStatusCode.GatewayTimeout);
-        }
-        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
-        {
-            answered = false;
-        }
+        var answered = await VersionsStatusAsync(httpClients, settings.HomeserverUrl, cancellationToken)
+            is { } status && status is not (HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable or HttpStatusCode.GatewayTimeout);
         lock (_lock)
         {
             if (!answered)

@@ -1,4 +1,5 @@
 using System.Data.Common;
+using Dapper;
 using Microsoft.Data.Sqlite;
 using Npgsql;
 using RealtimeChat.Storage;
@@ -35,7 +36,7 @@ public sealed class MatrixInboundLedger(TimeProvider time) : ITransactionalEvent
 
     /// <summary>Whether <paramref name="connection"/>'s database already holds the change this event made.</summary>
     public static async Task<bool> AppliedAsync(DbConnection connection, string eventId) =>
-        await Dapper.SqlMapper.QuerySingleOrDefaultAsync<int>(connection, "SELECT 1 FROM matrix_inbound_events WHERE event_id = @eventId", new { eventId }) == 1;
+        await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_inbound_events WHERE event_id = @eventId", new { eventId }) == 1;
 
     /// <summary>The failure a change makes when its event was applied by someone else in the meantime.</summary>
     public static bool IsAlreadyApplied(Exception exception) => exception switch

@@ -88,19 +88,11 @@ public sealed class HomeserverHealthCheck(IHttpClientFactory httpClients, IOptio
 {
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
-        using var http = httpClients.CreateClient(nameof(HomeserverHealthCheck));
-        http.BaseAddress = options.Value.HomeserverUrl;
-        http.Timeout = TimeSpan.FromSeconds(5);
-        try
+        return await HomeserverHealth.VersionsStatusAsync(httpClients, options.Value.HomeserverUrl, cancellationToken) switch
         {
-            using var response = await http.GetAsync("/_matrix/client/versions", cancellationToken);
-            return response.IsSuccessStatusCode
-                ? HealthCheckResult.Healthy("homeserver reachable")
-                : HealthCheckResult.Degraded($"homeserver answered {(int)response.StatusCode}; Matrix delivery is delayed");
-        }
-        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
-        {
-            return HealthCheckResult.Degraded("homeserver unreachable; Matrix delivery is delayed", ex);
-        }
+            null => HealthCheckResult.Degraded("homeserver unreachable; Matrix delivery is delayed"),
+            var status when (int)status is >= 200 and < 300 => HealthCheckResult.Healthy("homeserver reachable"),
+            var status => HealthCheckResult.Degraded($"homeserver answered {(int)status}; Matrix delivery is delayed"),
+        };
     }
 }

@@ -235,7 +235,8 @@ public sealed class DeploymentFileTests
             .ToDictionary(e => Scalar(e, "name")!, e => Scalar(e, "value") ?? "");
     }
 
-    private static Process Start(string[] args, Dictionary<string, string> environment, out System.Text.StringBuilder output)
+    /// <summary>The published service with these arguments and only what a container would have in its environment.</summary>
+    private static ProcessStartInfo StartInfo(string[] args, Dictionary<string, string> environment)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = AppContext.BaseDirectory };
         info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "RealtimeChat.dll"));
@@ -243,7 +244,7 @@ public sealed class DeploymentFileTests
         {
             info.ArgumentList.Add(arg);
         }
-        // Only what a container would have: none of the test run's own settings leak in.
+        // None of the test run's own settings leak in.
         foreach (var name in info.Environment.Keys.Where(k => k.StartsWith("MATRIX_") || k.Contains("__")).ToList())
         {
             info.Environment.Remove(name);
@@ -252,6 +253,12 @@ public sealed class DeploymentFileTests
         {
             info.Environment[name] = value;
         }
+        return info;
+    }
+
+    private static Process Start(string[] args, Dictionary<string, string> environment, out System.Text.StringBuilder output)
+    {
+        var info = StartInfo(args, environment);
         var log = new System.Text.StringBuilder();
         output = log;
         var process = Process.Start(info)!;
@@ -264,20 +271,7 @@ public sealed class DeploymentFileTests
 
     private static async Task<(int Exit, string Output)> RunToEndAsync(string[] args, Dictionary<string, string> environment, bool standardOutputOnly = false)
     {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = AppContext.BaseDirectory };
-        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "RealtimeChat.dll"));
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-        foreach (var name in info.Environment.Keys.Where(k => k.StartsWith("MATRIX_") || k.Contains("__")).ToList())
-        {
-            info.Environment.Remove(name);
-        }
-        foreach (var (name, value) in environment)
-        {
-            info.Environment[name] = value;
-        }
+        var info = StartInfo(args, environment);
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
