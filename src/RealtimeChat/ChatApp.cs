@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Prometheus;
 using RealtimeChat.Conversations;
@@ -85,6 +86,8 @@ public static class ChatApp
         services.AddSingleton<MessageService>();
         services.AddMedia(configuration);
         services.AddMatrix(configuration);
+        // After the bridge, which provides its own when it is enabled.
+        services.TryAddSingleton<IMessageDelivery, NoMessageDelivery>();
 
         services.AddChatAuthentication(configuration);
         services.AddChatRateLimits(configuration);

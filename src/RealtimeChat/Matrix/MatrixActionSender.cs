@@ -20,6 +20,7 @@ public sealed class MatrixActionSender(
     MessageRenderer renderer,
     Media.MediaReader mediaFiles,
     RecordedEventIds recorded,
+    MatrixEvents events,
     Identity.UserProfiles profiles,
     MatrixUsers users,
     IOptions<MatrixOptions> options,
@@ -40,11 +41,11 @@ public sealed class MatrixActionSender(
 
     private bool Appservice => options.Value.Mode == MatrixMode.Appservice;
 
-    /// <summary>Reads the messages a batch of actions will send or edit (and what they reply to), on the drain's connection.</summary>
+    /// <summary>Reads the messages a batch of actions will send, edit or redact (and what they reply to), on the drain's connection.</summary>
     public async Task ReadAheadAsync(DbConnection connection, DispatchTurn turn, IReadOnlyList<OutboxAction> actions, CancellationToken cancellationToken)
     {
         var ids = actions
-            .Where(a => a.Action is MatrixActions.SendMessage or MatrixActions.Edit && a.MessageId is not null)
+            .Where(a => a.Action is MatrixActions.SendMessage or MatrixActions.Edit or MatrixActions.Redact && a.MessageId is not null)
             .Select(a => a.MessageId!.Value)
             .Distinct()
             .ToArray();
@@ -53,20 +54,15 @@ public sealed class MatrixActionSender(
             turn.ReadAhead([]);
             return;
         }
-        var messages = (await ReadMessagesAsync(connection, ids, cancellationToken)).ToList();
+        var messages = await renderer.ReadStoredAsync(connection, ids, cancellationToken);
         // A reply's fallback quotes its parent.
         var parents = messages.Select(m => m.ReplyTo).OfType<Guid>().Except(ids).ToArray();
         if (parents.Length > 0)
         {
-            messages.AddRange(await ReadMessagesAsync(connection, parents, cancellationToken));
+            messages.AddRange(await renderer.ReadStoredAsync(connection, parents, cancellationToken));
         }
         turn.ReadAhead(messages);
     }
-
-    private async Task<IEnumerable<MessageDto>> ReadMessagesAsync(DbConnection connection, Guid[] ids, CancellationToken cancellationToken) =>
-        (await connection.QueryAsync<MessageRow>(new CommandDefinition(
-            MessageRow.SelectStored + " WHERE " + SqlDialect.InList(connection, "m.id", "ids"), new { ids }, cancellationToken: cancellationToken)))
-        .Select(row => renderer.Render(row, []));
 
     /// <returns>The Matrix event id the action produced, if any. Event ids to store on messages and reactions go into <paramref name="turn"/>.</returns>
     public async Task<string?> SendAsync(DispatchTurn turn, OutboxAction action, CancellationToken cancellationToken)
@@ -93,7 +89,7 @@ public sealed class MatrixActionSender(
             MatrixActions.Redact => await RedactMessageAsync(turn, roomId, action, Payload<MessageDeleted>(action), cancellationToken),
             MatrixActions.React => await ReactAsync(turn, roomId, action, Payload<ReactionChanged>(action), cancellationToken),
             MatrixActions.Unreact => await UnreactAsync(roomId, action, Payload<ReactionChanged>(action), cancellationToken),
-            MatrixActions.ReadReceipt => await ReadReceiptAsync(roomId, Payload<ReadUpdated>(action), cancellationToken),
+            MatrixActions.ReadReceipt => await ReadReceiptAsync(roomId, action.ConversationId, Payload<ReadUpdated>(action), cancellationToken),
             _ => throw new NotSupportedException($"Unknown outbox action '{action.Action}'."),
         };
     }
@@ -149,36 +145,23 @@ public sealed class MatrixActionSender(
         switch (action.Action)
         {
             case MatrixActions.SendMessage when action.MessageId is { } messageId:
-                turn.MessageSent(messageId, eventId);
+                turn.MessageSent(action.ConversationId, messageId, action.Seq, eventId);
                 break;
             case MatrixActions.React:
-                var reaction = Payload<ReactionChanged>(action);
-                turn.ReactionSent(reaction.MessageId, reaction.UserId, reaction.Reaction, eventId);
+                turn.ReactionSent(action.ConversationId, Payload<ReactionChanged>(action), eventId);
                 break;
         }
     }
 
     /// <summary>The app user's read marker, as a read receipt of their ghost on the latest message that reached the room.</summary>
-    private async Task<string?> ReadReceiptAsync(string roomId, ReadUpdated read, CancellationToken cancellationToken)
+    private async Task<string?> ReadReceiptAsync(string roomId, Guid conversationId, ReadUpdated read, CancellationToken cancellationToken)
     {
         if (!Appservice)
         {
             // One service account cannot say what each person has read.
             return null;
         }
-        string? eventId;
-        await using (var connection = await database.OpenAsync(cancellationToken))
-        {
-            eventId = await connection.QuerySingleOrDefaultAsync<string>(
-                """
-                SELECT matrix_event_id FROM messages
-                 WHERE conversation_id = (SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @roomId)
-                   AND seq <= @LastReadSeq AND matrix_event_id IS NOT NULL
-                 ORDER BY seq DESC LIMIT 1
-                """,
-                new { roomId, read.LastReadSeq });
-        }
-        if (eventId is not null)
+        if (await events.LatestEventAtOrBeforeAsync(conversationId, read.LastReadSeq, cancellationToken) is { } eventId)
         {
             await EnsureGhostAsync(read.UserId, cancellationToken);
             await api.ReceiptAsync(roomId, eventId, ids.UserId(read.UserId), cancellationToken);
@@ -305,7 +288,7 @@ public sealed class MatrixActionSender(
         content[ActionField] = action.TxnId;
         // The message's own time, also for one posted long after (an outage, a backfill).
         var eventId = await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), message.CreatedAt, cancellationToken);
-        turn.MessageSent(message.Id, eventId);
+        turn.MessageSent(message.ConversationId, message.Id, message.Seq, eventId);
         return eventId;
     }
 
@@ -332,10 +315,8 @@ public sealed class MatrixActionSender(
         {
             return null;
         }
-        await using var connection = await database.OpenAsync(cancellationToken);
-        var senderId = await connection.QuerySingleAsync<Guid>("SELECT sender_id FROM messages WHERE id = @MessageId", new { deleted.MessageId });
         // A ghost may redact its own events; moderators' deletions go through the bot, which has the power level.
-        var redactor = senderId == deleted.DeletedBy ? As(senderId) : null;
+        var redactor = turn.Message(deleted.MessageId)?.SenderId == deleted.DeletedBy ? As(deleted.DeletedBy) : null;
         return await api.RedactAsync(roomId, eventId, action.TxnId, RedactionContent(action, "Deleted in the app"), redactor, action.CreatedAt, cancellationToken);
     }
 
@@ -350,23 +331,13 @@ public sealed class MatrixActionSender(
             [ActionField] = action.TxnId,
         };
         var eventId = await api.SendEventAsync(roomId, "m.reaction", action.TxnId, content, As(reaction.UserId), action.CreatedAt, cancellationToken);
-        turn.ReactionSent(reaction.MessageId, reaction.UserId, reaction.Reaction, eventId);
+        turn.ReactionSent(action.ConversationId, reaction, eventId);
         return eventId;
     }
 
     private async Task<string?> UnreactAsync(string roomId, OutboxAction action, ReactionChanged reaction, CancellationToken cancellationToken)
     {
-        // The reaction row is gone; the add's outbox row remembers the event it produced.
-        await using var connection = await database.OpenAsync(cancellationToken);
-        var added = await connection.QueryAsync<OutboxAction>(
-            """
-            SELECT * FROM matrix_outbox
-             WHERE conversation_id = @ConversationId AND action = @react AND message_id = @MessageId AND actor_id = @UserId
-               AND id < @Id AND matrix_event_id IS NOT NULL
-             ORDER BY id DESC
-            """,
-            new { action.ConversationId, react = MatrixActions.React, reaction.MessageId, reaction.UserId, action.Id });
-        var eventId = added.FirstOrDefault(a => Payload<ReactionChanged>(a).Reaction == reaction.Reaction)?.MatrixEventId;
+        var eventId = await events.LatestReactionEventAsync(reaction.MessageId, reaction.UserId, reaction.Reaction, cancellationToken);
         return eventId is null ? null : await api.RedactAsync(roomId, eventId, action.TxnId, RedactionContent(action, "Reaction removed"), As(reaction.UserId), action.CreatedAt, cancellationToken);
     }
 
@@ -499,8 +470,7 @@ public sealed class MatrixActionSender(
         {
             return sentThisTurn;
         }
-        await using var connection = await database.OpenAsync(cancellationToken);
-        return await connection.QuerySingleOrDefaultAsync<string>("SELECT matrix_event_id FROM messages WHERE id = @messageId", new { messageId });
+        return await events.EventOfMessageAsync(messageId, cancellationToken);
     }
 
     // The dispatcher reads every message of its batch ahead (ReadAheadAsync) before sending any of it.

@@ -57,9 +57,7 @@ public sealed class MatrixDeferredWorker(
                 if (time.GetUtcNow() >= nextSweep)
                 {
                     await ApplyAsync(
-                        _ => "target_event_id IN (SELECT matrix_event_id FROM messages WHERE matrix_event_id IS NOT NULL) " +
-                        "OR target_event_id IN (SELECT matrix_event_id FROM message_reactions WHERE matrix_event_id IS NOT NULL) " +
-                        "OR target_event_id IN (SELECT 'room:' || matrix_room_id FROM matrix_room_mapping WHERE matrix_room_id IS NOT NULL)",
+                        _ => MatrixEvents.TargetKnown,
                         null, stoppingToken);
                     await ExpireAsync(stoppingToken);
                     nextSweep = time.GetUtcNow() + SweepInterval;

@@ -69,8 +69,9 @@ public static class MatrixSetup
         services.AddHostedService(provider => provider.GetRequiredService<MatrixTypingRelay>());
         services.AddSingleton<MatrixInbound>();
         services.AddSingleton<OutboxWakeups>();
-        services.AddSingleton<MatrixInboundLedger>();
-        services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixInboundLedger>());
+        services.AddSingleton<MatrixEvents>();
+        services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixEvents>());
+        services.AddSingleton<Messages.IMessageDelivery, MatrixDeliveryStates>();
         services.AddSingleton<MatrixOutbox>();
         services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixOutbox>());
         services.AddSingleton<IChatEventPublisher>(provider => provider.GetRequiredService<MatrixOutbox>());

@@ -48,6 +48,7 @@ public sealed class Portals(
     ConversationService conversations,
     MessageService messages,
     RecordedEventIds recorded,
+    MatrixEvents events,
     IOptions<MatrixOptions> options,
     TimeProvider time,
     ILogger<Portals> logger)
@@ -317,9 +318,14 @@ public sealed class Portals(
         {
             return Failed(turn, head, new ApiException(StatusCodes.Status404NotFound, "conversation_not_found", "The conversation no longer exists."));
         }
-        var backfill = (await messages.RecentAsync(conversationId, head.Seq, options.Value.BackfillLimit, cancellationToken))
-            // Whatever is known to be on Matrix already (a room whose creation row retention removed) is never posted again.
-            .Where(m => m.ExternalId is null).ToList();
+        var recent = await messages.RecentAsync(conversationId, head.Seq, options.Value.BackfillLimit, cancellationToken);
+        Dictionary<Guid, string> onMatrix;
+        await using (var connection = await database.OpenAsync(cancellationToken))
+        {
+            onMatrix = await MatrixEvents.EventsOfMessagesAsync(connection, [.. recent.Select(m => m.Id)]);
+        }
+        // Whatever is known to be on Matrix already (a room whose creation row retention removed) is never posted again.
+        var backfill = recent.Where(m => !onMatrix.ContainsKey(m.Id)).ToList();
         var now = time.UtcNowMicros();
         // Seq 0 puts the room's creation ahead of everything; backfilled messages keep their own seqs, which are all
         // older than the waiting head's (their sends carry the messages' own times as the events' timestamps).
@@ -376,23 +382,13 @@ public sealed class Portals(
                 """,
                 turn.Outcomes.Select(o => new { o.Status, o.EventId, o.Error, o.NextAttemptAt, o.OutcomeUnknown, now, o.Id }).ToList(),
                 transaction);
-            await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = @EventId WHERE id = @MessageId", turn.MessageEvents, transaction);
-            if (turn.ReactionEvents.Count > 0)
-            {
-                await connection.ExecuteAsync(
-                    "UPDATE message_reactions SET matrix_event_id = @EventId WHERE message_id = @MessageId AND user_id = @UserId AND reaction = @Reaction",
-                    turn.ReactionEvents, transaction);
-            }
+            await events.RecordSentAsync(connection, transaction, turn.SentEvents);
             await transaction.CommitAsync(CancellationToken.None);
         }
         leases.Renewed(turn.Lease, renewed);
-        foreach (var message in turn.MessageEvents)
+        foreach (var sent in turn.SentEvents)
         {
-            recorded.Recorded(message.EventId);
-        }
-        foreach (var reaction in turn.ReactionEvents)
-        {
-            recorded.Recorded(reaction.EventId);
+            recorded.Recorded(sent.EventId);
         }
         MatrixMetrics.MessagesSent.Inc(turn.Outcomes.Count(o => o.Action == MatrixActions.SendMessage && o.Status == "sent"));
         turn.Recorded();
@@ -431,12 +427,6 @@ public sealed class OutboxAction
 /// <summary>What the portal records about one action.</summary>
 public sealed record ActionOutcome(long Id, string Action, string Status, string? EventId, string? Error, DateTimeOffset NextAttemptAt, bool OutcomeUnknown);
 
-/// <summary>A Matrix event id to store on the row of what it mirrors.</summary>
-public sealed record MessageEvent(Guid MessageId, string EventId);
-
-/// <summary>A reaction's Matrix event id, to store on the reaction's row.</summary>
-public sealed record ReactionEvent(Guid MessageId, Guid UserId, string Reaction, string EventId);
-
 /// <summary>
 /// One portal drain: its lease, the messages read ahead for its actions, and what it sent but has not recorded yet.
 /// Later actions of the same drain find the event ids here before they are stored.
@@ -447,16 +437,14 @@ public sealed class DispatchTurn(PortalLease lease)
     private readonly Dictionary<Guid, string> _messageEventIds = [];
     private readonly List<ActionOutcome> _outcomes = [];
     private readonly HashSet<long> _done = [];
-    private readonly List<MessageEvent> _messageEvents = [];
-    private readonly List<ReactionEvent> _reactionEvents = [];
+    private readonly List<EventRow> _sentEvents = [];
 
     public PortalLease Lease { get; set; } = lease;
 
     public IReadOnlyList<ActionOutcome> Outcomes => _outcomes;
 
-    public IReadOnlyList<MessageEvent> MessageEvents => _messageEvents;
-
-    public IReadOnlyList<ReactionEvent> ReactionEvents => _reactionEvents;
+    /// <summary>The messages and reactions this turn posted, to record in <c>matrix_events</c> with the outcomes.</summary>
+    public IReadOnlyList<EventRow> SentEvents => _sentEvents;
 
     public int Unrecorded => _outcomes.Count;
 
@@ -477,14 +465,15 @@ public sealed class DispatchTurn(PortalLease lease)
     /// <summary>The event a message of this turn became, if it was sent in this turn.</summary>
     public string? EventIdOf(Guid messageId) => _messageEventIds.GetValueOrDefault(messageId);
 
-    public void MessageSent(Guid messageId, string eventId)
+    /// <param name="seq">The message's seq (its send_message action's).</param>
+    public void MessageSent(Guid conversationId, Guid messageId, long seq, string eventId)
     {
         _messageEventIds[messageId] = eventId;
-        _messageEvents.Add(new MessageEvent(messageId, eventId));
+        _sentEvents.Add(new EventRow(eventId, conversationId, messageId, seq));
     }
 
-    public void ReactionSent(Guid messageId, Guid userId, string reaction, string eventId) =>
-        _reactionEvents.Add(new ReactionEvent(messageId, userId, reaction, eventId));
+    public void ReactionSent(Guid conversationId, ReactionChanged reaction, string eventId) =>
+        _sentEvents.Add(new EventRow(eventId, conversationId, reaction.MessageId, null, reaction.UserId, reaction.Reaction));
 
     /// <summary>Whether the action already has its outcome in this turn (e.g. found on the homeserver).</summary>
     public bool IsDone(long actionId) => _done.Contains(actionId);
@@ -502,8 +491,7 @@ public sealed class DispatchTurn(PortalLease lease)
     public void Recorded()
     {
         _outcomes.Clear();
-        _messageEvents.Clear();
-        _reactionEvents.Clear();
+        _sentEvents.Clear();
         OldestUnrecorded = DateTimeOffset.MaxValue;
     }
 }

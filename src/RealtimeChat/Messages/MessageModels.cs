@@ -60,38 +60,21 @@ internal sealed class MessageRow
     public DateTimeOffset CreatedAt { get; init; }
     public DateTimeOffset? EditedAt { get; init; }
     public DateTimeOffset? DeletedAt { get; init; }
-    public string? MatrixEventId { get; init; }
     public string? MediaContentType { get; init; }
     public long? MediaSizeBytes { get; init; }
     public int? MediaDurationMs { get; init; }
     public string? MediaFileName { get; init; }
     public string? MediaStorageKey { get; init; }
-    public string? MatrixOutboxStatus { get; init; }
-    public string? MatrixOutboxError { get; init; }
 
-    private const string StoredColumns =
+    public const string Select =
         """
-        m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.content, m.media_id, m.reply_to,
-               m.client_message_id, m.created_at, m.edited_at, m.deleted_at, m.matrix_event_id,
+        SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.content, m.media_id, m.reply_to,
+               m.client_message_id, m.created_at, m.edited_at, m.deleted_at,
                md.content_type AS media_content_type, md.size_bytes AS media_size_bytes,
                md.duration_ms AS media_duration_ms, md.file_name AS media_file_name,
                md.storage_key AS media_storage_key
+          FROM messages m LEFT JOIN media md ON md.id = m.media_id
         """;
-
-    private const string FromMessagesWithMedia = " FROM messages m LEFT JOIN media md ON md.id = m.media_id";
-
-    /// <summary>The stored message and its media, without the delivery state the API adds (what the Matrix bridge reads).</summary>
-    public const string SelectStored = "SELECT " + StoredColumns + FromMessagesWithMedia;
-
-    // The outbox is read through scalar subqueries, not a join: a prepared plan made while matrix_outbox was young
-    // joined it by scanning the whole table (1.4-3 ms per query at 10,000-20,000 rows).
-    public const string Select =
-        "SELECT " + StoredColumns +
-        """
-        ,
-               (SELECT o.status FROM matrix_outbox o WHERE o.message_id = m.id AND o.action = 'send_message') AS matrix_outbox_status,
-               (SELECT o.last_error FROM matrix_outbox o WHERE o.message_id = m.id AND o.action = 'send_message') AS matrix_outbox_error
-        """ + FromMessagesWithMedia;
 }
 
 internal sealed class ReactionRow

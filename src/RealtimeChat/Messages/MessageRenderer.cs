@@ -6,7 +6,7 @@ using RealtimeChat.Storage;
 namespace RealtimeChat.Messages;
 
 /// <summary>Turns stored rows into what clients see: decrypted content, media links, reaction summaries.</summary>
-public sealed class MessageRenderer(ContentCipher cipher)
+public sealed class MessageRenderer(ContentCipher cipher, IMessageDelivery delivery)
 {
     private const int PreviewLength = 120;
 
@@ -20,10 +20,21 @@ public sealed class MessageRenderer(ContentCipher cipher)
                 $"SELECT message_id, user_id, reaction, created_at FROM message_reactions WHERE {SqlDialect.InList(connection, "message_id", "ids")} ORDER BY created_at, user_id",
                 new { ids = rows.Select(r => r.Id).ToArray() }, transaction))
             .ToLookup(r => r.MessageId);
-        return rows.Select(row => Render(row, reactions[row.Id])).ToList();
+        var states = await delivery.OfAsync(connection, [.. rows.Select(r => r.Id)], transaction);
+        return rows.Select(row => Render(row, reactions[row.Id], states.GetValueOrDefault(row.Id))).ToList();
     }
 
-    internal MessageDto Render(MessageRow row, IEnumerable<ReactionRow> reactions) => new(
+    /// <summary>
+    /// Messages as stored (decrypted, with their media), without reactions or delivery state: what another feature (the
+    /// bridge) mirrors. Deleted messages are included, as tombstones.
+    /// </summary>
+    public async Task<List<MessageDto>> ReadStoredAsync(DbConnection connection, IReadOnlyCollection<Guid> ids, CancellationToken cancellationToken) =>
+        (await connection.QueryAsync<MessageRow>(new CommandDefinition(
+            MessageRow.Select + " WHERE " + SqlDialect.InList(connection, "m.id", "ids"), new { ids = ids.ToArray() }, cancellationToken: cancellationToken)))
+        .Select(row => Render(row, [], null))
+        .ToList();
+
+    private MessageDto Render(MessageRow row, IEnumerable<ReactionRow> reactions, MatrixDelivery? state) => new(
         row.Id,
         row.ConversationId,
         row.Seq,
@@ -42,15 +53,7 @@ public sealed class MessageRenderer(ContentCipher cipher)
             .GroupBy(r => r.Reaction)
             .Select(g => new ReactionSummary(g.Key, g.Count(), g.Select(r => r.UserId).ToList()))
             .ToList(),
-        Delivery(row));
-
-    private static MatrixDelivery? Delivery(MessageRow row) => (row.MatrixEventId, row.MatrixOutboxStatus) switch
-    {
-        ({ } eventId, _) => new MatrixDelivery(MatrixDeliveryState.Sent, eventId, null),
-        (null, "pending") => new MatrixDelivery(MatrixDeliveryState.Pending, null, row.MatrixOutboxError),
-        (null, "failed") => new MatrixDelivery(MatrixDeliveryState.Failed, null, row.MatrixOutboxError),
-        _ => null,
-    };
+        state);
 
     internal async Task<List<MessageDto>> LoadAsync(DbConnection connection, IEnumerable<Guid> ids, DbTransaction? transaction = null)
     {

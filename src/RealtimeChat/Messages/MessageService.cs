@@ -51,9 +51,6 @@ public sealed class StoredMessageRef
     public long Seq { get; init; }
     public Guid SenderId { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
-
-    /// <summary>The event it mirrors (or became) on another network, if any.</summary>
-    public string? ExternalId { get; init; }
 }
 
 /// <summary>An uploaded (already encrypted and stored) file's row.</summary>
@@ -122,7 +119,7 @@ public sealed class MessageService(
         await using var connection = await database.OpenAsync(cancellationToken);
         var rows = await connection.QueryAsync<StoredMessageRef>(
             """
-            SELECT id, seq, sender_id, created_at, matrix_event_id AS external_id FROM messages
+            SELECT id, seq, sender_id, created_at FROM messages
              WHERE conversation_id = @conversationId AND seq < @beforeSeq AND deleted_at IS NULL
              ORDER BY seq DESC LIMIT @limit
             """,
@@ -241,10 +238,10 @@ public sealed class MessageService(
         var changed = add
             ? await write.ExecuteAsync(
                 """
-                INSERT INTO message_reactions (message_id, user_id, reaction, created_at, matrix_event_id) VALUES (@messageId, @userId, @reaction, @now, @matrixEventId)
+                INSERT INTO message_reactions (message_id, user_id, reaction, created_at) VALUES (@messageId, @userId, @reaction, @now)
                 ON CONFLICT (message_id, user_id, reaction) DO NOTHING
                 """,
-                new { messageId, userId, reaction, now, matrixEventId = origin.ExternalId })
+                new { messageId, userId, reaction, now })
             : await write.ExecuteAsync(
                 "DELETE FROM message_reactions WHERE message_id = @messageId AND user_id = @userId AND reaction = @reaction",
                 new { messageId, userId, reaction });

@@ -20,16 +20,17 @@ public sealed class MessageWriter : BackgroundService
     private readonly ChatEventPipeline _events;
     private readonly MessageRenderer _renderer;
     private readonly ContentCipher _cipher;
+    private readonly IMessageDelivery _delivery;
     private readonly TimeProvider _time;
     private readonly ILogger<MessageWriter> _logger;
     private readonly int _maxBatch;
     private readonly Channel<PendingSend>[] _queues;
 
     public MessageWriter(
-        ChatDatabase database, ChatEventPipeline events, MessageRenderer renderer, ContentCipher cipher, TimeProvider time,
-        IOptions<MessageOptions> options, ILogger<MessageWriter> logger)
+        ChatDatabase database, ChatEventPipeline events, MessageRenderer renderer, ContentCipher cipher, IMessageDelivery delivery,
+        TimeProvider time, IOptions<MessageOptions> options, ILogger<MessageWriter> logger)
     {
-        (_database, _events, _renderer, _cipher, _time, _logger) = (database, events, renderer, cipher, time, logger);
+        (_database, _events, _renderer, _cipher, _delivery, _time, _logger) = (database, events, renderer, cipher, delivery, time, logger);
         _maxBatch = options.Value.MaxSendBatch;
         // SQLite has one writer at a time: a second batch would only wait for the first, half-filled.
         var writers = database.Provider == DatabaseProvider.Sqlite ? 1 : options.Value.SendWriters;
@@ -285,29 +286,26 @@ public sealed class MessageWriter : BackgroundService
                     new { media.Id, conversationId, userId, media.StorageKey, media.ContentType, media.SizeBytes, media.DurationMs, media.FileName, media.WrappedKey, now });
             }
             rows.Add(new NewMessageRow(id, conversationId, seq, userId, message.Kind, _cipher.EncryptText(message.Content, id),
-                message.Media?.Id, message.ReplyTo, message.ClientMessageId, message.Origin.ExternalId));
+                message.Media?.Id, message.ReplyTo, message.ClientMessageId));
             // The answer is built from what was just written: nothing else can have touched the row yet.
-            var delivery = message.Origin.ExternalId is { } eventId ? new MatrixDelivery(MatrixDeliveryState.Sent, eventId, null)
-                : _events.Records(ChatEventTypes.MessageNew, message.Origin) ? new MatrixDelivery(MatrixDeliveryState.Pending, null, null)
-                : null;
             var dto = new MessageDto(id, conversationId, seq, userId, message.Kind, message.Content, message.Media?.ToDto(), message.ReplyTo,
-                message.ClientMessageId, now, null, null, [], delivery);
+                message.ClientMessageId, now, null, null, [], _delivery.OfNew(message.Origin));
             dtos.Add(dto);
             appended.Add(new ConversationEvent(conversationId, seq, ChatEventTypes.MessageNew, userId, now, dto, id, new MessageReference(id), message.Origin));
         }
 
         const string insert =
             """
-            INSERT INTO messages (id, conversation_id, seq, sender_id, kind, content, media_id, reply_to, client_message_id, created_at, matrix_event_id)
+            INSERT INTO messages (id, conversation_id, seq, sender_id, kind, content, media_id, reply_to, client_message_id, created_at)
             """;
         if (write.IsPostgres)
         {
             await write.ExecuteAsync(
                 insert +
                 """
-                 SELECT r.id, r.conversation_id, r.seq, r.sender_id, r.kind, r.content, r.media_id, r.reply_to, r.client_message_id, @now, r.matrix_event_id
-                   FROM unnest(@ids, @conversationIds, @seqs, @senderIds, @kinds, @contents, @mediaIds, @replyTos, @clientMessageIds, @matrixEventIds)
-                        AS r(id, conversation_id, seq, sender_id, kind, content, media_id, reply_to, client_message_id, matrix_event_id)
+                 SELECT r.id, r.conversation_id, r.seq, r.sender_id, r.kind, r.content, r.media_id, r.reply_to, r.client_message_id, @now
+                   FROM unnest(@ids, @conversationIds, @seqs, @senderIds, @kinds, @contents, @mediaIds, @replyTos, @clientMessageIds)
+                        AS r(id, conversation_id, seq, sender_id, kind, content, media_id, reply_to, client_message_id)
                 """,
                 new
                 {
@@ -320,15 +318,14 @@ public sealed class MessageWriter : BackgroundService
                     mediaIds = rows.Select(r => r.MediaId).ToArray(),
                     replyTos = rows.Select(r => r.ReplyTo).ToArray(),
                     clientMessageIds = rows.Select(r => r.ClientMessageId).ToArray(),
-                    matrixEventIds = rows.Select(r => r.MatrixEventId).ToArray(),
                     now,
                 });
         }
         else
         {
             await write.ExecuteAsync(
-                insert + " VALUES (@Id, @ConversationId, @Seq, @SenderId, @Kind, @Content, @MediaId, @ReplyTo, @ClientMessageId, @Now, @MatrixEventId)",
-                rows.Select(r => new { r.Id, r.ConversationId, r.Seq, r.SenderId, r.Kind, r.Content, r.MediaId, r.ReplyTo, r.ClientMessageId, Now = now, r.MatrixEventId }));
+                insert + " VALUES (@Id, @ConversationId, @Seq, @SenderId, @Kind, @Content, @MediaId, @ReplyTo, @ClientMessageId, @Now)",
+                rows.Select(r => new { r.Id, r.ConversationId, r.Seq, r.SenderId, r.Kind, r.Content, r.MediaId, r.ReplyTo, r.ClientMessageId, Now = now }));
         }
         await write.AppendEventsAsync(appended);
         return dtos;
@@ -352,5 +349,5 @@ public sealed class MessageWriter : BackgroundService
 
     private sealed record NewMessageRow(
         Guid Id, Guid ConversationId, long Seq, Guid SenderId, string Kind, byte[] Content, Guid? MediaId, Guid? ReplyTo,
-        string? ClientMessageId, string? MatrixEventId);
+        string? ClientMessageId);
 }

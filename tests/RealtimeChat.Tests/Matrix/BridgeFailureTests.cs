@@ -83,7 +83,7 @@ public sealed class BridgeFailureTests
         await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
         {
             await connection.ExecuteAsync("UPDATE matrix_outbox SET status = 'pending', matrix_event_id = NULL WHERE action = 'send_message'");
-            await connection.ExecuteAsync("UPDATE messages SET matrix_event_id = NULL");
+            await connection.ExecuteAsync("DELETE FROM matrix_events WHERE message_id IS NOT NULL");
         }
         await bridge.RestartAsync();
 

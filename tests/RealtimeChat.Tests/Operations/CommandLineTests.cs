@@ -46,7 +46,7 @@ public sealed class CommandLineTests
             var database = (RealtimeChat.Storage.ChatDatabase)server.Services.GetService(typeof(RealtimeChat.Storage.ChatDatabase))!;
             await using var connection = await database.OpenAsync();
             Assert.Equal(0, await connection.ExecuteScalarAsync<int>("SELECT COUNT(*) FROM matrix_room_mapping"));
-            Assert.Equal(0, await connection.ExecuteScalarAsync<int>("SELECT COUNT(*) FROM messages WHERE matrix_event_id IS NOT NULL"));
+            Assert.Equal(0, await connection.ExecuteScalarAsync<int>("SELECT COUNT(*) FROM matrix_events"));
         }
         finally
         {
