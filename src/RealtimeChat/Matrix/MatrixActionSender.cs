@@ -1,13 +1,11 @@
 using System.Collections.Concurrent;
 using System.Data.Common;
 using System.Net;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using Dapper;
 using Microsoft.Extensions.Options;
 using RealtimeChat.Conversations;
 using RealtimeChat.Messages;
-using RealtimeChat.Realtime;
 using RealtimeChat.Storage;
 
 namespace RealtimeChat.Matrix;
@@ -67,13 +65,13 @@ public sealed class MatrixActionSender(
     /// <returns>The Matrix event id the action produced, if any. Event ids to store on messages and reactions go into <paramref name="turn"/>.</returns>
     public async Task<string?> SendAsync(DispatchTurn turn, OutboxAction action, CancellationToken cancellationToken)
     {
-        if (action.PayloadVersion != MatrixActions.PayloadVersion)
+        if (!OutboxPayloads.Reads(action.PayloadVersion))
         {
             throw new NotSupportedException($"Outbox payload version {action.PayloadVersion} is not one this version of the service reads.");
         }
         if (action.Action == MatrixActions.CreateRoom)
         {
-            await CreateRoomAsync(Payload<ConversationCreated>(action), cancellationToken);
+            await CreateRoomAsync(Payload<CreateRoomPayload>(action), cancellationToken);
             return null;
         }
 
@@ -81,15 +79,15 @@ public sealed class MatrixActionSender(
             ?? throw new ActionNotReadyException($"Conversation {action.ConversationId} has no Matrix room yet.");
         return action.Action switch
         {
-            MatrixActions.Invite => await InviteAsync(roomId, Payload<MemberAdded>(action).Member.UserId, cancellationToken),
-            MatrixActions.RemoveMember => await RemoveMemberAsync(roomId, Payload<MemberRemoved>(action), cancellationToken),
-            MatrixActions.Rename => await api.SetStateAsync(roomId, "m.room.name", "", new JsonObject { ["name"] = Payload<ConversationUpdated>(action).Name }, cancellationToken),
+            MatrixActions.Invite => await InviteAsync(roomId, Payload<InvitePayload>(action).Member.UserId, cancellationToken),
+            MatrixActions.RemoveMember => await RemoveMemberAsync(roomId, Payload<RemoveMemberPayload>(action), cancellationToken),
+            MatrixActions.Rename => await api.SetStateAsync(roomId, "m.room.name", "", new JsonObject { ["name"] = Payload<RenamePayload>(action).Name }, cancellationToken),
             MatrixActions.SendMessage => await SendMessageAsync(turn, roomId, action, cancellationToken),
             MatrixActions.Edit => await EditAsync(turn, roomId, action, cancellationToken),
-            MatrixActions.Redact => await RedactMessageAsync(turn, roomId, action, Payload<MessageDeleted>(action), cancellationToken),
-            MatrixActions.React => await ReactAsync(turn, roomId, action, Payload<ReactionChanged>(action), cancellationToken),
-            MatrixActions.Unreact => await UnreactAsync(roomId, action, Payload<ReactionChanged>(action), cancellationToken),
-            MatrixActions.ReadReceipt => await ReadReceiptAsync(roomId, action.ConversationId, Payload<ReadUpdated>(action), cancellationToken),
+            MatrixActions.Redact => await RedactMessageAsync(turn, roomId, action, Payload<RedactPayload>(action), cancellationToken),
+            MatrixActions.React => await ReactAsync(turn, roomId, action, Payload<ReactionPayload>(action), cancellationToken),
+            MatrixActions.Unreact => await UnreactAsync(roomId, action, Payload<ReactionPayload>(action), cancellationToken),
+            MatrixActions.ReadReceipt => await ReadReceiptAsync(roomId, action.ConversationId, Payload<ReadReceiptPayload>(action), cancellationToken),
             _ => throw new NotSupportedException($"Unknown outbox action '{action.Action}'."),
         };
     }
@@ -148,13 +146,13 @@ public sealed class MatrixActionSender(
                 turn.MessageSent(action.ConversationId, messageId, action.Seq, eventId);
                 break;
             case MatrixActions.React:
-                turn.ReactionSent(action.ConversationId, Payload<ReactionChanged>(action), eventId);
+                turn.ReactionSent(action.ConversationId, Payload<ReactionPayload>(action), eventId);
                 break;
         }
     }
 
     /// <summary>The app user's read marker, as a read receipt of their ghost on the latest message that reached the room.</summary>
-    private async Task<string?> ReadReceiptAsync(string roomId, Guid conversationId, ReadUpdated read, CancellationToken cancellationToken)
+    private async Task<string?> ReadReceiptAsync(string roomId, Guid conversationId, ReadReceiptPayload read, CancellationToken cancellationToken)
     {
         if (!Appservice)
         {
@@ -169,7 +167,7 @@ public sealed class MatrixActionSender(
         return null;
     }
 
-    private async Task CreateRoomAsync(ConversationCreated conversation, CancellationToken cancellationToken)
+    private async Task CreateRoomAsync(CreateRoomPayload conversation, CancellationToken cancellationToken)
     {
         // The stored mapping, not the cache: a create_room that runs again must also save a mapping that went missing.
         if (await StoredRoomIdAsync(conversation.Id, cancellationToken) is { } existing)
@@ -251,7 +249,7 @@ public sealed class MatrixActionSender(
         return null;
     }
 
-    private async Task<string?> RemoveMemberAsync(string roomId, MemberRemoved removed, CancellationToken cancellationToken)
+    private async Task<string?> RemoveMemberAsync(string roomId, RemoveMemberPayload removed, CancellationToken cancellationToken)
     {
         var userId = ids.UserId(removed.UserId);
         if (removed.Left && Appservice)
@@ -309,7 +307,7 @@ public sealed class MatrixActionSender(
         return await api.SendEventAsync(roomId, "m.room.message", action.TxnId, content, As(message.SenderId), action.CreatedAt, cancellationToken);
     }
 
-    private async Task<string?> RedactMessageAsync(DispatchTurn turn, string roomId, OutboxAction action, MessageDeleted deleted, CancellationToken cancellationToken)
+    private async Task<string?> RedactMessageAsync(DispatchTurn turn, string roomId, OutboxAction action, RedactPayload deleted, CancellationToken cancellationToken)
     {
         if (await EventIdOfMessageAsync(turn, deleted.MessageId, cancellationToken) is not { } eventId)
         {
@@ -320,7 +318,7 @@ public sealed class MatrixActionSender(
         return await api.RedactAsync(roomId, eventId, action.TxnId, RedactionContent(action, "Deleted in the app"), redactor, action.CreatedAt, cancellationToken);
     }
 
-    private async Task<string?> ReactAsync(DispatchTurn turn, string roomId, OutboxAction action, ReactionChanged reaction, CancellationToken cancellationToken)
+    private async Task<string?> ReactAsync(DispatchTurn turn, string roomId, OutboxAction action, ReactionPayload reaction, CancellationToken cancellationToken)
     {
         var target = await EventIdOfMessageAsync(turn, reaction.MessageId, cancellationToken)
             ?? throw new MatrixApiException(System.Net.HttpStatusCode.NotFound, "M_NOT_FOUND", $"Message {reaction.MessageId} never reached Matrix; its reaction cannot either.");
@@ -335,7 +333,7 @@ public sealed class MatrixActionSender(
         return eventId;
     }
 
-    private async Task<string?> UnreactAsync(string roomId, OutboxAction action, ReactionChanged reaction, CancellationToken cancellationToken)
+    private async Task<string?> UnreactAsync(string roomId, OutboxAction action, ReactionPayload reaction, CancellationToken cancellationToken)
     {
         var eventId = await events.LatestReactionEventAsync(reaction.MessageId, reaction.UserId, reaction.Reaction, cancellationToken);
         return eventId is null ? null : await api.RedactAsync(roomId, eventId, action.TxnId, RedactionContent(action, "Reaction removed"), As(reaction.UserId), action.CreatedAt, cancellationToken);
@@ -477,5 +475,5 @@ public sealed class MatrixActionSender(
     private static MessageDto MessageOf(DispatchTurn turn, OutboxAction action) =>
         turn.Message(action.MessageId) ?? throw new MatrixApiException(HttpStatusCode.NotFound, null, $"Message {action.MessageId} is no longer stored.");
 
-    private static T Payload<T>(OutboxAction action) => JsonSerializer.Deserialize<T>(action.Payload, ChatJson.Options)!;
+    private static T Payload<T>(OutboxAction action) => OutboxPayloads.Read<T>(action);
 }

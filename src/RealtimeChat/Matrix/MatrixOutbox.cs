@@ -17,9 +17,6 @@ public static class MatrixActions
     public const string Unreact = "unreact";
     public const string ReadReceipt = "read_receipt";
 
-    /// <summary>The payload shape every action is written with now; older shapes stay readable while rows of them wait.</summary>
-    public const int PayloadVersion = 1;
-
     /// <summary>Actions that post a timeline event, which carries the action's id so it can be found again (see <c>Portals</c>).</summary>
     public static bool PostsEvent(string action) => action is SendMessage or Edit or Redact or React or Unreact;
 
@@ -61,7 +58,7 @@ public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSin
                     Action = action,
                     evt.ActorId,
                     evt.MessageId,
-                    Payload = evt.StoredJson,
+                    Payload = OutboxPayloads.Serialize(OutboxPayloads.From(evt.StoredPayload ?? evt.Data)),
                     TxnId = MatrixIds.TransactionId(evt.ConversationId, evt.Seq, action),
                     CreatedAt = evt.CreatedAt.ToUniversalTime(),
                 };
@@ -74,7 +71,7 @@ public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSin
 
         const string insert =
             """
-            INSERT INTO matrix_outbox (conversation_id, seq, action, actor_id, message_id, payload, txn_id, status, attempts, next_attempt_at, created_at)
+            INSERT INTO matrix_outbox (conversation_id, seq, action, actor_id, message_id, payload, payload_version, txn_id, status, attempts, next_attempt_at, created_at)
             """;
         if (transaction.IsPostgres)
         {
@@ -82,7 +79,7 @@ public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSin
             await transaction.ExecuteAsync(
                 insert +
                 """
-                 SELECT a.conversation_id, a.seq, a.action, a.actor_id, a.message_id, a.payload, a.txn_id, 'pending', 0, a.created_at, a.created_at
+                 SELECT a.conversation_id, a.seq, a.action, a.actor_id, a.message_id, a.payload, @version, a.txn_id, 'pending', 0, a.created_at, a.created_at
                    FROM unnest(@conversationIds, @seqs, @actions, @actorIds, @messageIds, @payloads, @txnIds, @createdAts)
                         AS a(conversation_id, seq, action, actor_id, message_id, payload, txn_id, created_at)
                 """,
@@ -96,13 +93,14 @@ public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSin
                     payloads = actions.Select(a => a.Payload).ToArray(),
                     txnIds = actions.Select(a => a.TxnId).ToArray(),
                     createdAts = actions.Select(a => a.CreatedAt).ToArray(),
+                    version = OutboxPayloads.Version,
                 });
         }
         else
         {
             await transaction.ExecuteAsync(
-                insert + " VALUES (@ConversationId, @Seq, @Action, @ActorId, @MessageId, @Payload, @TxnId, 'pending', 0, @CreatedAt, @CreatedAt)",
-                actions);
+                insert + " VALUES (@ConversationId, @Seq, @Action, @ActorId, @MessageId, @Payload, @Version, @TxnId, 'pending', 0, @CreatedAt, @CreatedAt)",
+                actions.Select(a => new { a.ConversationId, a.Seq, a.Action, a.ActorId, a.MessageId, a.Payload, Version = OutboxPayloads.Version, a.TxnId, a.CreatedAt }));
         }
     }
 

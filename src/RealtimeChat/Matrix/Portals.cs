@@ -1,11 +1,9 @@
 using System.Diagnostics;
-using System.Text.Json;
 using Dapper;
 using Microsoft.Extensions.Options;
 using RealtimeChat.Conversations;
 using RealtimeChat.Infrastructure;
 using RealtimeChat.Messages;
-using RealtimeChat.Realtime;
 using RealtimeChat.Storage;
 
 namespace RealtimeChat.Matrix;
@@ -331,10 +329,10 @@ public sealed class Portals(
         // older than the waiting head's (their sends carry the messages' own times as the events' timestamps).
         List<LateRow> rows =
         [
-            new(conversationId, 0, MatrixActions.CreateRoom, snapshot.CreatedBy, null, JsonSerializer.Serialize(snapshot, ChatJson.Options),
+            new(conversationId, 0, MatrixActions.CreateRoom, snapshot.CreatedBy, null, OutboxPayloads.Serialize(OutboxPayloads.From(snapshot)),
                 MatrixIds.TransactionId(conversationId, 0, MatrixActions.CreateRoom), now),
             .. backfill.Select(m => new LateRow(conversationId, m.Seq, MatrixActions.SendMessage, m.SenderId, m.Id,
-                JsonSerializer.Serialize(new MessageReference(m.Id), ChatJson.Options), MatrixIds.TransactionId(conversationId, m.Seq, MatrixActions.SendMessage),
+                OutboxPayloads.Serialize(new MessagePayload(m.Id)), MatrixIds.TransactionId(conversationId, m.Seq, MatrixActions.SendMessage),
                 now)),
         ];
         await using (var connection = await database.OpenAsync(cancellationToken))
@@ -343,8 +341,8 @@ public sealed class Portals(
             await leases.RenewAsync(connection, transaction, turn.Lease);
             await connection.ExecuteAsync(
                 """
-                INSERT INTO matrix_outbox (conversation_id, seq, action, actor_id, message_id, payload, txn_id, status, attempts, next_attempt_at, created_at)
-                VALUES (@ConversationId, @Seq, @Action, @ActorId, @MessageId, @Payload, @TxnId, 'pending', 0, @Now, @Now)
+                INSERT INTO matrix_outbox (conversation_id, seq, action, actor_id, message_id, payload, payload_version, txn_id, status, attempts, next_attempt_at, created_at)
+                VALUES (@ConversationId, @Seq, @Action, @ActorId, @MessageId, @Payload, @Version, @TxnId, 'pending', 0, @Now, @Now)
                 ON CONFLICT (txn_id) DO NOTHING
                 """,
                 rows,
@@ -395,7 +393,10 @@ public sealed class Portals(
     }
 
     private sealed record LateRow(
-        Guid ConversationId, long Seq, string Action, Guid? ActorId, Guid? MessageId, string Payload, string TxnId, DateTimeOffset Now);
+        Guid ConversationId, long Seq, string Action, Guid? ActorId, Guid? MessageId, string Payload, string TxnId, DateTimeOffset Now)
+    {
+        public int Version => OutboxPayloads.Version;
+    }
 
     private sealed class CreateRoomState
     {
@@ -472,7 +473,7 @@ public sealed class DispatchTurn(PortalLease lease)
         _sentEvents.Add(new EventRow(eventId, conversationId, messageId, seq));
     }
 
-    public void ReactionSent(Guid conversationId, ReactionChanged reaction, string eventId) =>
+    public void ReactionSent(Guid conversationId, ReactionPayload reaction, string eventId) =>
         _sentEvents.Add(new EventRow(eventId, conversationId, reaction.MessageId, null, reaction.UserId, reaction.Reaction));
 
     /// <summary>Whether the action already has its outcome in this turn (e.g. found on the homeserver).</summary>
