@@ -88,6 +88,7 @@ public static class ChatApp
         services.AddMatrix(configuration);
         // After the bridge, which provides its own when it is enabled.
         services.TryAddSingleton<IMessageDelivery, NoMessageDelivery>();
+        services.TryAddSingleton<IExternalMembers, NoExternalMembers>();
 
         services.AddChatAuthentication(configuration);
         services.AddChatRateLimits(configuration);

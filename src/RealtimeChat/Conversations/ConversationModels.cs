@@ -68,19 +68,17 @@ internal sealed class MemberRow
     public string Role { get; init; } = "";
     public DateTimeOffset JoinedAt { get; init; }
     public long LastReadSeq { get; init; }
-    public string? MatrixUserId { get; init; }
     public string? DisplayName { get; init; }
 
     public const string Select =
         """
-        SELECT cm.conversation_id, cm.user_id, cm.role, cm.joined_at, cm.last_read_seq, mx.matrix_user_id,
-               COALESCE(mx.display_name, up.display_name) AS display_name
+        SELECT cm.conversation_id, cm.user_id, cm.role, cm.joined_at, cm.last_read_seq, up.display_name
           FROM conversation_members cm
-          LEFT JOIN matrix_external_users mx ON mx.user_id = cm.user_id
           LEFT JOIN user_profiles up ON up.user_id = cm.user_id
         """;
 
-    public MemberDto ToDto() => new(UserId, Roles.Parse(Role), JoinedAt, LastReadSeq, MatrixUserId, DisplayName);
+    public MemberDto ToDto(ExternalMember? external) =>
+        new(UserId, Roles.Parse(Role), JoinedAt, LastReadSeq, external?.MatrixUserId, external?.DisplayName ?? DisplayName);
 }
 
 internal static class Roles

@@ -1,3 +1,4 @@
+using System.Data.Common;
 using System.Text;
 using Dapper;
 using Microsoft.Extensions.Options;
@@ -23,6 +24,7 @@ public sealed class ConversationService(
     ChatDatabase database,
     ChatEventPipeline events,
     MessageRenderer renderer,
+    IExternalMembers externalMembers,
     TimeProvider time,
     IOptions<ConversationOptions> options)
 {
@@ -136,13 +138,11 @@ public sealed class ConversationService(
         var row = await connection.QuerySingleOrDefaultAsync<ConversationRow>(
             ConversationSelect + " WHERE m.user_id = @userId AND c.id = @conversationId",
             new { userId, conversationId }) ?? throw ApiException.ConversationNotFound();
-        var members = await connection.QueryAsync<MemberRow>(
-            MemberRow.Select + " WHERE cm.conversation_id = @conversationId ORDER BY cm.joined_at, cm.user_id",
-            new { conversationId });
+        var members = await MembersOfAsync(connection, conversationId);
         var previews = row.LastMessageId is { } lastId
             ? await renderer.PreviewsAsync(connection, [lastId], cancellationToken)
             : new Dictionary<Guid, LastMessagePreview>();
-        return ToDto(row, row.LastMessageId is { } id ? previews.GetValueOrDefault(id) : null, members.Select(m => m.ToDto()).ToList());
+        return ToDto(row, row.LastMessageId is { } id ? previews.GetValueOrDefault(id) : null, members);
     }
 
     /// <summary>The conversation as it is now, in the shape of its creation event (e.g. to mirror it somewhere new).</summary>
@@ -155,11 +155,9 @@ public sealed class ConversationService(
         {
             return null;
         }
-        var members = await connection.QueryAsync<MemberRow>(
-            MemberRow.Select + " WHERE cm.conversation_id = @conversationId ORDER BY cm.joined_at, cm.user_id", new { conversationId });
         return new ConversationCreated(
             row.Id, row.Kind == "direct" ? ConversationKind.Direct : ConversationKind.Group, row.Name, row.CreatedBy, row.CreatedAt,
-            members.Select(m => m.ToDto()).ToList());
+            await MembersOfAsync(connection, conversationId));
     }
 
     private sealed class SnapshotRow
@@ -197,10 +195,16 @@ public sealed class ConversationService(
     {
         await using var connection = await database.OpenAsync(cancellationToken);
         await connection.RequireMemberAsync(conversationId, userId);
-        var rows = await connection.QueryAsync<MemberRow>(
+        return await MembersOfAsync(connection, conversationId);
+    }
+
+    private async Task<List<MemberDto>> MembersOfAsync(DbConnection connection, Guid conversationId)
+    {
+        var rows = (await connection.QueryAsync<MemberRow>(
             MemberRow.Select + " WHERE cm.conversation_id = @conversationId ORDER BY cm.joined_at, cm.user_id",
-            new { conversationId });
-        return rows.Select(r => r.ToDto()).ToList();
+            new { conversationId })).AsList();
+        var external = await externalMembers.OfAsync(connection, [.. rows.Select(r => r.UserId)]);
+        return rows.Select(r => r.ToDto(external.GetValueOrDefault(r.UserId))).ToList();
     }
 
     public async Task<MemberDto> AddMemberAsync(Guid userId, Guid conversationId, AddMemberRequest request, CancellationToken cancellationToken)
@@ -322,12 +326,12 @@ public sealed class ConversationService(
     }
 
     /// <summary>
-    /// A Matrix user joined the mirrored room: they become a member (no app permission applies; the room's did), except
+    /// Someone joined the mirrored room (a Matrix room): they become a member (no app permission applies; the room's did), except
     /// in a direct conversation, which stays between its two people whatever happens in the room.
     /// </summary>
     /// <returns>False if they were a member already.</returns>
     /// <exception cref="ApiException"><c>direct_conversation</c>: a third person cannot join a direct conversation.</exception>
-    public async Task<bool> JoinFromMatrixAsync(
+    public async Task<bool> JoinFromBridgeAsync(
         Guid conversationId, Guid userId, string? matrixUserId, string? displayName, EventOrigin origin, CancellationToken cancellationToken)
     {
         var now = time.UtcNowMicros();
@@ -365,8 +369,8 @@ public sealed class ConversationService(
         public long Memberships { get; init; }
     }
 
-    /// <summary>A Matrix user left or was removed from the mirrored room.</summary>
-    public async Task LeaveFromMatrixAsync(Guid conversationId, Guid userId, Guid? removedBy, EventOrigin origin, CancellationToken cancellationToken)
+    /// <summary>Someone left or was removed from the mirrored room.</summary>
+    public async Task LeaveFromBridgeAsync(Guid conversationId, Guid userId, Guid? removedBy, EventOrigin origin, CancellationToken cancellationToken)
     {
         var now = time.UtcNowMicros();
         await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);

@@ -421,7 +421,7 @@ public sealed class MatrixInbound(
                 var userId = await users.AppUserIdAsync(target, displayName, cancellationToken);
                 try
                 {
-                    await conversations.JoinFromMatrixAsync(conversationId, userId, ExternalId(target, userId), displayName, e.Origin, cancellationToken);
+                    await conversations.JoinFromBridgeAsync(conversationId, userId, ExternalId(target, userId), displayName, e.Origin, cancellationToken);
                 }
                 catch (ApiException ex) when (ex.Code == "direct_conversation")
                 {
@@ -432,7 +432,7 @@ public sealed class MatrixInbound(
             case "leave" or "ban":
                 var leaving = await users.AppUserIdAsync(target, displayName, cancellationToken);
                 Guid? removedBy = e.Sender == target ? null : await users.AppUserIdAsync(e.Sender, null, cancellationToken);
-                await conversations.LeaveFromMatrixAsync(conversationId, leaving, removedBy, e.Origin, cancellationToken);
+                await conversations.LeaveFromBridgeAsync(conversationId, leaving, removedBy, e.Origin, cancellationToken);
                 break;
         }
     }
@@ -456,7 +456,7 @@ public sealed class MatrixInbound(
     private async Task<Guid> MemberAsync(Guid conversationId, string sender, CancellationToken cancellationToken)
     {
         var userId = await users.AppUserIdAsync(sender, null, cancellationToken);
-        await conversations.JoinFromMatrixAsync(conversationId, userId, ExternalId(sender, userId), null, EventOrigin.Bridged(), cancellationToken);
+        await conversations.JoinFromBridgeAsync(conversationId, userId, ExternalId(sender, userId), null, EventOrigin.Bridged(), cancellationToken);
         return userId;
     }
 

@@ -64,6 +64,7 @@ public static class MatrixSetup
         services.AddSingleton<RecordedEventIds>();
         services.AddHostedService<MatrixDeferredWorker>();
         services.AddSingleton<MatrixUsers>();
+        services.AddSingleton<Conversations.IExternalMembers>(provider => provider.GetRequiredService<MatrixUsers>());
         services.AddSingleton<MatrixTypingRelay>();
         services.AddSingleton<Realtime.ITypingObserver>(provider => provider.GetRequiredService<MatrixTypingRelay>());
         services.AddHostedService(provider => provider.GetRequiredService<MatrixTypingRelay>());

@@ -1,3 +1,4 @@
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text;
 using Dapper;
@@ -7,7 +8,7 @@ using RealtimeChat.Storage;
 namespace RealtimeChat.Matrix;
 
 /// <summary>Who a Matrix sender is in the app: an app user (seed-style id in client mode) or an external participant.</summary>
-public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<MatrixOptions> options, TimeProvider time)
+public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<MatrixOptions> options, TimeProvider time) : Conversations.IExternalMembers
 {
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string?> _stored = new();
 
@@ -60,5 +61,17 @@ public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<M
             new { userId, matrixUserId, displayName, now = time.UtcNowMicros() });
         _stored[matrixUserId] = displayName ?? storedName;
         return userId;
+    }
+
+    public async Task<IReadOnlyDictionary<Guid, Conversations.ExternalMember>> OfAsync(DbConnection connection, IReadOnlyCollection<Guid> userIds)
+    {
+        if (userIds.Count == 0)
+        {
+            return new Dictionary<Guid, Conversations.ExternalMember>();
+        }
+        var rows = await connection.QueryAsync<(Guid UserId, string MatrixUserId, string? DisplayName)>(
+            $"SELECT user_id, matrix_user_id, display_name FROM matrix_external_users WHERE {SqlDialect.InList(connection, "user_id", "ids")}",
+            new { ids = userIds.ToArray() });
+        return rows.ToDictionary(r => r.UserId, r => new Conversations.ExternalMember(r.MatrixUserId, r.DisplayName));
     }
 }
