@@ -36,7 +36,8 @@ public static class AppserviceEndpoints
     }
 
     private static async Task<IResult> ReceiveTransactionAsync(
-        string txnId, HttpRequest request, ChatDatabase database, MatrixInbound inbound, TimeProvider time, ILoggerFactory loggers, CancellationToken cancellationToken)
+        string txnId, HttpRequest request, ChatDatabase database, MatrixInbound inbound, MatrixIds ids, TimeProvider time, ILoggerFactory loggers,
+        CancellationToken cancellationToken)
     {
         JsonObject? body;
         try
@@ -55,6 +56,14 @@ public static class AppserviceEndpoints
 
         var events = (body["events"] as JsonArray ?? []).OfType<JsonObject>().ToList();
         var ephemeral = (body["ephemeral"] as JsonArray ?? body["de.sorunome.msc2409.ephemeral"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+        if (ephemeral.Count == 0 && events.All(e => Json.String(e["sender"]) is { } sender && ids.IsEcho(sender)))
+        {
+            // Only what the bridge itself posted, coming back (most pushes while the app sends): nothing to apply, so
+            // nothing to remember either, and no database work for it.
+            MatrixMetrics.SyncEvents.Inc(events.Count);
+            MatrixMetrics.TransactionsReceived.WithLabels("processed").Inc();
+            return Results.Json(new JsonObject());
+        }
         // A homeserver that restarted numbers its transactions from 1 again: an id alone says nothing, the id with the
         // events it carries is a repeat. This only saves work; each event's own id is what keeps it from applying twice.
         var eventsHash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(
