@@ -37,7 +37,7 @@ chat_s3_previous_exit="$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")"
 trap "chat_s3_stop${chat_s3_previous_exit:+; $chat_s3_previous_exit}" EXIT
 
 CHAT_S3_PORT=""
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   CHAT_S3_PORT="$(sed -n 's/^listening on port \([0-9]*\)$/\1/p' "$CHAT_S3_DIR/server.log")"
   [ -n "$CHAT_S3_PORT" ] || ! kill -0 "$CHAT_S3_PID" 2>/dev/null && break
   sleep 0.1
