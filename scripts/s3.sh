@@ -26,10 +26,15 @@ CHAT_S3_DIR="$(mktemp -d /tmp/chat-s3.XXXXXX)"
 # legacy provider: without it every listing longer than one page fails with InternalError.
 node --openssl-legacy-provider "$chat_s3_package/run.js" 0 "$CHAT_S3_DIR/data" >"$CHAT_S3_DIR/server.log" 2>&1 &
 CHAT_S3_PID=$!
+# Out of the job table, so that a plain `wait` in the calling script waits for its own jobs, not for this server.
+disown "$CHAT_S3_PID"
 
 chat_s3_stop() {
   kill "$CHAT_S3_PID" 2>/dev/null || true
-  wait "$CHAT_S3_PID" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$CHAT_S3_PID" 2>/dev/null || break
+    sleep 0.1
+  done
   rm -rf "$CHAT_S3_DIR"
 }
 # Keeps whatever the caller (or scripts/postgres.sh) already runs at exit.

@@ -122,7 +122,7 @@ public sealed class S3MediaTests
     public async Task The_sweeper_deletes_and_counts_old_orphans_across_listing_pages_and_keeps_fresh_and_referenced_objects()
     {
         await using var bucket = await TestS3.CreateBucketAsync();
-        var grace = TimeSpan.FromSeconds(8);
+        var grace = TimeSpan.FromSeconds(12);
         await using var server = await ChatServer.StartAsync(new(bucket.Settings)
         {
             ["Media:SweepInterval"] = "00:00:00.250",
