@@ -54,5 +54,5 @@ if [ -z "$CHAT_S3_PORT" ]; then
 fi
 echo "== started a private S3 server (s3rver) on 127.0.0.1:$CHAT_S3_PORT ($CHAT_S3_DIR)"
 export CHAT_S3_ENDPOINT="http://127.0.0.1:$CHAT_S3_PORT"
-# s3rver's only account; it checks request signatures against it.
+# s3rver's only account: it refuses any other access key.
 export CHAT_S3_ACCESS_KEY=S3RVER CHAT_S3_SECRET_KEY=S3RVER
