@@ -6,10 +6,13 @@
 # The real-Synapse suite (tests/RealtimeChat.Tests/Synapse) runs on both databases when synapse.sh is found
 # (CHAT_TEST_SYNAPSE_SH, ../shared/synapse, /work/shared/synapse); its Debian packages are installed first.
 # Without it those tests are reported as skipped and the last line says NOT RUN.
+# The S3 media tests run on both databases against the private S3 server scripts/s3.sh installs and starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
 source scripts/chromium.sh
+source scripts/s3.sh
+export CHAT_TEST_S3=required
 
 synapse_sh=""
 for candidate in "${CHAT_TEST_SYNAPSE_SH:-}" ../shared/synapse/synapse.sh /work/shared/synapse/synapse.sh; do

@@ -71,6 +71,10 @@ public sealed class MediaOptions : IValidatableObject
         {
             yield return new ValidationResult("Media:S3:AccessKey and Media:S3:SecretKey must be set together.", [nameof(S3)]);
         }
+        if (S3.ListPageSize is < 1 or > S3MediaOptions.MaxListPageSize)
+        {
+            yield return new ValidationResult($"Media:S3:ListPageSize must be between 1 and {S3MediaOptions.MaxListPageSize}.", [nameof(S3)]);
+        }
     }
 
     /// <summary>Whether <paramref name="mediaType"/> (lower-case, no parameters) is on the allow-list.</summary>
@@ -104,4 +108,13 @@ public sealed class S3MediaOptions
 
     /// <summary>Bucket in the path rather than the host name, as MinIO and most S3-compatible servers expect.</summary>
     public bool ForcePathStyle { get; set; } = true;
+
+    /// <summary>S3 answers at most this many keys per ListObjectsV2 request.</summary>
+    public const int MaxListPageSize = 1000;
+
+    /// <summary>
+    /// Keys asked for per ListObjectsV2 request when the sweeper lists the bucket. Smaller pages make each request
+    /// cheaper on a server that struggles with large listings; the tests use a few keys to exercise paging.
+    /// </summary>
+    public int ListPageSize { get; set; } = MaxListPageSize;
 }

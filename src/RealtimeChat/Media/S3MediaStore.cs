@@ -12,11 +12,13 @@ public sealed class S3MediaStore : IMediaStore, IDisposable
     private const int BufferSize = 64 * 1024;
     private readonly AmazonS3Client _client;
     private readonly string _bucket;
+    private readonly int _listPageSize;
 
     public S3MediaStore(IOptions<MediaOptions> options)
     {
         var s3 = options.Value.S3;
         _bucket = s3.Bucket!;
+        _listPageSize = s3.ListPageSize;
         var config = new AmazonS3Config
         {
             ForcePathStyle = s3.ForcePathStyle,
@@ -78,7 +80,7 @@ public sealed class S3MediaStore : IMediaStore, IDisposable
 
     public async IAsyncEnumerable<StoredObject> ListAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var request = new ListObjectsV2Request { BucketName = _bucket };
+        var request = new ListObjectsV2Request { BucketName = _bucket, MaxKeys = _listPageSize };
         ListObjectsV2Response response;
         do
         {

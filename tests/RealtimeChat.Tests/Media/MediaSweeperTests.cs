@@ -1,9 +1,11 @@
 using System.Net;
 using System.Security.Cryptography;
+using System.Text.RegularExpressions;
 using RealtimeChat.Tests.Infrastructure;
 
 namespace RealtimeChat.Tests.Media;
 
+[Collection(MediaSweeperCollection.Name)]
 public sealed class MediaSweeperTests
 {
     [Fact]
@@ -23,6 +25,7 @@ public sealed class MediaSweeperTests
         var sent = await (await client.PostAsync($"/api/v1/conversations/{id}/media",
             new MultipartFormDataContent { { file, "file", "kept.bin" } })).JsonAsync(HttpStatusCode.Created);
         var mediaId = sent.GetProperty("media").GetProperty("id").GetGuid();
+        var before = await MediaSweeperCollection.OrphansDeletedAsync(server);
 
         var root = Path.Combine(server.DataDirectory, "media");
         var old = DateTime.UtcNow.AddHours(-2);
@@ -35,7 +38,8 @@ public sealed class MediaSweeperTests
         var young = Write(root, Key(Guid.CreateVersion7()), DateTime.UtcNow);
         var foreign = Write(root, "lost+found/notes.txt", old);
 
-        for (var attempt = 0; File.Exists(orphan) || File.Exists(partial); attempt++)
+        // The counter moves just after each delete, so a file can be gone a moment before it is counted.
+        for (var attempt = 0; File.Exists(orphan) || File.Exists(partial) || await MediaSweeperCollection.OrphansDeletedAsync(server) - before < 2; attempt++)
         {
             Assert.True(attempt < 100, "The sweeper did not delete the orphaned objects.");
             await Task.Delay(100);
@@ -46,8 +50,7 @@ public sealed class MediaSweeperTests
         var download = await client.GetAsync($"/api/v1/media/{mediaId}");
         Assert.Equal(HttpStatusCode.OK, download.StatusCode);
         Assert.Equal(bytes, await download.Content.ReadAsByteArrayAsync());
-        var metrics = await server.Client().GetStringAsync("/metrics");
-        Assert.Matches(@"chat_media_orphans_deleted_total [2-9]", metrics);
+        Assert.Equal(2, await MediaSweeperCollection.OrphansDeletedAsync(server) - before);
     }
 
     private static string Key(Guid mediaId)
@@ -64,4 +67,24 @@ public sealed class MediaSweeperTests
         File.SetLastWriteTimeUtc(path, modified);
         return path;
     }
+}
+
+/// <summary>
+/// Tests that count deleted orphans run one at a time: <c>chat_media_orphans_deleted_total</c> is one counter for the
+/// whole test process, so each such test compares it before and after.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed partial class MediaSweeperCollection
+{
+    public const string Name = "Media sweeper";
+
+    public static async Task<double> OrphansDeletedAsync(ChatServer server)
+    {
+        var metrics = await server.Client().GetStringAsync("/metrics");
+        var match = OrphansDeletedMetric().Match(metrics);
+        return match.Success ? double.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
+    }
+
+    [GeneratedRegex(@"^chat_media_orphans_deleted_total (\S+)$", RegexOptions.Multiline)]
+    private static partial Regex OrphansDeletedMetric();
 }
