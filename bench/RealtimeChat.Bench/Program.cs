@@ -124,12 +124,14 @@ Option<double> Num(string name, double value, string description) => new(name) {
     var rooms = Int("--rooms", 8, "Rooms (conversations), sent to in parallel, each in order.");
     var messages = Int("--messages", 50, "Messages per room in each phase.");
     var outage = Num("--outage-seconds", 10, "How long Synapse is stopped before the backlog phase.");
+    var warmup = Int("--warmup-messages", 10, "Messages per room sent both ways, untimed, before the timed phases (0: start cold).");
     var script = new Option<string?>("--synapse-sh") { Description = "synapse.sh (default: CHAT_BENCH_SYNAPSE_SH, ../shared/synapse, /work/shared/synapse)." };
     root.Subcommands.Add(Scenario("synapse-bridge", "The bridge against a real Synapse vs a plain appservice client on the same homeserver.",
-        [rooms, messages, outage, script],
+        [rooms, messages, outage, warmup, script],
         (p, s) => SynapseBridgeScenario.RunAsync(s, new SynapseBridgeOptions
         {
-            Rooms = p.GetValue(rooms), Messages = p.GetValue(messages), OutageSeconds = p.GetValue(outage), SynapseScript = p.GetValue(script),
+            Rooms = p.GetValue(rooms), Messages = p.GetValue(messages), OutageSeconds = p.GetValue(outage), WarmupMessages = p.GetValue(warmup),
+            SynapseScript = p.GetValue(script),
         })));
 }
 {

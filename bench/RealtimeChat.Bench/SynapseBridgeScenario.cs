@@ -17,6 +17,7 @@ public sealed record SynapseBridgeOptions
     public int Rooms { get; init; } = 8;
     public int Messages { get; init; } = 50;
     public double OutageSeconds { get; init; } = 10;
+    public int WarmupMessages { get; init; } = 10;
     public string? SynapseScript { get; init; }
 }
 
@@ -36,6 +37,7 @@ public static class SynapseBridgeScenario
         report.Parameters["rooms"] = o.Rooms;
         report.Parameters["messages_per_room"] = o.Messages;
         report.Parameters["outage_seconds"] = o.OutageSeconds;
+        report.Parameters["warmup_messages_per_room"] = o.WarmupMessages;
         var total = o.Rooms * o.Messages;
 
         var script = o.SynapseScript ?? Synapse.Locate() ?? throw new InvalidOperationException(
@@ -102,34 +104,45 @@ public static class SynapseBridgeScenario
         await using var watch = await SyncWatch.StartAsync(observer);
         var run = Guid.NewGuid().ToString("N")[..6];
 
+        // R rooms at once, each room in order: through the app (REST posts, which its bridge sends on) or directly.
+        Task PostAsync(string prefix, int messages) => Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
+        {
+            for (var m = 0; m < messages; m++)
+            {
+                await api.SendAsync(owners[i], conversations[i], $"{prefix}:{i}:{m}", CancellationToken.None);
+            }
+        }));
+        Task SendDirectAsync(string prefix, int messages) => Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
+        {
+            for (var m = 0; m < messages; m++)
+            {
+                await directBot.PutAsync(
+                    $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(directRooms[i])}/send/m.room.message/{prefix}-{i}-{m}?user_id={Uri.EscapeDataString(ghosts[i])}",
+                    new JsonObject { ["msgtype"] = "m.text", ["body"] = $"{prefix}:{i}:{m}" });
+            }
+        }));
+
+        // A service in production is warm; this one has just started, and compiling its send and bridge paths would be
+        // charged to the bridge phase alone (the direct client runs in this process, warm from the set-up).
+        if (o.WarmupMessages > 0)
+        {
+            Common.Say(log, $"warm-up: {o.WarmupMessages} messages per room each way, untimed");
+            await TimeAsync(watch, $"wa{run}", o.Rooms * o.WarmupMessages, prefix => PostAsync(prefix, o.WarmupMessages));
+            await TimeAsync(watch, $"wd{run}", o.Rooms * o.WarmupMessages, prefix => SendDirectAsync(prefix, o.WarmupMessages));
+        }
+
         // (a) steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
         // observer has seen the last one. The posts finish long before the bridge does, so this is the bridge's rate.
         Common.Say(log, $"bridge: {total} messages via the REST API");
         var bridgeCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
-        var bridge = await TimeAsync(watch, $"a{run}", total, async prefix =>
-            await Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
-            {
-                for (var m = 0; m < o.Messages; m++)
-                {
-                    await api.SendAsync(owners[i], conversations[i], $"{prefix}:{i}:{m}", CancellationToken.None);
-                }
-            })));
+        var bridge = await TimeAsync(watch, $"a{run}", total, prefix => PostAsync(prefix, o.Messages));
         var bridgeUse = bridgeCpu.Stop();
         Common.Say(log, $"bridge: {bridge.PerSecond:0.0} events/s");
 
         // (b) direct: the same rooms x messages as PUT /send by the ghosts, R rooms at a time, each room in order.
         Common.Say(log, $"direct appservice client: {total} PUT /send");
         var directCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
-        var direct = await TimeAsync(watch, $"d{run}", total, async prefix =>
-            await Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
-            {
-                for (var m = 0; m < o.Messages; m++)
-                {
-                    await directBot.PutAsync(
-                        $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(directRooms[i])}/send/m.room.message/{prefix}-{i}-{m}?user_id={Uri.EscapeDataString(ghosts[i])}",
-                        new JsonObject { ["msgtype"] = "m.text", ["body"] = $"{prefix}:{i}:{m}" });
-                }
-            })));
+        var direct = await TimeAsync(watch, $"d{run}", total, prefix => SendDirectAsync(prefix, o.Messages));
         var directUse = directCpu.Stop();
         Common.Say(log, $"direct: {direct.PerSecond:0.0} events/s");
 
@@ -138,13 +151,7 @@ public static class SynapseBridgeScenario
         await synapse.RunAsync("stop", synapse.Directory);
         var outage = Stopwatch.StartNew();
         var backlogPrefix = $"b{run}";
-        await Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
-        {
-            for (var m = 0; m < o.Messages; m++)
-            {
-                await api.SendAsync(owners[i], conversations[i], $"{backlogPrefix}:{i}:{m}", CancellationToken.None);
-            }
-        }));
+        await PostAsync(backlogPrefix, o.Messages);
         if (TimeSpan.FromSeconds(o.OutageSeconds) - outage.Elapsed is { Ticks: > 0 } rest)
         {
             await Task.Delay(rest);
