@@ -76,30 +76,42 @@ public static class NoisyNeighbourScenario
         Task VictimSend(int worker, long number, long timestamp, CancellationToken ct) =>
             victimApi.SendAsync(victim, victimConversation, Marker.Make(timestamp, number), ct);
 
-        async Task<(LoadResult Sends, Deliveries Deliveries, CpuUse Cpu)> MeasureAsync(Func<CancellationToken, Task>? flood)
+        using var flushProbe = new DiskFlushProbe(o.VictimRate);
+
+        async Task<Phase> MeasureAsync(Func<CancellationToken, Task>? flood)
         {
             var deliveries = sink.Begin();
             using var stop = new CancellationTokenSource();
+            var commitsBefore = await Commits.ReadAsync(victimApi);
+            flushProbe.Restart();
             var cpu = new CpuMeter(service.Process.Pid);
             var flooding = flood is null ? Task.CompletedTask : Task.Run(() => flood(stop.Token));
             var sends = await Load.RunAsync(2, o.VictimRate, Common.Seconds(o.Seconds), VictimSend);
             var used = cpu.Stop();
+            var flushes = flushProbe.Restart().Summary();
             await stop.CancelAsync();
             await flooding;
             await deliveries.SettleAsync(sends.Completed, TimeSpan.FromSeconds(3));
-            return (sends, deliveries, used);
+            var commits = (await Commits.ReadAsync(victimApi)) - commitsBefore;
+            return new Phase(sends, deliveries, used, flushes, commits);
         }
 
         // Warm-up, then the quiet reference.
         await Load.RunAsync(2, o.VictimRate, Common.Seconds(Math.Min(2, o.Seconds)), VictimSend);
         Common.Say(log, $"quiet, {o.Seconds} s");
-        var (quietSends, quietDeliveries, quietCpu) = await MeasureAsync(null);
+        var quiet = await MeasureAsync(null);
+        var (quietSends, quietDeliveries, quietCpu) = (quiet.Sends, quiet.Deliveries, quiet.Cpu);
         var quietSend = quietSends.Latency.Summary();
         var quietDelivery = quietDeliveries.Latency.Summary();
         report.Row("victim send, quiet", quietSend.ToString());
         report.Row("victim delivery, quiet", quietDelivery.ToString());
         report.Row("CPU cores, quiet", quietCpu.ToString());
-        report.Figures["quiet"] = new JsonObject { ["send"] = quietSend.ToJson(), ["delivery"] = quietDelivery.ToJson(), ["cpu_cores"] = quietCpu.ToJson() };
+        StorageRows(report, quiet);
+        report.Figures["quiet"] = new JsonObject
+        {
+            ["send"] = quietSend.ToJson(), ["delivery"] = quietDelivery.ToJson(), ["cpu_cores"] = quietCpu.ToJson(),
+            ["disk_flush"] = quiet.Flushes.ToJson(), ["commits"] = quiet.Commits.Total, ["commits_over_100ms"] = quiet.Commits.Slow,
+        };
 
         var members = new[] { victim.Id, watcher.Id }.Concat(Enumerable.Range(0, Math.Max(0, o.GroupMembers - 3)).Select(_ => Guid.NewGuid())).ToArray();
         var upload = RandomNumberGenerator.GetBytes(o.UploadBytes);
@@ -129,7 +141,8 @@ public static class NoisyNeighbourScenario
         {
             Common.Say(log, $"flood: {name}, {o.Seconds} s");
             var outcomes = new Outcomes();
-            var (sends, deliveries, cpu) = await MeasureAsync(ct => run(outcomes, ct));
+            var phase = await MeasureAsync(ct => run(outcomes, ct));
+            var (sends, deliveries, cpu) = (phase.Sends, phase.Deliveries, phase.Cpu);
             errors += sends.Errors;
             var send = sends.Latency.Summary();
             var delivery = deliveries.Latency.Summary();
@@ -140,6 +153,7 @@ public static class NoisyNeighbourScenario
             report.Row($"victim delivery, {name} flood", delivery.ToString(), quietDelivery.ToString(), deliveryRatio, goal, goal is null ? null : deliveryRatio <= TargetRatio);
             report.Row($"  attacker: accepted / 429 / other", $"{outcomes.Accepted} / {outcomes.Limited} / {outcomes.Other}");
             report.Row($"  CPU cores", cpu.ToString());
+            StorageRows(report, phase);
             if (outcomes.SocketsOpened + outcomes.SocketsRefused + outcomes.SocketsRateLimited > 0)
             {
                 report.Row($"  attacker sockets: open / closed 4029 / handshake 429", $"{outcomes.SocketsOpened} / {outcomes.SocketsRefused} / {outcomes.SocketsRateLimited}");
@@ -157,6 +171,9 @@ public static class NoisyNeighbourScenario
                 ["attacker_sockets_refused"] = outcomes.SocketsRefused,
                 ["attacker_sockets_rate_limited"] = outcomes.SocketsRateLimited,
                 ["cpu_cores"] = cpu.ToJson(),
+                ["disk_flush"] = phase.Flushes.ToJson(),
+                ["commits"] = phase.Commits.Total,
+                ["commits_over_100ms"] = phase.Commits.Slow,
             };
             report.Ratios[$"{name}_send_p50"] = Fmt.R(Report.Ratio(send.P50, quietSend.P50), 2);
             report.Ratios[$"{name}_send_p99"] = Fmt.R(sendRatio, 2);
@@ -178,6 +195,34 @@ public static class NoisyNeighbourScenario
             report.Notes.Add("SQLite has one writer: every accepted write of the attacker queues with the victim's sends.");
         }
         return report;
+    }
+
+    private sealed record Phase(LoadResult Sends, Deliveries Deliveries, CpuUse Cpu, LatencySummary Flushes, Commits Commits);
+
+    /// <summary>What the storage did in a phase: the flush probe beside the service, and the service's own commits.</summary>
+    private static void StorageRows(Report report, Phase phase)
+    {
+        report.Row("  disk flush probe (8 KiB + fsync)", phase.Flushes.ToString());
+        report.Row("  service commits: all / over 100 ms", $"{phase.Commits.Total} / {phase.Commits.Slow}");
+    }
+
+    /// <summary>The service's <c>chat_db_commit_seconds</c> histogram: commits, and those that took over 100 ms.</summary>
+    private readonly record struct Commits(long Total, long Slow)
+    {
+        public static async Task<Commits> ReadAsync(ChatApi api)
+        {
+            var text = await api.Http.GetStringAsync("/metrics");
+            var total = Value(text, "chat_db_commit_seconds_count ");
+            return new Commits(total, total - Value(text, "chat_db_commit_seconds_bucket{le=\"0.1\"} "));
+        }
+
+        public static Commits operator -(Commits after, Commits before) => new(after.Total - before.Total, after.Slow - before.Slow);
+
+        // A service without the histogram (an older commit) reads as zero.
+        private static long Value(string metrics, string prefix) =>
+            metrics.Split('\n').FirstOrDefault(line => line.StartsWith(prefix, StringComparison.Ordinal)) is { } line
+                ? (long)double.Parse(line[prefix.Length..], System.Globalization.CultureInfo.InvariantCulture)
+                : 0;
     }
 
     /// <summary>What the attacker's requests got back.</summary>

@@ -114,6 +114,9 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         var figures = json.GetProperty("figures");
         Assert.Equal(0, figures.GetProperty("victim_errors").GetInt64());
         Latencies(figures.GetProperty("quiet").GetProperty("send"));
+        Latencies(figures.GetProperty("quiet").GetProperty("disk_flush"));
+        // The victim's own sends are commits.
+        Assert.True(figures.GetProperty("quiet").GetProperty("commits").GetInt64() > 0);
         foreach (var phase in new[] { "edits", "reactions", "groups", "uploads", "sockets" })
         {
             var figure = figures.GetProperty("phases").GetProperty(phase);

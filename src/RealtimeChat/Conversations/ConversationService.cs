@@ -96,12 +96,27 @@ public sealed class ConversationService(
 
         var members = new List<MemberDto> { new(userId, kind == ConversationKind.Group ? MemberRole.Owner : MemberRole.Member, now, 0) };
         members.AddRange(others.Select(other => new MemberDto(other, MemberRole.Member, now, 0)));
-        await write.ExecuteAsync(
-            """
-            INSERT INTO conversation_members (conversation_id, user_id, role, joined_at, last_read_seq)
-            VALUES (@conversationId, @UserId, @role, @JoinedAt, 0)
-            """,
-            members.Select(m => new { conversationId = id, m.UserId, role = Roles.ToDb(m.Role), m.JoinedAt }));
+        if (write.IsPostgres)
+        {
+            // One statement, not a round trip per member: a group of thousands would otherwise keep a connection and
+            // the database busy for as many round trips, at everyone else's expense.
+            await write.ExecuteAsync(
+                """
+                INSERT INTO conversation_members (conversation_id, user_id, role, joined_at, last_read_seq)
+                SELECT @conversationId, m.user_id, m.role, @now, 0 FROM unnest(@userIds, @roles) AS m(user_id, role)
+                """,
+                new { conversationId = id, userIds = members.Select(m => m.UserId).ToArray(), roles = members.Select(m => Roles.ToDb(m.Role)).ToArray(), now });
+        }
+        else
+        {
+            // In-process: a statement per member costs no round trip.
+            await write.ExecuteAsync(
+                """
+                INSERT INTO conversation_members (conversation_id, user_id, role, joined_at, last_read_seq)
+                VALUES (@conversationId, @UserId, @role, @JoinedAt, 0)
+                """,
+                members.Select(m => new { conversationId = id, m.UserId, role = Roles.ToDb(m.Role), m.JoinedAt }));
+        }
 
         var seq = await write.NextSequenceAsync(id, now);
         var created = new ConversationCreated(id, kind, name, userId, now, members);

@@ -11,6 +11,14 @@ public static class ChatMetrics
         "chat_send_batch_size", "New messages stored per transaction (group commit).",
         new HistogramConfiguration { Buckets = [1, 2, 4, 8, 16, 32, 64, 128, 256] });
 
+    /// <summary>
+    /// On PostgreSQL with synchronous commit this is the WAL flush: when sends are slow but this is too, the time goes
+    /// to the storage's fsync, which every writer of the database shares, not to the service.
+    /// </summary>
+    public static readonly Histogram CommitDuration = Metrics.CreateHistogram(
+        "chat_db_commit_seconds", "Time for the database to confirm the commit of a chat change (a send batch, an edit, a membership change…).",
+        new HistogramConfiguration { Buckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] });
+
     public static readonly Gauge WebSocketConnections = Metrics.CreateGauge(
         "chat_websocket_connections", "Open WebSocket connections.");
 

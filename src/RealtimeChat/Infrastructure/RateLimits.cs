@@ -67,6 +67,14 @@ public sealed class RateLimitOptions : IValidatableObject
     /// </summary>
     public TimeSpan RejectionDelay { get; set; } = TimeSpan.FromMilliseconds(250);
 
+    /// <summary>
+    /// Writes (every class but reads) of one user processed at once; more wait their turn. A burst that the budgets
+    /// allow (30 edits at once) then reaches the database a few at a time instead of taking every core and connection
+    /// while other users' sends wait behind it.
+    /// </summary>
+    [Range(1, 1000)]
+    public int ConcurrentWrites { get; set; } = 4;
+
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
         if (RejectionDelay < TimeSpan.Zero || RejectionDelay > TimeSpan.FromSeconds(10))
@@ -99,7 +107,11 @@ public sealed class ChatRateLimits
     private readonly Dictionary<RateLimitClass, RateLimitRule> _rules;
     // Refusals held at once, all users together: past it a refusal is answered at once, so holding stays bounded.
     private const int MaxHeldRejections = 2000;
+    // Writes of one user waiting for a turn; past it a write is refused. The budgets already bound what a user can have
+    // accepted at once, so only a client keeping hundreds of writes in flight gets here.
+    private const int MaxQueuedWrites = 256;
     private readonly TimeSpan _rejectionDelay;
+    private readonly PartitionedRateLimiter<Guid> _writeTurns;
     private int _held;
 
     public ChatRateLimits(IOptions<RateLimitOptions> options, IOptions<MessageOptions> messages)
@@ -116,6 +128,13 @@ public sealed class ChatRateLimits
             [RateLimitClass.ReadMarkers] = limits.ReadMarkers,
             [RateLimitClass.Reads] = limits.Reads,
         };
+        var concurrentWrites = limits.ConcurrentWrites;
+        _writeTurns = PartitionedRateLimiter.Create<Guid, Guid>(user => RateLimitPartition.GetConcurrencyLimiter(user, _ => new ConcurrencyLimiterOptions
+        {
+            PermitLimit = concurrentWrites,
+            QueueLimit = MaxQueuedWrites,
+            QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
+        }));
         Limiter = PartitionedRateLimiter.Create<HttpContext, PartitionKey>(context =>
             Classify(context) is { } key
                 ? RateLimitPartition.GetTokenBucketLimiter(key, k => BucketOptions(_rules[k.Class]))
@@ -139,6 +158,32 @@ public sealed class ChatRateLimits
             SetHeaders(context.Response.Headers, _rules[key.Class], Limiter.GetStatistics(context)?.CurrentAvailablePermits ?? 0);
             return Task.CompletedTask;
         });
+    }
+
+    /// <summary>
+    /// Waits for one of the user's write turns (<see cref="RateLimitOptions.ConcurrentWrites"/>). Called after the
+    /// budget check, so a refused request never waits here.
+    /// </summary>
+    /// <returns>The turn to hold while the request runs: none for reads and anonymous calls; not acquired when the
+    /// user has too many writes waiting (then answer <see cref="RejectWriteAsync"/>).</returns>
+    public async ValueTask<RateLimitLease?> WaitForWriteTurnAsync(HttpContext context)
+    {
+        if (Classify(context) is not { Class: not RateLimitClass.Reads } key)
+        {
+            return null;
+        }
+        return await _writeTurns.AcquireAsync(key.User, 1, context.RequestAborted);
+    }
+
+    public async Task RejectWriteAsync(HttpContext context)
+    {
+        var key = Classify(context);
+        Rejected.WithLabels(key is { } k ? Label(k.Class) : "unknown").Inc();
+        context.Response.Headers.RetryAfter = "1";
+        await HoldAsync(context.RequestAborted);
+        await Problems.Create(StatusCodes.Status429TooManyRequests, "rate_limited",
+                "Too many writes in progress at once; retry after the Retry-After delay (1 s).")
+            .ExecuteAsync(context);
     }
 
     /// <summary>
@@ -292,15 +337,24 @@ public static class RateLimitSetup
         return services;
     }
 
-    /// <summary>The limiter, then the headers on what it let through. Needs the authenticated user, so after authentication.</summary>
+    /// <summary>
+    /// The limiter, then the headers on what it let through and the user's write turns. Needs the authenticated user,
+    /// so after authentication.
+    /// </summary>
     public static IApplicationBuilder UseChatRateLimits(this IApplicationBuilder app)
     {
         app.UseRateLimiter();
         var limits = app.ApplicationServices.GetRequiredService<ChatRateLimits>();
-        return app.Use((context, next) =>
+        return app.Use(async (context, next) =>
         {
             limits.AddHeaders(context);
-            return next(context);
+            using var turn = await limits.WaitForWriteTurnAsync(context);
+            if (turn is { IsAcquired: false })
+            {
+                await limits.RejectWriteAsync(context);
+                return;
+            }
+            await next(context);
         });
     }
 

@@ -2,6 +2,7 @@ using System.Data.Common;
 using System.Text.Json;
 using Dapper;
 using Npgsql;
+using Prometheus;
 
 namespace RealtimeChat.Storage;
 
@@ -151,7 +152,10 @@ public sealed class ChatTransaction : IAsyncDisposable
 
     public async Task CommitAsync(CancellationToken cancellationToken = default)
     {
-        await Transaction.CommitAsync(cancellationToken);
+        using (ChatMetrics.CommitDuration.NewTimer())
+        {
+            await Transaction.CommitAsync(cancellationToken);
+        }
         // Still holding the conversation's write gate, so events leave in sequence order.
         _pipeline.Publish(_events);
     }

@@ -35,6 +35,7 @@ public sealed class OperationsTests(ServerFixture fixture) : IClassFixture<Serve
         Assert.Matches(@"chat_messages_sent_total\{kind=""text""\} [1-9]", metrics);
         Assert.Matches(@"chat_websocket_connections [1-9]", metrics);
         Assert.Matches(@"chat_fanout_latency_seconds_count [1-9]", metrics);
+        Assert.Matches(@"chat_db_commit_seconds_count [1-9]", metrics);
         Assert.Contains("http_request_duration_seconds", metrics);
     }
 

@@ -160,6 +160,66 @@ public sealed class RateLimitTests
     }
 
     [Fact]
+    public async Task A_users_writes_beyond_the_concurrent_limit_wait_their_turn_while_other_users_go_ahead()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["RateLimits:ConcurrentWrites"] = "1" });
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var client = server.Client(alice);
+        var id = await client.CreateGroupAsync("turns", bob);
+        var url = $"/api/v1/conversations/{id}/messages";
+
+        // Alice's first send holds her only turn for as long as its body takes to arrive.
+        var body = new StalledJson("""{"content":"slow"}""");
+        using var slowClient = server.Client(alice);
+        var slow = slowClient.PostAsync(url, body);
+        await body.Started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        // Bob's writes are not behind Alice's; her next one waits for the turn.
+        await (await server.Client(bob).PostJsonAsync(url, new { content = "bob goes ahead" })).JsonAsync(HttpStatusCode.Created);
+        var waiting = client.PostJsonAsync(url, new { content = "after the slow one" });
+        await Task.Delay(TimeSpan.FromMilliseconds(500));
+        Assert.False(waiting.IsCompleted, "a write beyond the user's concurrent limit was served at once");
+
+        body.Finish();
+        await (await slow).JsonAsync(HttpStatusCode.Created);
+        var after = await (await waiting.WaitAsync(TimeSpan.FromSeconds(10))).JsonAsync(HttpStatusCode.Created);
+        Assert.Equal("after the slow one", after.GetProperty("content").GetString());
+    }
+
+    /// <summary>A JSON body whose last byte is sent only when the test says so.</summary>
+    private sealed class StalledJson : HttpContent
+    {
+        private readonly string _json;
+        private readonly TaskCompletionSource _finish = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public StalledJson(string json)
+        {
+            _json = json;
+            Headers.ContentType = new("application/json");
+        }
+
+        public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Finish() => _finish.TrySetResult();
+
+        protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context)
+        {
+            var bytes = Encoding.UTF8.GetBytes(_json);
+            await stream.WriteAsync(bytes.AsMemory(0, bytes.Length - 1));
+            await stream.FlushAsync();
+            Started.TrySetResult();
+            await _finish.Task;
+            await stream.WriteAsync(bytes.AsMemory(bytes.Length - 1));
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = Encoding.UTF8.GetByteCount(_json);
+            return true;
+        }
+    }
+
+    [Fact]
     public async Task Every_api_write_endpoint_draws_on_a_rate_limit_class()
     {
         await using var server = await ChatServer.StartAsync();
