@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
 using RealtimeChat.Tests.Infrastructure;
+using static RealtimeChat.Tests.Media.MediaRequests;
 
 namespace RealtimeChat.Tests.Media;
 
@@ -51,12 +52,6 @@ public sealed class MediaSweeperTests
         Assert.Equal(HttpStatusCode.OK, download.StatusCode);
         Assert.Equal(bytes, await download.Content.ReadAsByteArrayAsync());
         Assert.Equal(2, await MediaSweeperCollection.OrphansDeletedAsync(server) - before);
-    }
-
-    private static string Key(Guid mediaId)
-    {
-        var name = mediaId.ToString("N");
-        return $"{name[^2..]}/{name}";
     }
 
     private static string Write(string root, string key, DateTime modified)

@@ -7,6 +7,7 @@ using Dapper;
 using Microsoft.Extensions.DependencyInjection;
 using RealtimeChat.Storage;
 using RealtimeChat.Tests.Infrastructure;
+using static RealtimeChat.Tests.Media.MediaRequests;
 
 namespace RealtimeChat.Tests.Media;
 
@@ -104,7 +105,7 @@ public sealed class MediaTests(ServerFixture fixture) : IClassFixture<ServerFixt
         await AssertRangeAsync("bytes=-1000", size - 1000, size - 1);
         await AssertRangeAsync($"bytes={size - 1}-{size + 5000}", size - 1, size - 1);
 
-        using (var unsatisfiable = await GetAsync(bobClient, mediaId, "bytes=" + size + "-"))
+        using (var unsatisfiable = await GetRangeAsync(bobClient, mediaId, "bytes=" + size + "-"))
         {
             Assert.Equal(HttpStatusCode.RequestedRangeNotSatisfiable, unsatisfiable.StatusCode);
             Assert.Equal($"bytes */{size}", unsatisfiable.Content.Headers.ContentRange?.ToString());
@@ -128,7 +129,7 @@ public sealed class MediaTests(ServerFixture fixture) : IClassFixture<ServerFixt
 
         async Task AssertRangeAsync(string range, int from, int to)
         {
-            using var response = await GetAsync(bobClient, mediaId, range);
+            using var response = await GetRangeAsync(bobClient, mediaId, range);
             Assert.Equal(HttpStatusCode.PartialContent, response.StatusCode);
             Assert.Equal($"bytes {from}-{to}/{size}", response.Content.Headers.ContentRange?.ToString());
             Assert.Equal(bytes[from..(to + 1)], await response.Content.ReadAsByteArrayAsync());
@@ -175,7 +176,7 @@ public sealed class MediaTests(ServerFixture fixture) : IClassFixture<ServerFixt
         // Swapping two sealed chunks is refused: each is bound to its index.
         var swapped = stored[(Chunk + 16)..(2 * Chunk + 32)].Concat(stored[..(Chunk + 16)]).Concat(stored[(2 * Chunk + 32)..]).ToArray();
         await File.WriteAllBytesAsync(path, swapped);
-        using (var response = await GetAsync(bobClient, mediaId, "bytes=0-99"))
+        using (var response = await GetRangeAsync(bobClient, mediaId, "bytes=0-99"))
         {
             Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
         }
@@ -184,12 +185,12 @@ public sealed class MediaTests(ServerFixture fixture) : IClassFixture<ServerFixt
         var flipped = stored.ToArray();
         flipped[Chunk + 16 + 5] ^= 1;
         await File.WriteAllBytesAsync(path, flipped);
-        using (var intact = await GetAsync(bobClient, mediaId, "bytes=0-99"))
+        using (var intact = await GetRangeAsync(bobClient, mediaId, "bytes=0-99"))
         {
             Assert.Equal(HttpStatusCode.PartialContent, intact.StatusCode);
             Assert.Equal(plaintext[..100], await intact.Content.ReadAsByteArrayAsync());
         }
-        using (var broken = await GetAsync(bobClient, mediaId, $"bytes={Chunk}-{Chunk + 99}"))
+        using (var broken = await GetRangeAsync(bobClient, mediaId, $"bytes={Chunk}-{Chunk + 99}"))
         {
             Assert.Equal(HttpStatusCode.InternalServerError, broken.StatusCode);
         }
@@ -308,30 +309,11 @@ public sealed class MediaTests(ServerFixture fixture) : IClassFixture<ServerFixt
         Assert.Empty((await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").EnumerateArray());
     }
 
-    private static MultipartFormDataContent Form(byte[] bytes, string contentType, string fileName, params (string Name, string Value)[] fields)
-    {
-        var file = new ByteArrayContent(bytes);
-        file.Headers.ContentType = MediaTypeHeaderValue.Parse(contentType);
-        var form = new MultipartFormDataContent { { file, "file", fileName } };
-        foreach (var (name, value) in fields)
-        {
-            form.Add(new StringContent(value), name);
-        }
-        return form;
-    }
-
     private static async Task<Guid> UploadAsync(HttpClient client, Guid conversation, byte[] bytes, string contentType)
     {
         var sent = await (await client.PostAsync($"/api/v1/conversations/{conversation}/media", Form(bytes, contentType, "upload.bin")))
             .JsonAsync(HttpStatusCode.Created);
         return sent.GetProperty("media").GetProperty("id").GetGuid();
-    }
-
-    private static Task<HttpResponseMessage> GetAsync(HttpClient client, Guid mediaId, string range)
-    {
-        var request = new HttpRequestMessage(HttpMethod.Get, $"/api/v1/media/{mediaId}");
-        request.Headers.TryAddWithoutValidation("Range", range);
-        return client.SendAsync(request);
     }
 
     private static async Task<long> MediaRowsAsync(ChatServer server, Guid conversationId)

@@ -6,6 +6,7 @@ using Dapper;
 using Microsoft.Extensions.DependencyInjection;
 using RealtimeChat.Storage;
 using RealtimeChat.Tests.Infrastructure;
+using static RealtimeChat.Tests.Media.MediaRequests;
 
 namespace RealtimeChat.Tests.Media;
 
@@ -167,31 +168,6 @@ public sealed class S3MediaTests
         using var download = await client.GetAsync($"/api/v1/media/{mediaId}");
         Assert.Equal(HttpStatusCode.OK, download.StatusCode);
         Assert.Equal(kept, await download.Content.ReadAsByteArrayAsync());
-    }
-
-    private static string Key(Guid mediaId)
-    {
-        var name = mediaId.ToString("N");
-        return $"{name[^2..]}/{name}";
-    }
-
-    private static MultipartFormDataContent Form(byte[] bytes, string contentType, string fileName, params (string Name, string Value)[] fields)
-    {
-        var file = new ByteArrayContent(bytes);
-        file.Headers.ContentType = MediaTypeHeaderValue.Parse(contentType);
-        var form = new MultipartFormDataContent { { file, "file", fileName } };
-        foreach (var (name, value) in fields)
-        {
-            form.Add(new StringContent(value), name);
-        }
-        return form;
-    }
-
-    private static Task<HttpResponseMessage> GetRangeAsync(HttpClient client, Guid mediaId, string range)
-    {
-        var request = new HttpRequestMessage(HttpMethod.Get, $"/api/v1/media/{mediaId}");
-        request.Headers.TryAddWithoutValidation("Range", range);
-        return client.SendAsync(request);
     }
 
     private static async Task<string> StorageKeyAsync(ChatServer server, Guid mediaId)
