@@ -13,6 +13,7 @@ const state = {
   me: null,
   conversations: new Map(), // id → conversation (as the API returns it, kept current by events)
   lastSeq: new Map(),       // id → last event seq applied; what `resume` sends after a reconnect
+  resuming: new Set(),      // ids with a `resume` sent and not yet answered (`resumed` or `resync`)
   pending: new Map(),       // id → Map(seq → event) that arrived ahead of a gap
   loading: new Map(),       // id → promise of a conversation being fetched
   messages: new Map(),      // id → { byId: Map, hasMore, loaded }
@@ -654,7 +655,8 @@ async function onReady() {
   // New conversations made while we were away are not in the resume; read the list for them.
   try { await loadConversations(); } catch (e) { showError(e); }
   const resume = Object.fromEntries(state.lastSeq);
-  if (Object.keys(resume).length) state.socket?.send(JSON.stringify({ type: 'resume', conversations: resume }));
+  state.resuming = new Set(Object.keys(resume));
+  if (state.resuming.size) state.socket?.send(JSON.stringify({ type: 'resume', conversations: resume }));
   state.socketOpen = true;
   setConnection('Live');
   markRead();
@@ -663,9 +665,10 @@ async function onReady() {
 function onFrame(frame) {
   switch (frame.type) {
     case 'ready': onReady(); return;
-    case 'resumed': case 'pong': return;
+    case 'resumed': state.resuming.delete(frame.conversation_id); return;
+    case 'pong': return;
     case 'typing': onTyping(frame); return;
-    case 'resync': resync(frame.conversation_id, frame.latest_seq); return;
+    case 'resync': state.resuming.delete(frame.conversation_id); resync(frame.conversation_id, frame.latest_seq); return;
     case 'error': console.warn('server:', frame.code, frame.detail); return;
     default: if (frame.conversation_id && frame.seq) receive(frame);
   }
@@ -689,8 +692,10 @@ function receive(event) {
   if (event.seq <= last) return; // already applied (a replay overlapping the live stream)
   bufferEvent(id, event);
   drain(id);
-  if (state.pending.get(id)?.size && state.socketOpen) {
-    // A gap: ask for what is missing; anything replayed twice is dropped above.
+  if (state.pending.get(id)?.size && state.socketOpen && !state.resuming.has(id)) {
+    // A gap: ask for what is missing (once: the answer to a resume already sent fills it too); anything replayed
+    // twice is dropped above.
+    state.resuming.add(id);
     state.socket.send(JSON.stringify({ type: 'resume', conversations: { [id]: state.lastSeq.get(id) } }));
   }
 }
