@@ -471,7 +471,6 @@ public sealed class MatrixInbound(
     {
         public string TargetEventId { get; } = targetEventId;
     }
-
 }
 
 /// <summary>Reading event JSON from anyone (federation brings any shape): a value of the wrong type is absent.</summary>
