@@ -1,9 +1,11 @@
 using System.Net;
 using System.Text;
+using Dapper;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using RealtimeChat.Infrastructure;
+using RealtimeChat.Storage;
 using RealtimeChat.Tests.Infrastructure;
 
 namespace RealtimeChat.Tests.Operations;
@@ -184,6 +186,60 @@ public sealed class RateLimitTests
         await (await slow).JsonAsync(HttpStatusCode.Created);
         var after = await (await waiting.WaitAsync(TimeSpan.FromSeconds(10))).JsonAsync(HttpStatusCode.Created);
         Assert.Equal("after the slow one", after.GetProperty("content").GetString());
+    }
+
+    [Fact]
+    public async Task Past_256_writes_waiting_for_a_turn_a_users_write_is_refused_and_the_waiting_ones_all_land()
+    {
+        await using var server = await ChatServer.StartAsync(new()
+        {
+            ["RateLimits:ConcurrentWrites"] = "1",
+            ["Messages:SendsPerSecond"] = "100000",
+            ["Messages:SendBurst"] = "100000",
+        });
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var id = await server.Client(alice).CreateGroupAsync("queue", bob);
+        var url = $"/api/v1/conversations/{id}/messages";
+        var body = new StalledJson("""{"content":"holds the turn"}""");
+        using var slowClient = server.Client(alice);
+        var slow = slowClient.PostAsync(url, body);
+        await body.Started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        // 300 more while the only turn is held: 256 wait, the rest are refused whatever order they arrive in.
+        using var client = server.Client(alice);
+        var writes = Enumerable.Range(0, 300).Select(i => client.PostJsonAsync(url, new { content = $"queued {i}" })).ToList();
+        await UntilAsync(() => writes.Count(w => w.IsCompleted) == 300 - 256, "the writes past the queue to be refused");
+        foreach (var refused in writes.Where(w => w.IsCompleted))
+        {
+            var problem = await (await refused).JsonAsync(HttpStatusCode.TooManyRequests);
+            Assert.Equal("rate_limited", problem.GetProperty("code").GetString());
+            Assert.True((await refused).Headers.RetryAfter is not null);
+        }
+
+        body.Finish();
+        await (await slow).JsonAsync(HttpStatusCode.Created);
+        var answers = await Task.WhenAll(writes).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(256, answers.Count(a => a.StatusCode == HttpStatusCode.Created));
+        Assert.Equal(257, await MessageCountAsync(server, id));
+    }
+
+    private static async Task UntilAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for {what}.");
+            }
+            await Task.Delay(20);
+        }
+    }
+
+    private static async Task<long> MessageCountAsync(ChatServer server, Guid conversationId)
+    {
+        await using var connection = await server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
+        return await connection.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM messages WHERE conversation_id = @conversationId", new { conversationId });
     }
 
     /// <summary>A JSON body whose last byte is sent only when the test says so.</summary>
