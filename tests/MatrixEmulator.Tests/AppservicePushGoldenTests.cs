@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Xunit;
+using static MatrixEmulator.Tests.PushTranscripts;
 
 namespace MatrixEmulator.Tests;
 
@@ -30,7 +31,7 @@ public sealed class AppservicePushGoldenTests
             if (step == "as_join_ghost_b")
             {
                 // Synapse persisted createRoom's events one by one; the rest of the run came while the appservice was down.
-                await Until(() => !emulator.Appservice.ServiceUp);
+                await UntilAsync(() => !emulator.Appservice.ServiceUp, Patience);
             }
         });
 
@@ -107,7 +108,7 @@ public sealed class AppservicePushGoldenTests
                     break;
                 case "human_send_while_as_down_1":
                     // The next four messages arrive while the first one's push is still hanging.
-                    await Until(() => appservice.Received.Any(r => Bodies(r.Body).Contains("while down 0")));
+                    await UntilAsync(() => appservice.Received.Any(r => Bodies(r.Body).Contains("while down 0")), Patience);
                     break;
                 case "human_send_as_failing":
                     await Task.Delay(TimeSpan.FromSeconds(20) * timeScale);
@@ -117,7 +118,7 @@ public sealed class AppservicePushGoldenTests
                     appservice.Mode = ListenerMode.Answer500;
                     break;
                 case "human_send_after_recovery":
-                    await Until(() => appservice.Received.Count(r => r.Answered == 500) == 3);
+                    await UntilAsync(() => appservice.Received.Count(r => r.Answered == 500) == 3, Patience);
                     appservice.Mode = ListenerMode.Ok;
                     break;
             }
@@ -178,24 +179,5 @@ public sealed class AppservicePushGoldenTests
         var start = "/transactions/".Length;
         var end = path.IndexOf('?', StringComparison.Ordinal);
         return $"/transactions/{long.Parse(path[start..end]) + offset}{path[end..]}";
-    }
-
-    private static string Describe(JsonArray recordedEvents) =>
-        string.Join(" | ", recordedEvents.Select(e => $"{e![0]} {e[1]} {e[2]?.ToString() ?? "-"}"));
-
-    private static string Describe(JsonObject? body) =>
-        string.Join(" | ", ((JsonArray)body!["events"]!).Select(e => $"{e!["type"]} {e["sender"]} {e["content"]?["body"]?.ToString() ?? "-"}"));
-
-    private static List<string> Bodies(JsonObject? body) =>
-        (body?["events"] as JsonArray ?? []).Select(e => e?["content"]?["body"]?.ToString()).OfType<string>().ToList();
-
-    private static async Task Until(Func<bool> condition)
-    {
-        var deadline = DateTimeOffset.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTimeOffset.UtcNow < deadline, "condition not reached in time");
-            await Task.Delay(5);
-        }
     }
 }

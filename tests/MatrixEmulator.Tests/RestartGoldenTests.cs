@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Xunit;
+using static MatrixEmulator.Tests.PushTranscripts;
 
 namespace MatrixEmulator.Tests;
 
@@ -48,7 +49,7 @@ public sealed class RestartGoldenTests
                     break;
                 case "as_send_after_restart2":
                     // Restarted while transaction 2 had failed and waited for the recoverer; the appservice then recovered.
-                    await Until(() => pusher.Attempts.Any(a => a.Status == 500));
+                    await UntilAsync(() => pusher.Attempts.Any(a => a.Status == 500), Patience);
                     await emulator.RestartAsync();
                     appservice.Mode = ListenerMode.Ok;
                     var before = pusher.Attempts.Count;
@@ -61,7 +62,7 @@ public sealed class RestartGoldenTests
                     break;
                 case "as_send_final":
                     await pusher.WaitUntilIdleAsync(Patience);
-                    await Until(() => appservice.Received.All(r => r.FinishedAt is not null));
+                    await UntilAsync(() => appservice.Received.All(r => r.FinishedAt is not null), Patience);
                     break;
             }
         }
@@ -118,21 +119,5 @@ public sealed class RestartGoldenTests
         var slowReceived = received.Where(r => r.PathAndQuery.StartsWith("/transactions/4?", StringComparison.Ordinal)).ToList();
         Assert.Equal(2, slowReceived.Count);
         Assert.True(slowReceived[1].At < slowReceived[0].FinishedAt, "the retry should overlap the first attempt");
-    }
-
-    private static string Describe(JsonArray recordedEvents) =>
-        string.Join(" | ", recordedEvents.Select(e => $"{e![0]} {e[1]} {e[2]?.ToString() ?? "-"}"));
-
-    private static string Describe(JsonObject? body) =>
-        string.Join(" | ", ((JsonArray)body!["events"]!).Select(e => $"{e!["type"]} {e["sender"]} {(e["content"]?["body"] is JsonValue b ? b.ToString() : "-")}"));
-
-    private static async Task Until(Func<bool> condition)
-    {
-        var deadline = DateTimeOffset.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTimeOffset.UtcNow < deadline, "condition not reached in time");
-            await Task.Delay(5);
-        }
     }
 }

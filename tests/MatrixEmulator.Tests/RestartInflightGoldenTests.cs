@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Xunit;
+using static MatrixEmulator.Tests.PushTranscripts;
 
 namespace MatrixEmulator.Tests;
 
@@ -42,7 +43,7 @@ public sealed class RestartInflightGoldenTests
                     appservice.DelayNext(TimeSpan.FromSeconds(30) * TimeScale * 4);
                     break;
                 case "as_send_queued_1":
-                    await Until(() => appservice.Received.Any(r => Bodies(r.Body).Contains("in flight")));
+                    await UntilAsync(() => appservice.Received.Any(r => Bodies(r.Body).Contains("in flight")), Patience);
                     break;
                 case "as_send_after_restart":
                     receivedBeforeRestart = appservice.Received.Count;
@@ -55,7 +56,7 @@ public sealed class RestartInflightGoldenTests
                     appservice.Mode = ListenerMode.Answer500;
                     break;
                 case "as_send_last":
-                    await Until(() => pusher.Attempts.Any(a => a.Status == 500));
+                    await UntilAsync(() => pusher.Attempts.Any(a => a.Status == 500), Patience);
                     appservice.Mode = ListenerMode.Ok;
                     await pusher.WaitUntilIdleAsync(Patience);
                     break;
@@ -91,23 +92,4 @@ public sealed class RestartInflightGoldenTests
     }
 
     private static string Renumber(string path, long offset) => $"/transactions/{long.Parse(path["/transactions/".Length..]) + offset}";
-
-    private static string Describe(JsonArray recordedEvents) =>
-        string.Join(" | ", recordedEvents.Select(e => $"{e![0]} {e[1]} {e[2]?.ToString() ?? "-"}"));
-
-    private static string Describe(JsonObject? body) =>
-        string.Join(" | ", ((JsonArray)body!["events"]!).Select(e => $"{e!["type"]} {e["sender"]} {(e["content"]?["body"] is JsonValue b ? b.ToString() : "-")}"));
-
-    private static List<string> Bodies(JsonObject? body) =>
-        (body?["events"] as JsonArray ?? []).Select(e => e?["content"]?["body"]?.ToString()).OfType<string>().ToList();
-
-    private static async Task Until(Func<bool> condition)
-    {
-        var deadline = DateTimeOffset.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTimeOffset.UtcNow < deadline, "condition not reached in time");
-            await Task.Delay(5);
-        }
-    }
 }

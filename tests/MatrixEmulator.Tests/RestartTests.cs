@@ -4,6 +4,7 @@ using System.Net.Http.Json;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Xunit;
+using static MatrixEmulator.Tests.PushTranscripts;
 
 namespace MatrixEmulator.Tests;
 
@@ -87,7 +88,7 @@ public sealed class RestartTests
         // The appservice holds the next push; meanwhile another event queues behind it.
         appservice.DelayNext(TimeSpan.FromSeconds(3));
         var inFlight = ghost.SendText(roomId, "in flight");
-        await Until(() => appservice.Received.Any(r => Bodies(r.Body).Contains("in flight")));
+        await UntilAsync(() => appservice.Received.Any(r => Bodies(r.Body).Contains("in flight")), Patience);
         var queued = ghost.SendText(roomId, "queued behind");
 
         await emulator.RestartAsync(kill: true);
@@ -188,18 +189,5 @@ public sealed class RestartTests
         var response = await http.PostAsJsonAsync("_matrix/client/v3/register", new { type = "m.login.application_service", username = localpart });
         response.EnsureSuccessStatusCode();
         return emulator.LoginAs($"@{localpart}:{emulator.ServerName}");
-    }
-
-    private static List<string> Bodies(JsonObject? body) =>
-        (body?["events"] as JsonArray ?? []).Select(e => e?["content"]?["body"]?.ToString()).OfType<string>().ToList();
-
-    private static async Task Until(Func<bool> condition)
-    {
-        var deadline = DateTimeOffset.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTimeOffset.UtcNow < deadline, "condition not reached in time");
-            await Task.Delay(5);
-        }
     }
 }
