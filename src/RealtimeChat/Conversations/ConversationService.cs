@@ -164,7 +164,7 @@ public sealed class ConversationService(
     public async Task<ConversationCreated?> SnapshotAsync(Guid conversationId, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
-        var row = await connection.QuerySingleOrDefaultAsync<SnapshotRow>(
+        var row = await connection.QuerySingleOrDefaultAsync<ConversationRow>(
             "SELECT id, kind, name, created_by, created_at FROM conversations WHERE id = @conversationId", new { conversationId });
         if (row is null)
         {
@@ -173,15 +173,6 @@ public sealed class ConversationService(
         return new ConversationCreated(
             row.Id, row.Kind == "direct" ? ConversationKind.Direct : ConversationKind.Group, row.Name, row.CreatedBy, row.CreatedAt,
             await MembersOfAsync(connection, conversationId));
-    }
-
-    private sealed class SnapshotRow
-    {
-        public Guid Id { get; init; }
-        public string Kind { get; init; } = "";
-        public string? Name { get; init; }
-        public Guid CreatedBy { get; init; }
-        public DateTimeOffset CreatedAt { get; init; }
     }
 
     public async Task<ConversationDto> RenameAsync(

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Http.Headers;
 
 namespace RealtimeChat.Tests.Media;
@@ -23,6 +24,15 @@ internal static class MediaRequests
         var request = new HttpRequestMessage(HttpMethod.Get, $"/api/v1/media/{mediaId}");
         request.Headers.TryAddWithoutValidation("Range", range);
         return client.SendAsync(request);
+    }
+
+    /// <summary>A ranged download answers 206 with exactly bytes <paramref name="from"/> to <paramref name="to"/> of the file.</summary>
+    public static async Task AssertRangeAsync(HttpClient client, Guid mediaId, byte[] file, string range, int from, int to)
+    {
+        using var response = await GetRangeAsync(client, mediaId, range);
+        Assert.Equal(HttpStatusCode.PartialContent, response.StatusCode);
+        Assert.Equal($"bytes {from}-{to}/{file.Length}", response.Content.Headers.ContentRange?.ToString());
+        Assert.Equal(file[from..(to + 1)], await response.Content.ReadAsByteArrayAsync());
     }
 
     /// <summary>The storage key the service gives a media id (two-character fan-out directory, then the id).</summary>

@@ -127,13 +127,7 @@ public sealed class MediaTests(ServerFixture fixture) : IClassFixture<ServerFixt
             Assert.Equal(bytes, await response.Content.ReadAsByteArrayAsync());
         }
 
-        async Task AssertRangeAsync(string range, int from, int to)
-        {
-            using var response = await GetRangeAsync(bobClient, mediaId, range);
-            Assert.Equal(HttpStatusCode.PartialContent, response.StatusCode);
-            Assert.Equal($"bytes {from}-{to}/{size}", response.Content.Headers.ContentRange?.ToString());
-            Assert.Equal(bytes[from..(to + 1)], await response.Content.ReadAsByteArrayAsync());
-        }
+        Task AssertRangeAsync(string range, int from, int to) => MediaRequests.AssertRangeAsync(bobClient, mediaId, bytes, range, from, to);
     }
 
     [Fact]
