@@ -669,7 +669,11 @@ function onFrame(frame) {
     case 'pong': return;
     case 'typing': onTyping(frame); return;
     case 'resync': state.resuming.delete(frame.conversation_id); resync(frame.conversation_id, frame.latest_seq); return;
-    case 'error': console.warn('server:', frame.code, frame.detail); return;
+    case 'error':
+      // A refused resume (e.g. for a conversation this socket is not subscribed to yet) is answered too.
+      if (frame.conversation_id) state.resuming.delete(frame.conversation_id);
+      console.warn('server:', frame.code, frame.detail);
+      return;
     default: if (frame.conversation_id && frame.seq) receive(frame);
   }
 }
