@@ -95,6 +95,8 @@ public static class BaselineServer
             await writer;
         });
         await app.StartAsync(cancellationToken);
+        // The line ServerProcess waits for, as Kestrel prints it; with --port 0 it carries the port the kernel chose.
+        Console.WriteLine($"Now listening on: {app.Urls.First()}");
         try
         {
             await Task.Delay(Timeout.Infinite, cancellationToken);
@@ -139,8 +141,6 @@ public static class Baseline
 {
     public static async Task<ServerProcess> StartAsync(HarnessSettings settings)
     {
-        var port = ServerProcess.FreePort();
-        return await ServerProcess.StartAsync("baseline", settings.BenchDll, ["baseline-server", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture)],
-            new Uri($"http://127.0.0.1:{port}"), "/health", settings.Log);
+        return await ServerProcess.StartAsync("baseline", settings.BenchDll, ["baseline-server", "--port", "0"], "/health", settings.Log);
     }
 }

@@ -3,26 +3,32 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using System.Text.RegularExpressions;
 
 namespace RealtimeChat.Bench;
 
 /// <summary>A child process serving HTTP (the chat service, or this program's own baseline server).</summary>
-public sealed class ServerProcess : IAsyncDisposable
+public sealed partial class ServerProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly Queue<string> _tail = new();
 
-    private ServerProcess(Process process, Uri baseUrl)
+    private ServerProcess(Process process)
     {
         _process = process;
-        BaseUrl = baseUrl;
     }
 
-    public Uri BaseUrl { get; }
+    public Uri BaseUrl { get; private set; } = null!;
 
     public int Pid => _process.Id;
 
-    public static async Task<ServerProcess> StartAsync(string name, string dll, IEnumerable<string> arguments, Uri baseUrl, string readyPath, TextWriter log)
+    /// <summary>
+    /// Starts <paramref name="dll"/> and waits until it prints the address it listens on, then until that address answers
+    /// <paramref name="readyPath"/>. The address comes from the child's own output, never from a port chosen here
+    /// beforehand: a port found free and released can be taken by another process (a test host on port 0) before the child
+    /// binds it, and a readiness probe would then be answered by that other server.
+    /// </summary>
+    public static async Task<ServerProcess> StartAsync(string name, string dll, IEnumerable<string> arguments, string readyPath, TextWriter log)
     {
         if (!File.Exists(dll))
         {
@@ -36,14 +42,36 @@ public sealed class ServerProcess : IAsyncDisposable
         }
         var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {dll}.");
         Children.Track(process);
-        var server = new ServerProcess(process, baseUrl);
-        process.OutputDataReceived += (_, e) => server.Keep(e.Data);
+        var server = new ServerProcess(process);
+        var listening = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
+        process.OutputDataReceived += (_, e) =>
+        {
+            server.Keep(e.Data);
+            if (e.Data is not null && ListeningAddress().Match(e.Data) is { Success: true } match)
+            {
+                listening.TrySetResult(new Uri(match.Groups[1].Value));
+            }
+        };
         process.ErrorDataReceived += (_, e) => server.Keep(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
 
-        using var http = new HttpClient { BaseAddress = baseUrl, Timeout = TimeSpan.FromSeconds(2) };
         var deadline = Stopwatch.StartNew();
+        while (!listening.Task.IsCompleted)
+        {
+            if (process.HasExited)
+            {
+                throw new InvalidOperationException($"{name} exited with {process.ExitCode} while starting:\n{server.Tail()}");
+            }
+            if (deadline.Elapsed > TimeSpan.FromSeconds(90))
+            {
+                await server.DisposeAsync();
+                throw new TimeoutException($"{name} printed no \"Now listening on\" line:\n{server.Tail()}");
+            }
+            await Task.Delay(50);
+        }
+        server.BaseUrl = await listening.Task;
+        using var http = new HttpClient { BaseAddress = server.BaseUrl, Timeout = TimeSpan.FromSeconds(2) };
         while (true)
         {
             if (process.HasExited)
@@ -65,11 +93,11 @@ public sealed class ServerProcess : IAsyncDisposable
             if (deadline.Elapsed > TimeSpan.FromSeconds(90))
             {
                 await server.DisposeAsync();
-                throw new TimeoutException($"{name} did not become ready on {baseUrl}:\n{server.Tail()}");
+                throw new TimeoutException($"{name} did not become ready on {server.BaseUrl}:\n{server.Tail()}");
             }
             await Task.Delay(100);
         }
-        log.WriteLine($"   {name} pid {process.Id} ready on {baseUrl} after {deadline.Elapsed.TotalSeconds:0.0} s");
+        log.WriteLine($"   {name} pid {process.Id} ready on {server.BaseUrl} after {deadline.Elapsed.TotalSeconds:0.0} s");
         return server;
     }
 
@@ -136,6 +164,10 @@ public sealed class ServerProcess : IAsyncDisposable
         listener.Start();
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
+
+    /// <summary>Kestrel's own line (Microsoft.Hosting.Lifetime), which the baseline server prints too.</summary>
+    [GeneratedRegex(@"Now listening on: (http://\S+)")]
+    private static partial Regex ListeningAddress();
 }
 
 /// <summary>Kills the child processes this program started if it is stopped (SIGTERM, Ctrl+C) before disposing them.</summary>
@@ -253,10 +285,11 @@ public sealed class ChatService : IAsyncDisposable
     public static async Task<ChatService> StartAsync(HarnessSettings settings, IEnumerable<string>? extra = null, int? port = null)
     {
         var dataDirectory = Directory.CreateTempSubdirectory("chat-bench-").FullName;
-        var baseUrl = new Uri($"http://127.0.0.1:{port ?? ServerProcess.FreePort()}");
         var arguments = new List<string>
         {
-            $"--urls={baseUrl}",
+            $"--urls=http://127.0.0.1:{port ?? 0}",
+            // ServerProcess reads the bound address from Kestrel's "Now listening on" line.
+            "--Logging:LogLevel:Microsoft.Hosting.Lifetime=Information",
             $"--Storage:DataDirectory={dataDirectory}",
             $"--Auth:SigningKey={SigningKey}",
             "--Messages:SendsPerSecond=100000",
@@ -289,7 +322,7 @@ public sealed class ChatService : IAsyncDisposable
         arguments.AddRange(settings.ExtraServiceArgs);
         try
         {
-            var process = await ServerProcess.StartAsync("service", settings.ServiceDll, arguments, baseUrl, "/health/ready", settings.Log);
+            var process = await ServerProcess.StartAsync("service", settings.ServiceDll, arguments, "/health/ready", settings.Log);
             return new ChatService(process, dataDirectory, settings.Postgres, database);
         }
         catch

@@ -519,17 +519,16 @@ internal sealed class TransactionSink : IAsyncDisposable
 
     public static async Task<TransactionSink> StartAsync()
     {
-        var port = ServerProcess.FreePort();
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
         var app = builder.Build();
         app.MapPut("/transactions/{id}", () => Results.Text("{}", "application/json"));
         app.MapPut("/_matrix/app/v1/transactions/{id}", () => Results.Text("{}", "application/json"));
         app.MapGet("/users/{id}", () => Results.NotFound());
         app.MapGet("/_matrix/app/v1/users/{id}", () => Results.NotFound());
         await app.StartAsync();
-        return new TransactionSink(app, new Uri($"http://127.0.0.1:{port}"));
+        return new TransactionSink(app, new Uri(app.Urls.First()));
     }
 
     public async ValueTask DisposeAsync() => await _app.DisposeAsync();

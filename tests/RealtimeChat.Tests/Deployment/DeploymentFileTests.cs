@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Reflection;
 using System.Security.Cryptography;
 using RealtimeChat.Tests.Infrastructure;
@@ -113,12 +112,13 @@ public sealed class DeploymentFileTests
             var (migrated, migrateOutput) = await RunToEndAsync(["migrate"], environment);
             Assert.True(migrated == 0, migrateOutput);
 
-            var port = FreePort();
-            environment["urls"] = $"http://127.0.0.1:{port}";
+            // Port 0, and the address from the service's own log: a port found free beforehand could be taken by another
+            // test's host before the service binds it, and that host would answer the readiness probe.
+            environment["urls"] = "http://127.0.0.1:0";
             using var service = Start([], environment, out var output);
             try
             {
-                using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(5) };
+                using var http = new HttpClient { BaseAddress = await ListeningAddressAsync(service, output), Timeout = TimeSpan.FromSeconds(5) };
                 var deadline = DateTime.UtcNow.AddSeconds(60);
                 string? status = null;
                 while (DateTime.UtcNow < deadline && !service.HasExited)
@@ -280,11 +280,27 @@ public sealed class DeploymentFileTests
         return (process.ExitCode, standardOutputOnly ? await stdout : await stdout + await stderr);
     }
 
-    private static int FreePort()
+    /// <summary>The address in Kestrel's "Now listening on" line, in the simple or the JSON console format.</summary>
+    private static async Task<Uri> ListeningAddressAsync(Process service, System.Text.StringBuilder output)
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            string text;
+            lock (output)
+            {
+                text = output.ToString();
+            }
+            if (System.Text.RegularExpressions.Regex.Match(text, @"Now listening on: (http://[^\s""]+)") is { Success: true } match)
+            {
+                return new Uri(match.Groups[1].Value);
+            }
+            if (service.HasExited || DateTime.UtcNow > deadline)
+            {
+                throw new InvalidOperationException($"The service printed no listening address:\n{text}");
+            }
+            await Task.Delay(100);
+        }
     }
 
     private static IList<YamlDocument> Load(string path)
