@@ -6,6 +6,8 @@
 # The real-Synapse suite (tests/RealtimeChat.Tests/Synapse) runs on both databases when synapse.sh is found
 # (CHAT_TEST_SYNAPSE_SH, ../shared/synapse, /work/shared/synapse); its Debian packages are installed first.
 # Without it those tests are reported as skipped and the last line says NOT RUN.
+# The rolling-update tests run the versions before the newest migrations (built from git history by
+# scripts/previous-versions.sh) beside this one on a migrated database; without that history they are reported as skipped.
 # The S3 media tests run on both databases against the private S3 server scripts/s3.sh installs and starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,7 @@ else
   synapse_summary="real-Synapse suite: NOT RUN (no ../shared/synapse; set CHAT_TEST_SYNAPSE_SH) - its tests are reported as skipped"
 fi
 echo "== $synapse_summary"
+source scripts/previous-versions.sh
 
 dotnet build realtime-chat-service.slnx -c Release -warnaserror
 bash scripts/docker-publish-check.sh
@@ -43,4 +46,5 @@ CHAT_TEST_DATABASE=postgres CHAT_TEST_POSTGRES="$CHAT_PG_CONNECTION;Pooling=true
   dotnet test realtime-chat-service.slnx -c Release --no-build "$@" || status=1
 
 echo "== $synapse_summary"
+echo "== $previous_summary"
 exit $status

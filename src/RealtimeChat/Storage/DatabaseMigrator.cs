@@ -18,7 +18,9 @@ public sealed class DatabaseMigrator(ChatDatabase database, ILogger<DatabaseMigr
 
         var upgrader = builder
             .WithScriptsEmbeddedInAssembly(Assembly.GetExecutingAssembly(), name => name.StartsWith(prefix, StringComparison.Ordinal))
-            .WithTransactionPerScript()
+            // One transaction for all pending scripts: an instance of the previous version, still serving during a
+            // rolling update, sees the schema before the upgrade or after it, never between two scripts.
+            .WithTransaction()
             .LogTo(new DbUpLog(logger))
             .Build();
 

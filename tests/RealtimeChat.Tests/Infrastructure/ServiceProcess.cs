@@ -48,14 +48,15 @@ public sealed partial class ServiceProcess : IAsyncDisposable
     }
 
     /// <summary>Starts the service with exactly these arguments.</summary>
-    public static ServiceProcess Start(IEnumerable<string> arguments, string? workingDirectory = null, Func<Task>? cleanup = null)
+    /// <param name="dll">Another build of the service (a previous version); this one's by default.</param>
+    public static ServiceProcess Start(IEnumerable<string> arguments, string? workingDirectory = null, Func<Task>? cleanup = null, string? dll = null)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (workingDirectory is not null)
         {
             start.WorkingDirectory = workingDirectory;
         }
-        start.ArgumentList.Add(typeof(ChatApp).Assembly.Location);
+        start.ArgumentList.Add(dll ?? typeof(ChatApp).Assembly.Location);
         foreach (var argument in arguments)
         {
             start.ArgumentList.Add(argument);

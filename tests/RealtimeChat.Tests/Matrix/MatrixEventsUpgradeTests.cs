@@ -34,7 +34,7 @@ public sealed class MatrixEventsUpgradeTests
         await BridgeHost.EventuallyAsync(async () => (await MessagesAsync(app, conversation)).Count == 2 && await bridge.PendingActionsAsync() == 0, "both directions");
         await BridgeHost.EventuallyAsync(async () => await ReactionCountAsync(app, conversation) == 2, "both reactions");
 
-        // Put the database back in the shape version 0005 left it (ids on the rows), then start on it: 0006 runs again.
+        // Put the database back in the shape version 0005 left it (ids on the rows), then start on it: 0006 and 0007 run again.
         await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
         {
             await connection.ExecuteAsync(DowngradeTo0005(TestDatabase.IsPostgres));
@@ -81,6 +81,9 @@ public sealed class MatrixEventsUpgradeTests
 
     private static string DowngradeTo0005(bool postgres) =>
         $"""
+        ALTER TABLE messages DROP COLUMN matrix_event_id;
+        ALTER TABLE message_reactions DROP COLUMN matrix_event_id;
+        DELETE FROM schemaversions WHERE scriptname LIKE '%0007_retired_matrix_columns.sql';
         CREATE TABLE matrix_inbound_events (
             event_id        text PRIMARY KEY,
             conversation_id {(postgres ? "uuid" : "text")} NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
