@@ -135,14 +135,18 @@ public static class SynapseBridgeScenario
         // observer has seen the last one. The posts finish long before the bridge does, so this is the bridge's rate.
         Common.Say(log, $"bridge: {total} messages via the REST API");
         var bridgeCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var bridgeFrom = DateTime.UtcNow;
         var bridge = await TimeAsync(watch, $"a{run}", total, prefix => PostAsync(prefix, o.Messages));
+        var bridgeTo = DateTime.UtcNow;
         var bridgeUse = bridgeCpu.Stop();
         Common.Say(log, $"bridge: {bridge.PerSecond:0.0} events/s");
 
         // (b) direct: the same rooms x messages as PUT /send by the ghosts, R rooms at a time, each room in order.
         Common.Say(log, $"direct appservice client: {total} PUT /send");
         var directCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var directFrom = DateTime.UtcNow;
         var direct = await TimeAsync(watch, $"d{run}", total, prefix => SendDirectAsync(prefix, o.Messages));
+        var directTo = DateTime.UtcNow;
         var directUse = directCpu.Stop();
         Common.Say(log, $"direct: {direct.PerSecond:0.0} events/s");
 
@@ -156,9 +160,12 @@ public static class SynapseBridgeScenario
         {
             await Task.Delay(rest);
         }
+        // Synapse's log counts from its start: the bridge may send before that call returns.
+        var backlogFrom = DateTime.UtcNow;
         await synapse.RunAsync("start", synapse.Directory);
         var backlogCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
         var backlog = await TimeAsync(watch, backlogPrefix, total, _ => Task.CompletedTask);
+        var backlogTo = DateTime.UtcNow;
         var backlogUse = backlogCpu.Stop();
         Common.Say(log, $"backlog: {backlog.PerSecond:0.0} events/s, first after {backlog.FirstSeconds:0.0} s");
 
@@ -172,6 +179,28 @@ public static class SynapseBridgeScenario
         report.Row("CPU cores, bridge steady (synapse + service)", bridgeUse.ToString());
         report.Row("CPU cores, direct (synapse + service)", directUse.ToString());
         report.Row("CPU cores, backlog (synapse + service)", backlogUse.ToString());
+        // Synapse's log handler writes out every 5 s (or 10 lines), so the last phase's lines can still be in memory.
+        var sendLog = SynapseSendLog.Read(Path.Combine(synapse.Directory, "homeserver.log"));
+        for (var waited = Stopwatch.StartNew(); sendLog.Between(backlogFrom, backlogTo, "@nova_").Sends < backlog.Seen && waited.Elapsed < TimeSpan.FromSeconds(10);)
+        {
+            await Task.Delay(500);
+            sendLog = SynapseSendLog.Read(Path.Combine(synapse.Directory, "homeserver.log"));
+        }
+        var (bridgeSends, directSends, backlogSends) = (
+            sendLog.Between(bridgeFrom, bridgeTo, "@nova_"), sendLog.Between(directFrom, directTo, "@benchdirect_"), sendLog.Between(backlogFrom, backlogTo, "@nova_"));
+        string Three(Func<SynapseSendLog.Figures, double> figure) =>
+            string.Join(" / ", new[] { bridgeSends, directSends, backlogSends }.Select(f => Fmt.N(figure(f), "0.0")));
+        report.Row("Synapse's log: sends completed/s (bridge / direct / backlog)", Three(f => f.PerSecond),
+            null, Report.Ratio(bridgeSends.PerSecond, directSends.PerSecond));
+        report.Row("Synapse's log: ms per send inside Synapse (same)", Three(f => f.RequestMs));
+        report.Row("Synapse's log: ms a room waited between sends (same)", Three(f => f.GapMs));
+        foreach (var (name, figures) in new[] { ("bridge", bridgeSends), ("direct", directSends), ("backlog", backlogSends) })
+        {
+            report.Figures[$"synapse_log_{name}"] = new JsonObject
+            {
+                ["sends"] = figures.Sends, ["per_second"] = Fmt.R(figures.PerSecond), ["request_ms"] = Fmt.R(figures.RequestMs), ["gap_ms"] = Fmt.R(figures.GapMs),
+            };
+        }
         report.Figures["bridge_events_per_second"] = Fmt.R(bridge.PerSecond);
         report.Figures["backlog_events_per_second"] = Fmt.R(backlog.PerSecond);
         report.Figures["backlog_first_event_seconds"] = Fmt.R(backlog.FirstSeconds, 2);

@@ -1,0 +1,60 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace RealtimeChat.Bench;
+
+/// <summary>
+/// Synapse's own view of a phase, from its access log (homeserver.log, one "Processed request" line per request when it
+/// ends, with its duration): how fast it completed the <c>PUT …/send/m.room.message</c> of one sender namespace, how
+/// long each took inside Synapse, and how long each room waited between the end of one send and the start of its next.
+/// A bridge slower than a direct client because Synapse takes longer per request shows in the second; because the
+/// bridge is slow to send the next event, in the third.
+/// </summary>
+public sealed partial class SynapseSendLog
+{
+    private readonly List<Send> _sends;
+
+    private SynapseSendLog(List<Send> sends) => _sends = sends;
+
+    public static SynapseSendLog Read(string homeserverLog)
+    {
+        var sends = new List<Send>();
+        foreach (var line in File.ReadLines(homeserverLog))
+        {
+            if (Line().Match(line) is not { Success: true } m)
+            {
+                continue;
+            }
+            // Python's logging writes local time; this process shares the machine's time zone.
+            var end = DateTime.ParseExact(m.Groups["time"].Value, "yyyy-MM-dd HH:mm:ss,fff", CultureInfo.InvariantCulture, DateTimeStyles.AssumeLocal).ToUniversalTime();
+            var duration = TimeSpan.FromSeconds(double.Parse(m.Groups["seconds"].Value, CultureInfo.InvariantCulture));
+            sends.Add(new Send(m.Groups["user"].Value, m.Groups["room"].Value, end - duration, end));
+        }
+        return new SynapseSendLog(sends);
+    }
+
+    /// <summary>The sends of users whose id starts with <paramref name="userPrefix"/> that ended within the window.</summary>
+    public Figures Between(DateTime fromUtc, DateTime toUtc, string userPrefix)
+    {
+        var sends = _sends.Where(s => s.End >= fromUtc && s.End <= toUtc && s.User.StartsWith(userPrefix, StringComparison.Ordinal)).OrderBy(s => s.End).ToList();
+        if (sends.Count < 2)
+        {
+            return new Figures(sends.Count, 0, 0, 0);
+        }
+        var gaps = sends.GroupBy(s => s.Room)
+            .SelectMany(room => room.OrderBy(s => s.Start).Zip(room.OrderBy(s => s.Start).Skip(1), (a, b) => (b.Start - a.End).TotalMilliseconds))
+            .ToList();
+        return new Figures(
+            sends.Count,
+            (sends.Count - 1) / (sends[^1].End - sends[0].End).TotalSeconds,
+            sends.Average(s => (s.End - s.Start).TotalMilliseconds),
+            gaps.Count > 0 ? gaps.Average() : 0);
+    }
+
+    public sealed record Figures(int Sends, double PerSecond, double RequestMs, double GapMs);
+
+    private sealed record Send(string User, string Room, DateTime Start, DateTime End);
+
+    [GeneratedRegex(@"^(?<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - synapse\.access\.\S+ .* - \{(?<user>[^}]*)\} Processed request: (?<seconds>[\d.]+)sec/.*""PUT /_matrix/client/v3/rooms/(?<room>[^/]+)/send/m\.room\.message/")]
+    private static partial Regex Line();
+}
