@@ -19,6 +19,7 @@ public sealed record SynapseBridgeOptions
     public double OutageSeconds { get; init; } = 10;
     public int WarmupMessages { get; init; } = 10;
     public string? SynapseScript { get; init; }
+    public bool IsolateSynapse { get; init; }
 }
 
 /// <summary>
@@ -38,6 +39,8 @@ public static class SynapseBridgeScenario
         report.Parameters["messages_per_room"] = o.Messages;
         report.Parameters["outage_seconds"] = o.OutageSeconds;
         report.Parameters["warmup_messages_per_room"] = o.WarmupMessages;
+        report.Parameters["isolate_synapse"] = o.IsolateSynapse;
+        var cores = o.IsolateSynapse ? CoreSplit.Create() : null;
         var total = o.Rooms * o.Messages;
 
         var script = o.SynapseScript ?? Synapse.Locate() ?? throw new InvalidOperationException(
@@ -67,6 +70,11 @@ public static class SynapseBridgeScenario
         await using var synapse = await Synapse.StartAsync(script, log, bridgeRegistration, directRegistration);
         Common.Say(log, $"Synapse pid {synapse.Pid} on {synapse.Url}");
         await using var service = await ChatService.StartAsync(settings, [.. matrixArgs, $"--Matrix:HomeserverUrl={synapse.Url}"], port);
+        if (cores is not null)
+        {
+            await cores.ApplyAsync(synapse.Pid, service.Process.Pid, settings.Postgres);
+            Common.Say(log, $"Synapse on CPU mask {cores.Synapse:x}; the service, PostgreSQL and this client on {cores.Others:x}");
+        }
         using var api = new ChatApi(service.BaseUrl, o.Rooms + 8);
         using var bridgeBot = new Matrix(synapse.Url, asToken);
         using var directBot = new Matrix(synapse.Url, directAsToken);
@@ -163,6 +171,10 @@ public static class SynapseBridgeScenario
         // Synapse's log counts from its start: the bridge may send before that call returns.
         var backlogFrom = DateTime.UtcNow;
         await synapse.RunAsync("start", synapse.Directory);
+        if (cores is not null)
+        {
+            await cores.ApplyAsync(synapse.Pid, service.Process.Pid, settings.Postgres);
+        }
         var backlogCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
         var backlog = await TimeAsync(watch, backlogPrefix, total, _ => Task.CompletedTask);
         var backlogTo = DateTime.UtcNow;
@@ -317,6 +329,66 @@ public static class SynapseBridgeScenario
             {
                 return 0;
             }
+        }
+    }
+}
+
+/// <summary>
+/// Synapse alone on the machine's last core, everything else of the run (the service, the run's PostgreSQL cluster, this
+/// client) on the others, with <c>taskset</c> on every thread. Threads and PostgreSQL backends started later inherit it.
+/// </summary>
+internal sealed class CoreSplit(long synapse, long others)
+{
+    public long Synapse => synapse;
+
+    public long Others => others;
+
+    public static CoreSplit Create()
+    {
+        var count = Environment.ProcessorCount;
+        if (count < 2)
+        {
+            throw new InvalidOperationException("--isolate-synapse needs at least 2 cores.");
+        }
+        return new CoreSplit(1L << (count - 1), (1L << (count - 1)) - 1);
+    }
+
+    public async Task ApplyAsync(int synapsePid, int servicePid, string? postgres)
+    {
+        await PinAsync(synapsePid, synapse);
+        await PinAsync(servicePid, others);
+        await PinAsync(Environment.ProcessId, others);
+        if (postgres is not null)
+        {
+            // The run's own cluster only: its postmaster and the processes it has forked so far.
+            await using var connection = new Npgsql.NpgsqlConnection(postgres);
+            await connection.OpenAsync();
+            await using var command = new Npgsql.NpgsqlCommand("SHOW data_directory", connection);
+            var directory = (string)(await command.ExecuteScalarAsync())!;
+            var postmaster = int.Parse(File.ReadLines(Path.Combine(directory, "postmaster.pid")).First(), CultureInfo.InvariantCulture);
+            await PinAsync(postmaster, others);
+            foreach (var child in File.ReadAllText($"/proc/{postmaster}/task/{postmaster}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            {
+                await PinAsync(int.Parse(child, CultureInfo.InvariantCulture), others);
+            }
+        }
+    }
+
+    private static async Task PinAsync(int pid, long mask)
+    {
+        var info = new ProcessStartInfo("taskset") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in new[] { "-a", "-p", mask.ToString("x", CultureInfo.InvariantCulture), pid.ToString(CultureInfo.InvariantCulture) })
+        {
+            info.ArgumentList.Add(argument);
+        }
+        using var process = Process.Start(info) ?? throw new InvalidOperationException("Could not start taskset.");
+        var error = process.StandardError.ReadToEndAsync();
+        await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        // A PostgreSQL backend may have ended since it was listed.
+        if (process.ExitCode != 0 && Directory.Exists($"/proc/{pid}"))
+        {
+            throw new InvalidOperationException($"taskset -a -p {mask:x} {pid} failed: {await error}");
         }
     }
 }
