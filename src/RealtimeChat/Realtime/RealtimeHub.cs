@@ -118,7 +118,9 @@ public sealed class RealtimeHub(ChatDatabase database, IEnumerable<ITypingObserv
         {
             var user = _users.GetOrAdd(connection.UserId, _ => new UserConnections());
             user.Connections.Add(connection);
-            version = ++user.Version;
+            // Only membership changes move the version: another socket of the same user attaching or leaving meanwhile
+            // does not make this load stale, and counting those made a burst of one user's connects reload each other.
+            version = user.Version;
         }
         ChatMetrics.WebSocketConnections.Inc();
         while (true)
@@ -151,7 +153,6 @@ public sealed class RealtimeHub(ChatDatabase database, IEnumerable<ITypingObserv
             if (_users.TryGetValue(connection.UserId, out var user))
             {
                 user.Connections.Remove(connection);
-                user.Version++;
                 if (user.Connections.Count == 0)
                 {
                     _users.TryRemove(connection.UserId, out _);

@@ -30,6 +30,38 @@ public sealed class RealtimeTests(ServerFixture fixture) : IClassFixture<ServerF
     }
 
     [Fact]
+    public async Task Sockets_of_one_user_connecting_at_once_while_added_to_conversations_receive_every_conversation()
+    {
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var aliceClient = _server.Client(alice);
+        // Memberships change while bob's sockets load theirs: each must end up subscribed to every conversation.
+        var connecting = Task.WhenAll(Enumerable.Range(0, 12).Select(_ => _server.ConnectAsync(bob)));
+        var conversations = await Task.WhenAll(Enumerable.Range(0, 6).Select(i => aliceClient.CreateGroupAsync($"while connecting {i}", bob)));
+        var sockets = await connecting;
+        try
+        {
+            foreach (var conversation in conversations)
+            {
+                await aliceClient.SendAsync(conversation, $"to {conversation}");
+            }
+            foreach (var socket in sockets)
+            {
+                foreach (var conversation in conversations)
+                {
+                    await socket.WaitForAsync(f => f.Type == "message.new" && f.ConversationId == conversation);
+                }
+            }
+        }
+        finally
+        {
+            foreach (var socket in sockets)
+            {
+                await socket.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
     public async Task Every_kind_of_change_is_pushed_in_sequence()
     {
         var (alice, bob, carol) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
