@@ -142,7 +142,9 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
             var figure = figures.GetProperty("phases").GetProperty(phase);
             Latencies(figure.GetProperty("send"));
             Assert.Equal(0, figure.GetProperty("attacker_other").GetInt64());
-            Assert.True(figure.GetProperty("attacker_accepted").GetInt64() + figure.GetProperty("attacker_limited").GetInt64() > 0, phase);
+            // The sockets flood sends only once its 20 connects are done, which on a loaded machine can take its whole
+            // second (CI, once); its outcome is the sockets opened and refused, asserted below.
+            Assert.True(phase == "sockets" || figure.GetProperty("attacker_accepted").GetInt64() + figure.GetProperty("attacker_limited").GetInt64() > 0, phase);
             Assert.True(json.GetProperty("ratios").GetProperty($"{phase}_send_p99").GetDouble() > 0, phase);
         }
         // 20 sockets against the default cap of 16.
