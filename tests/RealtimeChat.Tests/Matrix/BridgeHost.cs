@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using Dapper;
 using MatrixEmulator;
 using Microsoft.Extensions.DependencyInjection;
@@ -23,9 +21,11 @@ public sealed class BridgeHost : IAsyncDisposable
 
     public AppserviceRegistration Registration => Homeserver.Options.Appservice!;
 
-    public static async Task<BridgeHost> StartAsync(string mode = "Appservice", Dictionary<string, string?>? settings = null, EmulatorOptions? emulator = null)
+    public static Task<BridgeHost> StartAsync(string mode = "Appservice", Dictionary<string, string?>? settings = null, EmulatorOptions? emulator = null) =>
+        Ports.StartOnFreePortAsync(port => StartAsync(port, mode, settings, emulator));
+
+    private static async Task<BridgeHost> StartAsync(int port, string mode, Dictionary<string, string?>? settings, EmulatorOptions? emulator)
     {
-        var port = FreePort();
         var appserviceUrl = new Uri($"http://127.0.0.1:{port}");
         // In client mode the homeserver has no appservice registered (and so no exclusive namespaces).
         var registration = mode == "Appservice" ? AppserviceRegistration.NovaChat(appserviceUrl) : null;
@@ -58,8 +58,15 @@ public sealed class BridgeHost : IAsyncDisposable
         {
             config[key] = value;
         }
-        var server = await ChatServer.StartAsync(config);
-        return new BridgeHost(homeserver, server);
+        try
+        {
+            return new BridgeHost(homeserver, await ChatServer.StartAsync(config));
+        }
+        catch
+        {
+            await homeserver.DisposeAsync();
+            throw;
+        }
     }
 
     /// <summary>Stops the chat service abruptly (as a crash would) and starts it again on the same database.</summary>
@@ -157,13 +164,6 @@ public sealed class BridgeHost : IAsyncDisposable
             }
             await Task.Delay(25);
         }
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     public async ValueTask DisposeAsync()

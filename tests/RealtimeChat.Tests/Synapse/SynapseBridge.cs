@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json;
 using RealtimeChat.Tests.Infrastructure;
@@ -39,9 +38,11 @@ public sealed class SynapseBridge : IAsyncDisposable
     public string ServerName => Homeserver.ServerName;
 
     /// <param name="settings">Service configuration on top of the defaults (e.g. <c>Matrix:Enabled=false</c> for late enable).</param>
-    public static async Task<SynapseBridge> StartAsync(string mode = "Appservice", Dictionary<string, string?>? settings = null)
+    public static Task<SynapseBridge> StartAsync(string mode = "Appservice", Dictionary<string, string?>? settings = null) =>
+        Ports.StartOnFreePortAsync(port => StartAsync(port, mode, settings));
+
+    private static async Task<SynapseBridge> StartAsync(int port, string mode, Dictionary<string, string?>? settings)
     {
-        var port = FreePort();
         var appserviceUrl = new Uri($"http://127.0.0.1:{port}");
         string? asToken = null, hsToken = null, registration = null;
         if (mode == "Appservice")
@@ -252,12 +253,6 @@ public sealed class SynapseBridge : IAsyncDisposable
 
     private static string NewToken() => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     public async ValueTask DisposeAsync()
     {
