@@ -12,9 +12,17 @@ public static class Ports
 {
     public static int Free()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        using var listener = Occupy(out var port);
+        return port;
+    }
+
+    /// <summary>A loopback port held by a listener until it is disposed (what "taken" looks like to a host).</summary>
+    public static TcpListener Occupy(out int port)
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        return listener;
     }
 
     /// <summary>Starts on a free port, and on another if that one was taken before the host could bind it.</summary>

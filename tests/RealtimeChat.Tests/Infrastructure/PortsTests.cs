@@ -1,6 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
-
 namespace RealtimeChat.Tests.Infrastructure;
 
 public sealed class PortsTests
@@ -8,9 +5,7 @@ public sealed class PortsTests
     [Fact]
     public async Task A_host_whose_port_was_taken_before_it_bound_starts_again_on_another()
     {
-        using var taken = new TcpListener(IPAddress.Loopback, 0);
-        taken.Start();
-        var takenPort = ((IPEndPoint)taken.LocalEndpoint).Port;
+        using var taken = Ports.Occupy(out var takenPort);
         var picks = new Queue<int>([takenPort]);
         var tried = new List<int>();
 

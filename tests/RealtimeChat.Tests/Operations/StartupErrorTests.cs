@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using RealtimeChat.Tests.Infrastructure;
 
 namespace RealtimeChat.Tests.Operations;
@@ -10,9 +8,7 @@ public sealed class StartupErrorTests
     [Fact]
     public async Task A_port_in_use_is_one_line_naming_urls()
     {
-        using var occupant = new TcpListener(IPAddress.Loopback, 0);
-        occupant.Start();
-        var port = ((IPEndPoint)occupant.LocalEndpoint).Port;
+        using var occupant = Ports.Occupy(out var port);
 
         var line = await FailingStartAsync(await ServiceProcess.StartAsync($"--urls=http://127.0.0.1:{port}"));
         Assert.Contains($"127.0.0.1:{port}", line);
@@ -26,10 +22,8 @@ public sealed class StartupErrorTests
         var dataDirectory = Directory.CreateTempSubdirectory("chat-startup-").FullName;
         try
         {
-            using var closed = new TcpListener(IPAddress.Loopback, 0);
-            closed.Start();
-            var port = ((IPEndPoint)closed.LocalEndpoint).Port;
-            closed.Stop();
+            // A port nothing listens on.
+            var port = Ports.Free();
             var line = await FailingStartAsync(ServiceProcess.Start(
             [
                 "--urls=http://127.0.0.1:0", $"--Storage:DataDirectory={dataDirectory}", $"--Auth:SigningKey={ChatServer.SigningKey}",
