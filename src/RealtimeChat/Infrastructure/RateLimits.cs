@@ -112,6 +112,7 @@ public sealed class ChatRateLimits
     private const int MaxQueuedWrites = 256;
     private readonly TimeSpan _rejectionDelay;
     private readonly PartitionedRateLimiter<Guid> _writeTurns;
+    private readonly int _concurrentWrites;
     private int _held;
 
     public ChatRateLimits(IOptions<RateLimitOptions> options, IOptions<MessageOptions> messages)
@@ -128,7 +129,7 @@ public sealed class ChatRateLimits
             [RateLimitClass.ReadMarkers] = limits.ReadMarkers,
             [RateLimitClass.Reads] = limits.Reads,
         };
-        var concurrentWrites = limits.ConcurrentWrites;
+        var concurrentWrites = _concurrentWrites = limits.ConcurrentWrites;
         _writeTurns = PartitionedRateLimiter.Create<Guid, Guid>(user => RateLimitPartition.GetConcurrencyLimiter(user, _ => new ConcurrencyLimiterOptions
         {
             PermitLimit = concurrentWrites,
@@ -174,6 +175,11 @@ public sealed class ChatRateLimits
         }
         return await _writeTurns.AcquireAsync(key.User, 1, context.RequestAborted);
     }
+
+    /// <summary>How many of the user's write turns are taken now (tests wait on it to know who holds a turn).</summary>
+    internal long WriteTurnsTaken(Guid user) => _writeTurns.GetStatistics(user) is { } statistics
+        ? _concurrentWrites - statistics.CurrentAvailablePermits
+        : 0;
 
     public async Task RejectWriteAsync(HttpContext context)
     {

@@ -33,7 +33,7 @@ public sealed class BridgeFailureTests
             await BridgeHost.MatrixStateAsync(alice, conversation, last, "pending");
         }
 
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count >= 20, "the backlog");
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Count >= 20, "the backlog");
         await Task.Delay(200);
         Assert.Equal(expected, bridge.MessageBodies(roomId));
         Assert.Equal(0, await bridge.PendingActionsAsync());
@@ -56,7 +56,7 @@ public sealed class BridgeFailureTests
             await alice.SendAsync(conversation, body);
         }
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
         await Task.Delay(800);
         Assert.Equal(expected, bridge.MessageBodies(roomId));
         var sendAttempts = bridge.Homeserver.Requests.All.Count(r => r.Method == "PUT" && r.Path.Contains("/send/m.room.message/"));
@@ -77,7 +77,7 @@ public sealed class BridgeFailureTests
         {
             await alice.SendAsync(conversation, body);
         }
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count == 10, "first delivery");
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Count == 10, "first delivery");
 
         // Forget that they were sent, as a crash between the homeserver's answer and our update would.
         await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
@@ -87,7 +87,7 @@ public sealed class BridgeFailureTests
         }
         await bridge.RestartAsync();
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the re-dispatch");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the re-dispatch");
         Assert.Equal(expected, bridge.MessageBodies(roomId));
     }
 
@@ -102,12 +102,12 @@ public sealed class BridgeFailureTests
         {
             await alice.SendAsync(conversation, body);
         }
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count >= 3, "dispatch under way");
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Count >= 3, "dispatch under way");
 
         await bridge.RestartAsync();
         slow.Dispose();
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the rest after restart");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the rest after restart");
         await Task.Delay(200);
         Assert.Equal(expected, bridge.MessageBodies(roomId));
     }
@@ -122,7 +122,7 @@ public sealed class BridgeFailureTests
         var refused = await alice.SendAsync(conversation, "refused");
         await alice.SendAsync(conversation, "accepted");
 
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("accepted"), "the next message");
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Contains("accepted"), "the next message");
         Assert.Equal(["accepted"], bridge.MessageBodies(roomId));
         var parked = await BridgeHost.MatrixStateAsync(alice, conversation, refused.GetProperty("id").GetGuid(), "failed");
         Assert.Contains("M_FORBIDDEN", parked.GetProperty("matrix").GetProperty("error").GetString());
@@ -166,7 +166,7 @@ public sealed class BridgeFailureTests
         await bridge.RestartAsync();
         await alice.SendAsync(conversation, "after the crash");
 
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("after the crash"), "the message in the original room");
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Contains("after the crash"), "the message in the original room");
         Assert.Single(bridge.Homeserver.Rooms, r => r.Name == "resilience");
     }
 
@@ -179,10 +179,10 @@ public sealed class BridgeFailureTests
         using var throttled = bridge.Homeserver.Faults.Inject(Fault.RateLimited(TimeSpan.FromSeconds(30)).On("PUT", $"/rooms/{stuckRoom}/send/"));
 
         await stuckSender.SendAsync(stuck, "waits");
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.Count($"/rooms/{stuckRoom}/send/") >= 1, "the throttled attempt");
+        await Eventually.Async(() => bridge.Homeserver.Requests.Count($"/rooms/{stuckRoom}/send/") >= 1, "the throttled attempt");
         await freeSender.SendAsync(free, "goes through");
 
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(freeRoom).Contains("goes through"), "the other room's message");
+        await Eventually.Async(() => bridge.MessageBodies(freeRoom).Contains("goes through"), "the other room's message");
         Assert.Empty(bridge.MessageBodies(stuckRoom));
     }
 }

@@ -90,9 +90,9 @@ public sealed class BridgeHost : IAsyncDisposable
     {
         var client = Server.Client(Guid.NewGuid());
         var conversation = await client.CreateGroupAsync(name, Guid.NewGuid());
-        var roomId = await EventuallyAsync(() => RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => RoomOf(conversation), "the room");
         // Room creation also joins the members; let all of it finish before a test injects its fault.
-        await EventuallyAsync(async () => await PendingActionsAsync() == 0, "the room set-up");
+        await Eventually.Async(async () => await PendingActionsAsync() == 0, "the room set-up");
         return (conversation, roomId, client);
     }
 
@@ -112,39 +112,6 @@ public sealed class BridgeHost : IAsyncDisposable
         var lines = (body ?? "").Split('\n');
         var quoted = lines.TakeWhile(l => l.StartsWith('>')).Count();
         return quoted == 0 ? body ?? "" : string.Join('\n', lines.Skip(quoted).SkipWhile((l, i) => i == 0 && l.Length == 0));
-    }
-
-    public static async Task<T> EventuallyAsync<T>(Func<T?> probe, string what, TimeSpan? timeout = null) where T : class
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
-        while (true)
-        {
-            if (probe() is { } value)
-            {
-                return value;
-            }
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"Timed out waiting for {what}.");
-            }
-            await Task.Delay(25);
-        }
-    }
-
-    public static async Task EventuallyAsync(Func<bool> condition, string what, TimeSpan? timeout = null) =>
-        await EventuallyAsync(() => condition() ? "ok" : null, what, timeout);
-
-    public static async Task EventuallyAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
-        while (!await condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"Timed out waiting for {what}.");
-            }
-            await Task.Delay(25);
-        }
     }
 
     /// <summary>Waits until the API reports the message's Matrix delivery state, and returns the message.</summary>

@@ -16,12 +16,12 @@ public sealed class ClientModeTests
         var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
         var client = bridge.Server.Client(alice);
         var conversation = await client.CreateGroupAsync("Seed style", bob);
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         var service = "@nova-service:localhost";
         Assert.Contains($"@{bob:N}:localhost", bridge.Homeserver.Members(roomId, "invite"));
 
         var sent = await client.SendAsync(conversation, "hello from the app");
-        var mirrored = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.room.message"), "the mirrored message");
+        var mirrored = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.room.message"), "the mirrored message");
         Assert.Equal(service, mirrored.Sender);
         Assert.Equal(alice.ToString(), (string?)mirrored.Content["io.nova.sender"]);
         Assert.Equal($"@{alice:N}:localhost: hello from the app", mirrored.Body);
@@ -53,19 +53,19 @@ public sealed class ClientModeTests
         var alice = Guid.NewGuid();
         var client = bridge.Server.Client(alice);
         var conversation = await client.CreateGroupAsync("Resume");
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         var human = bridge.Homeserver.CreateUser("human", "humanpass");
         await bridge.Homeserver.LoginAs("@nova-service:localhost").InviteAsync(roomId, human.UserId);
         await human.JoinAsync(roomId);
         human.SendText(roomId, "before restart");
-        await BridgeHost.EventuallyAsync(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() == 1, "the first message");
+        await Eventually.Async(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() == 1, "the first message");
 
         await bridge.Server.StopAsync();
         human.SendText(roomId, "while we were down");
         var requestsBeforeRestart = bridge.Homeserver.Requests.All.Count;
         await bridge.RestartAsync();
 
-        await BridgeHost.EventuallyAsync(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() >= 2, "the missed message");
+        await Eventually.Async(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() >= 2, "the missed message");
         await Task.Delay(300);
         var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
         Assert.Equal(["before restart", "while we were down"], history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()));
@@ -85,7 +85,7 @@ public sealed class ClientModeTests
         var conversation = await bridge.Server.Client(alice).CreateGroupAsync("Still works");
         await bridge.Server.Client(alice).SendAsync(conversation, "the chat does not care");
 
-        await BridgeHost.EventuallyAsync(async () =>
+        await Eventually.Async(async () =>
             System.Text.RegularExpressions.Regex.IsMatch(await bridge.Server.Client().GetStringAsync("/metrics"), @"matrix_errors_total\{error=""M_UNKNOWN_TOKEN""\} [1-9]"),
             "the token error metric");
         var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
@@ -99,20 +99,20 @@ public sealed class ClientModeTests
         var alice = Guid.NewGuid();
         var client = bridge.Server.Client(alice);
         var conversation = await client.CreateGroupAsync("Seed phases");
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         const string service = "@nova-service:localhost";
 
         var text = await client.SendAsync(conversation, "first draft");
         var textId = text.GetProperty("id").GetGuid();
-        var original = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.room.message"), "the message");
+        var original = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.room.message"), "the message");
         await client.PatchJsonAsync($"/api/v1/conversations/{conversation}/messages/{textId}", new { content = "final draft" });
-        var edit = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["m.relates_to"]?["rel_type"] == "m.replace"), "the edit");
+        var edit = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["m.relates_to"]?["rel_type"] == "m.replace"), "the edit");
         Assert.Equal(service, edit.Sender);
         Assert.Equal(original.EventId, (string?)edit.Content["m.relates_to"]!["event_id"]);
         Assert.Equal($"@{alice:N}:localhost: final draft", (string?)edit.Content["m.new_content"]!["body"]);
 
         await client.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{textId}");
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Event(original.EventId)?.RedactedBy is not null, "the redaction");
+        await Eventually.Async(() => bridge.Homeserver.Event(original.EventId)?.RedactedBy is not null, "the redaction");
 
         var audio = new byte[5000];
         Random.Shared.NextBytes(audio);
@@ -121,7 +121,7 @@ public sealed class ClientModeTests
         file.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("audio/ogg");
         form.Add(file, "file", "note.ogg");
         Assert.Equal(System.Net.HttpStatusCode.Created, (await client.PostAsync($"/api/v1/conversations/{conversation}/media", form)).StatusCode);
-        var voice = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["msgtype"] == "m.audio"), "the audio");
+        var voice = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["msgtype"] == "m.audio"), "the audio");
         Assert.Equal(service, voice.Sender);
         Assert.Equal(alice.ToString(), (string?)voice.Content["io.nova.sender"]);
         Assert.Equal(audio, bridge.Homeserver.Media((string)voice.Content["url"]!)!.Value.Bytes);

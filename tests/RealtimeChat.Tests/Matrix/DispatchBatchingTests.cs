@@ -55,10 +55,10 @@ public sealed class DispatchBatchingTests
         {
             ids.Add((await alice.SendAsync(conversation, body)).GetProperty("id").GetGuid());
         }
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count >= expected.Count, "the homeserver to have them all");
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Count >= expected.Count, "the homeserver to have them all");
         // Recording keeps failing: the next drains look for them on the homeserver (a restarted homeserver has forgotten
         // their txnIds) and find them there instead of sending them again.
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.Count($"/rooms/{roomId}/messages", "GET") >= 2, "a look on the homeserver");
+        await Eventually.Async(() => bridge.Homeserver.Requests.Count($"/rooms/{roomId}/messages", "GET") >= 2, "a look on the homeserver");
         Assert.Equal(expected.Count, MessagePuts(bridge, roomId));
         Assert.Equal(expected.Count, await bridge.PendingActionsAsync());
 
@@ -66,7 +66,7 @@ public sealed class DispatchBatchingTests
         await bridge.RestartAsync();
         await RefuseRecordingAsync(bridge.Server, refuse: false);
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
         Assert.Equal(expected, bridge.MessageBodies(roomId));
         Assert.Equal(expected.Count, MessagePuts(bridge, roomId));
         var events = bridge.Homeserver.Timeline(roomId).Where(e => e.Type == "m.room.message").ToList();
@@ -96,7 +96,7 @@ public sealed class DispatchBatchingTests
             await Task.Delay(200);
         }
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the backlog");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the backlog");
         var timeline = bridge.Homeserver.Timeline(roomId).Where(e => e.Type is "m.room.message" or "m.reaction").ToList();
         var original = timeline.Single(e => (string?)e.OriginalContent["body"] == "first, edited");
         var reply = timeline.Single(e => BridgeHost.WithoutReplyFallback(e.Body) == "a reply");
@@ -120,7 +120,7 @@ public sealed class DispatchBatchingTests
         bridge.Homeserver.Faults.Inject(Fault.RateLimited(TimeSpan.FromSeconds(1.5)).On("PUT", "/send/").ForNext(1));
 
         await alice.SendAsync(conversation, "throttled 0");
-        await BridgeHost.EventuallyAsync(() => MessagePuts(bridge, roomId) == 1, "the throttled attempt");
+        await Eventually.Async(() => MessagePuts(bridge, roomId) == 1, "the throttled attempt");
         var expected = Enumerable.Range(0, 6).Select(i => $"throttled {i}").ToList();
         foreach (var body in expected.Skip(1))
         {
@@ -129,7 +129,7 @@ public sealed class DispatchBatchingTests
         await Task.Delay(600);
         Assert.Equal(1, MessagePuts(bridge, roomId));
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the retry");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the retry");
         Assert.Equal(expected, bridge.MessageBodies(roomId));
     }
 }

@@ -14,7 +14,7 @@ public sealed class InboundBridgeTests
         var bridge = await BridgeHost.StartAsync(emulator: emulator);
         var alice = Guid.NewGuid();
         var conversation = await bridge.Server.Client(alice).CreateGroupAsync("Mirrored");
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         var human = bridge.Homeserver.CreateUser("human", "humanpass", "Hugh Mann");
         var socket = await bridge.Server.ConnectAsync(alice);
         await bridge.Homeserver.LoginAs($"@nova-bridge:{bridge.Homeserver.ServerName}").InviteAsync(roomId, human.UserId);
@@ -53,7 +53,7 @@ public sealed class InboundBridgeTests
         Assert.Equal(messageId, reply.Data.GetProperty("reply_to").GetGuid());
 
         var appMessage = await bridge.Server.Client(alice).SendAsync(conversation, "from the app");
-        var appEventId = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "from the app")?.EventId, "app message on Matrix");
+        var appEventId = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "from the app")?.EventId, "app message on Matrix");
         var reactionEvent = human.React(roomId, appEventId, "🔥");
         var reaction = await socket.WaitForAsync(f => f.Type == "reaction.added");
         Assert.Equal(appMessage.GetProperty("id").GetGuid(), reaction.Data.GetProperty("message_id").GetGuid());
@@ -100,9 +100,9 @@ public sealed class InboundBridgeTests
         await using var transactions = new TransactionClient(bridge);
         var alice = Guid.NewGuid();
         var conversation = await bridge.Server.Client(alice).CreateGroupAsync("ephemeral");
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         var message = await bridge.Server.Client(alice).SendAsync(conversation, "read me");
-        var eventId = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "read me")?.EventId, "the message on Matrix");
+        var eventId = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "read me")?.EventId, "the message on Matrix");
         await BridgeHost.MatrixStateAsync(bridge.Server.Client(alice), conversation, message.GetProperty("id").GetGuid(), "sent");
         await using var socket = await bridge.Server.ConnectAsync(alice);
 

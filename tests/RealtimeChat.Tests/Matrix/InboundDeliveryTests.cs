@@ -29,8 +29,8 @@ public sealed class InboundDeliveryTests
         {
             conversation = await client.CreateGroupAsync("Delivery");
         }
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the room set-up");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the room set-up");
         return (bridge, conversation, roomId, alice, client, new TransactionClient(bridge));
     }
 
@@ -181,7 +181,7 @@ public sealed class InboundDeliveryTests
         var members = await client.GetJsonAsync($"/api/v1/conversations/{conversation}/members");
         Assert.Equal(2, members.GetArrayLength());
         Assert.Empty(await ContentsAsync(client, conversation));
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.Count("/kick", "POST") >= 1, "the bot removing the intruder");
+        await Eventually.Async(() => bridge.Homeserver.Requests.Count("/kick", "POST") >= 1, "the bot removing the intruder");
     }
 
     [Fact]

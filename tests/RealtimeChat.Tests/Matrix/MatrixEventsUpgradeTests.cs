@@ -19,20 +19,20 @@ public sealed class MatrixEventsUpgradeTests
         var alice = Guid.NewGuid();
         var app = bridge.Server.Client(alice);
         var conversation = await app.CreateGroupAsync("Upgraded");
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         var human = bridge.Homeserver.CreateUser("human", "humanpass", "Hugh Mann");
         await bridge.Homeserver.LoginAs($"@nova-bridge:{bridge.Homeserver.ServerName}").InviteAsync(roomId, human.UserId);
         await human.JoinAsync(roomId);
 
         var appMessage = (await app.SendAsync(conversation, "from the app")).GetProperty("id").GetGuid();
-        var appEvent = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "from the app")?.EventId, "the app's message");
+        var appEvent = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "from the app")?.EventId, "the app's message");
         var humanEvent = human.SendText(roomId, "from matrix");
         var humanReaction = human.React(roomId, appEvent, "🔥");
         await app.PutAsync($"/api/v1/conversations/{conversation}/messages/{appMessage}/reactions/{Uri.EscapeDataString("👍")}", null);
-        var aliceReaction = await BridgeHost.EventuallyAsync(
+        var aliceReaction = await Eventually.Async(
             () => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.reaction" && e.Sender == bridge.Ghost(alice))?.EventId, "alice's reaction");
-        await BridgeHost.EventuallyAsync(async () => (await MessagesAsync(app, conversation)).Count == 2 && await bridge.PendingActionsAsync() == 0, "both directions");
-        await BridgeHost.EventuallyAsync(async () => await ReactionCountAsync(app, conversation) == 2, "both reactions");
+        await Eventually.Async(async () => (await MessagesAsync(app, conversation)).Count == 2 && await bridge.PendingActionsAsync() == 0, "both directions");
+        await Eventually.Async(async () => await ReactionCountAsync(app, conversation) == 2, "both reactions");
 
         // Put the database back in the shape version 0005 left it (ids on the rows), then start on it: 0006 and 0007 run again.
         await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
@@ -59,7 +59,7 @@ public sealed class MatrixEventsUpgradeTests
         Assert.Equal("🔥", (await socket.WaitForAsync(f => f.Type == "reaction.removed")).Data.GetProperty("reaction").GetString());
         await app.PatchJsonAsync($"/api/v1/conversations/{conversation}/messages/{appMessage}", new { content = "from the app, edited" });
         await app.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{appMessage}/reactions/{Uri.EscapeDataString("👍")}");
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the edit and the unreaction");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the edit and the unreaction");
         var timeline = bridge.Homeserver.Timeline(roomId);
         Assert.Contains(timeline, e => e.Type == "m.room.message" && e.OriginalContent["m.relates_to"]?["event_id"]?.GetValue<string>() == appEvent
             && e.OriginalContent["m.relates_to"]?["rel_type"]?.GetValue<string>() == "m.replace");

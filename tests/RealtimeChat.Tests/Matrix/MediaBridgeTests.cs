@@ -15,7 +15,7 @@ public sealed class MediaBridgeTests
         var alice = Guid.NewGuid();
         var client = bridge.Server.Client(alice);
         var conversation = await client.CreateGroupAsync("Voice notes");
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         var audio = new byte[150_000];
         Random.Shared.NextBytes(audio);
 
@@ -26,7 +26,7 @@ public sealed class MediaBridgeTests
         form.Add(new StringContent("1500"), "duration_ms");
         var sent = await (await client.PostAsync($"/api/v1/conversations/{conversation}/media", form)).JsonAsync(HttpStatusCode.Created);
 
-        var evt = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["msgtype"] == "m.audio"), "the m.audio event");
+        var evt = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["msgtype"] == "m.audio"), "the m.audio event");
         Assert.Equal(bridge.Ghost(alice), evt.Sender);
         Assert.Equal("voice.webm", evt.Body);
         Assert.Equal("audio/webm", (string?)evt.Content["info"]!["mimetype"]);
@@ -45,7 +45,7 @@ public sealed class MediaBridgeTests
         var alice = Guid.NewGuid();
         var client = bridge.Server.Client(alice);
         var conversation = await client.CreateGroupAsync("From Matrix");
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         var human = bridge.Homeserver.CreateUser("human", "humanpass");
         await bridge.Homeserver.LoginAs("@nova-bridge:localhost").InviteAsync(roomId, human.UserId);
         await human.JoinAsync(roomId);

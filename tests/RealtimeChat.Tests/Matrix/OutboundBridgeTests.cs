@@ -15,16 +15,16 @@ public sealed class OutboundBridgeTests
         var aliceClient = bridge.Server.Client(alice);
         var conversation = await aliceClient.CreateGroupAsync("Bridged", bob);
 
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
         var room = bridge.Homeserver.Room(roomId)!;
         Assert.Equal("Bridged", room.Name);
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(bob)), "bob's ghost joined");
+        await Eventually.Async(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(bob)), "bob's ghost joined");
         var create = bridge.Homeserver.Timeline(roomId).First(e => e.Type == "m.room.create");
         Assert.Equal(conversation.ToString(), (string?)create.Content["io.nova.conversation_id"]);
 
         var hello = await aliceClient.SendAsync(conversation, "hello matrix");
         var helloId = hello.GetProperty("id").GetGuid();
-        var sent = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "hello matrix"), "the message");
+        var sent = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Body == "hello matrix"), "the message");
         Assert.Equal(bridge.Ghost(alice), sent.Sender);
         Assert.Equal("m.text", (string?)sent.Content["msgtype"]);
         var delivered = await BridgeHost.MatrixStateAsync(aliceClient, conversation, helloId, "sent");
@@ -32,7 +32,7 @@ public sealed class OutboundBridgeTests
 
         var reply = await (await bridge.Server.Client(bob).PostJsonAsync($"/api/v1/conversations/{conversation}/messages", new { content = "hi alice", reply_to = helloId }))
             .JsonAsync(HttpStatusCode.Created);
-        var replyEvent = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => BridgeHost.WithoutReplyFallback(e.Body) == "hi alice"), "the reply");
+        var replyEvent = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => BridgeHost.WithoutReplyFallback(e.Body) == "hi alice"), "the reply");
         Assert.Equal(bridge.Ghost(bob), replyEvent.Sender);
         Assert.Equal(sent.EventId, (string?)replyEvent.Content["m.relates_to"]!["m.in_reply_to"]!["event_id"]);
         // The fallback Element shows for clients that do not render replies: the parent quoted, plain and in <mx-reply>.
@@ -41,23 +41,23 @@ public sealed class OutboundBridgeTests
         Assert.EndsWith("</mx-reply>hi alice", (string?)replyEvent.Content["formatted_body"]);
 
         await aliceClient.PatchJsonAsync($"/api/v1/conversations/{conversation}/messages/{helloId}", new { content = "hello matrix, edited" });
-        var edit = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["m.relates_to"]?["rel_type"] == "m.replace"), "the edit");
+        var edit = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => (string?)e.Content["m.relates_to"]?["rel_type"] == "m.replace"), "the edit");
         Assert.Equal(sent.EventId, (string?)edit.Content["m.relates_to"]!["event_id"]);
         Assert.Equal("hello matrix, edited", (string?)edit.Content["m.new_content"]!["body"]);
         Assert.Equal("* hello matrix, edited", edit.Body);
 
         var thumbs = Uri.EscapeDataString("👍");
         await bridge.Server.Client(bob).PutAsync($"/api/v1/conversations/{conversation}/messages/{helloId}/reactions/{thumbs}", null);
-        var reaction = await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.reaction"), "the reaction");
+        var reaction = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).FirstOrDefault(e => e.Type == "m.reaction"), "the reaction");
         Assert.Equal(bridge.Ghost(bob), reaction.Sender);
         Assert.Equal("👍", (string?)reaction.Content["m.relates_to"]!["key"]);
         Assert.Equal(sent.EventId, (string?)reaction.Content["m.relates_to"]!["event_id"]);
 
         await bridge.Server.Client(bob).DeleteAsync($"/api/v1/conversations/{conversation}/messages/{helloId}/reactions/{thumbs}");
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Event(reaction.EventId)?.RedactedBy is not null, "the reaction's redaction");
+        await Eventually.Async(() => bridge.Homeserver.Event(reaction.EventId)?.RedactedBy is not null, "the reaction's redaction");
 
         await aliceClient.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{helloId}");
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Event(sent.EventId)?.RedactedBy is not null, "the message's redaction");
+        await Eventually.Async(() => bridge.Homeserver.Event(sent.EventId)?.RedactedBy is not null, "the message's redaction");
         Assert.Equal(bridge.Ghost(alice), bridge.Homeserver.Event(bridge.Homeserver.Event(sent.EventId)!.RedactedBy!)!.Sender);
 
         // Every app action became exactly one Matrix event: nothing duplicated.
@@ -71,16 +71,16 @@ public sealed class OutboundBridgeTests
         var (owner, carol) = (Guid.NewGuid(), Guid.NewGuid());
         var client = bridge.Server.Client(owner);
         var conversation = await client.CreateGroupAsync("Before");
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
 
         await client.PostJsonAsync($"/api/v1/conversations/{conversation}/members", new { user_id = carol });
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(carol)), "carol joined");
+        await Eventually.Async(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(carol)), "carol joined");
 
         await client.PatchJsonAsync($"/api/v1/conversations/{conversation}", new { name = "After" });
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Room(roomId)!.Name == "After", "the new name");
+        await Eventually.Async(() => bridge.Homeserver.Room(roomId)!.Name == "After", "the new name");
 
         await client.DeleteAsync($"/api/v1/conversations/{conversation}/members/{carol}");
-        await BridgeHost.EventuallyAsync(() => !bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(carol)), "carol removed");
+        await Eventually.Async(() => !bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(carol)), "carol removed");
         Assert.True(bridge.Homeserver.UserExists(bridge.Ghost(carol)));
     }
 
@@ -90,9 +90,9 @@ public sealed class OutboundBridgeTests
         await using var bridge = await BridgeHost.StartAsync();
         var alice = Guid.NewGuid();
         var conversation = await bridge.Server.Client(alice, name: "Alice Liddell").CreateGroupAsync("Names");
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice Liddell", "the ghost's display name");
+        await Eventually.Async(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice Liddell", "the ghost's display name");
 
         await bridge.Server.Client(alice, name: "Alice L.").SendAsync(conversation, "I changed my name");
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice L.", "the renamed ghost");
+        await Eventually.Async(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice L.", "the renamed ghost");
     }
 }

@@ -33,13 +33,13 @@ public sealed class PortalTests
         using (bridge.Homeserver.Faults.Inject(Fault.AnswerLost().On("PUT", "/send/m.room.message/").ForNext(1)))
         {
             await alice.SendAsync(conversation, "stored, answer lost");
-            await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Count == 1, "the homeserver to store it");
+            await Eventually.Async(() => bridge.MessageBodies(roomId).Count == 1, "the homeserver to store it");
             // The homeserver restarts before our retry: it no longer knows the txnId, so a plain resend would post twice.
             await bridge.Homeserver.RestartAsync(TimeSpan.FromMilliseconds(50), kill: true);
         }
         await alice.SendAsync(conversation, "next");
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
         Assert.Equal(["stored, answer lost", "next"], bridge.MessageBodies(roomId));
         Assert.Equal(2, MessagePuts(bridge, roomId));
     }
@@ -66,7 +66,7 @@ public sealed class PortalTests
         }
         await sending;
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain", TimeSpan.FromSeconds(30));
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain", TimeSpan.FromSeconds(30));
         Assert.Equal(expected, bridge.MessageBodies(roomId));
     }
 
@@ -96,7 +96,7 @@ public sealed class PortalTests
         await bridge.Homeserver.StartAgainAsync();
         var back = Stopwatch.StartNew();
 
-        await BridgeHost.EventuallyAsync(() => rooms.All(r => bridge.MessageBodies(r.RoomId).Contains("during the outage")), "every room", TimeSpan.FromSeconds(20));
+        await Eventually.Async(() => rooms.All(r => bridge.MessageBodies(r.RoomId).Contains("during the outage")), "every room", TimeSpan.FromSeconds(20));
         Assert.True(back.Elapsed < TimeSpan.FromSeconds(4), $"the rooms came back {back.Elapsed} after the homeserver");
     }
 
@@ -114,7 +114,7 @@ public sealed class PortalTests
             Assert.Contains("Gave up after 3 attempts", parked.GetProperty("matrix").GetProperty("error").GetString());
         }
         await alice.SendAsync(conversation, "after it");
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("after it"), "the room moving on");
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Contains("after it"), "the room moving on");
 
         // An unknown action (a newer version's, say) can never be sent by this one: parked at once, the room moves on.
         await using (var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync())
@@ -126,7 +126,7 @@ public sealed class PortalTests
                 """,
                 new { conversation, now = DateTimeOffset.UtcNow });
         }
-        await BridgeHost.EventuallyAsync(async () => await ScalarAsync<string>(bridge.Server, "SELECT status FROM matrix_outbox WHERE txn_id = 'bogus-1'") == "failed", "the unknown action parked");
+        await Eventually.Async(async () => await ScalarAsync<string>(bridge.Server, "SELECT status FROM matrix_outbox WHERE txn_id = 'bogus-1'") == "failed", "the unknown action parked");
         Assert.Equal(1, await ScalarAsync<int>(bridge.Server, "SELECT attempts FROM matrix_outbox WHERE txn_id = 'bogus-1'"));
 
         var (exitCode, output, error) = await Commands.RunAsync(["matrix", "retry", "--conversation", conversation.ToString(), .. bridge.Server.CommandLineSettings()]);
@@ -154,8 +154,8 @@ public sealed class PortalTests
 
         var (exitCode, _, error) = await Commands.RunAsync(["matrix", "retry", .. bridge.Server.CommandLineSettings()]);
         Assert.True(exitCode == 0, error);
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the room, on retry");
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("nowhere to go"), "the message, on retry");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room, on retry");
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Contains("nowhere to go"), "the message, on retry");
     }
 
     [Fact]
@@ -178,11 +178,11 @@ public sealed class PortalTests
         alice = bridge.Server.Client(old[0].GetProperty("sender_id").GetGuid());
         await alice.SendAsync(conversation, "new");
 
-        var roomId = await BridgeHost.EventuallyAsync(() => bridge.RoomOf(conversation), "the late room");
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the backfill");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the late room");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the backfill");
         // The three latest messages still there, in order, then the new one; the room has both members.
         Assert.Equal(["too old", "old 1", "old 3", "new"], bridge.MessageBodies(roomId));
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(bob)), "bob in the room");
+        await Eventually.Async(() => bridge.Homeserver.Members(roomId).Contains(bridge.Ghost(bob)), "bob in the room");
         var first = bridge.Homeserver.Timeline(roomId).First(e => e.Body == "too old");
         var sentAt = old[0].GetProperty("created_at").GetDateTimeOffset();
         Assert.Equal(sentAt.ToUnixTimeMilliseconds(), bridge.Homeserver.OriginServerTs(first.EventId));
@@ -209,7 +209,7 @@ public sealed class PortalTests
             await (i % 2 == 0 ? alice : aliceOnSecond).SendAsync(conversation, expected[i]);
         }
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "both outboxes", TimeSpan.FromSeconds(40));
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "both outboxes", TimeSpan.FromSeconds(40));
         Assert.Equal(expected, bridge.MessageBodies(bridge.RoomOf(conversation)!));
         // One sender per room: no action was sent by both instances (the homeserver would hide it, until it restarts).
         Assert.Equal(expected.Count, MessagePuts(bridge, bridge.RoomOf(conversation)!));
@@ -231,7 +231,7 @@ public sealed class PortalTests
         var read = await bridge.Server.Client(bob).PutJsonAsync($"/api/v1/conversations/{conversation}/read", new { seq = message.GetProperty("seq").GetInt64() });
         Assert.True(read.IsSuccessStatusCode);
 
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "POST"
+        await Eventually.Async(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "POST"
             && r.Path.Contains($"/rooms/{roomId}/receipt/m.read/{eventId}", StringComparison.Ordinal)
             && r.Query.Contains(Uri.EscapeDataString(bridge.Ghost(bob)), StringComparison.Ordinal) && r.Status == 200), "bob's ghost's receipt");
     }
@@ -247,7 +247,7 @@ public sealed class PortalTests
 
         await socket.SendAsync(new { type = "typing", conversation_id = conversation });
 
-        await BridgeHost.EventuallyAsync(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "PUT"
+        await Eventually.Async(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "PUT"
             && r.Path.Contains($"/rooms/{roomId}/typing/{bridge.Ghost(owner)}", StringComparison.Ordinal) && r.Status == 200), "the ghost typing");
     }
 
@@ -266,7 +266,7 @@ public sealed class PortalTests
 
         await alice.SendAsync(conversation, "after the loss");
 
-        await BridgeHost.EventuallyAsync(() => bridge.MessageBodies(roomId).Contains("after the loss"), "the message in the same room", TimeSpan.FromSeconds(20));
+        await Eventually.Async(() => bridge.MessageBodies(roomId).Contains("after the loss"), "the message in the same room", TimeSpan.FromSeconds(20));
         Assert.Single(bridge.Homeserver.Rooms, r => r.Name == "lost mapping");
     }
 
@@ -291,7 +291,7 @@ public sealed class PortalTests
         await alice.PutJsonAsync($"/api/v1/conversations/{conversation}/read", new { seq = message.GetProperty("seq").GetInt64() });
         await alice.DeleteAsync($"/api/v1/conversations/{conversation}/messages/{messageId}");
         await alice.DeleteAsync($"/api/v1/conversations/{conversation}/members/{newcomer}");
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the outbox to drain");
 
         await using var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
         var rows = (await connection.QueryAsync<(string Action, string Payload, long Version)>(
@@ -347,7 +347,7 @@ public sealed class PortalTests
         }
         down.Dispose();
 
-        await BridgeHost.EventuallyAsync(async () => await bridge.PendingActionsAsync() == 0, "the old rows to be sent");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the old rows to be sent");
         var roomId = bridge.RoomOf(conversation)!;
         Assert.Equal("renamed before the upgrade", bridge.Homeserver.Rooms.Single(r => r.RoomId == roomId).Name);
         Assert.Contains(bridge.Ghost(newcomer), bridge.Homeserver.Members(roomId));

@@ -175,6 +175,7 @@ public sealed class RateLimitTests
         using var slowClient = server.Client(alice);
         var slow = slowClient.PostAsync(url, body);
         await body.Started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await HoldsTheTurnAsync(server, alice);
 
         // Bob's writes are not behind Alice's; her next one waits for the turn.
         await (await server.Client(bob).PostJsonAsync(url, new { content = "bob goes ahead" })).JsonAsync(HttpStatusCode.Created);
@@ -205,11 +206,12 @@ public sealed class RateLimitTests
         using var slowClient = server.Client(alice);
         var slow = slowClient.PostAsync(url, body);
         await body.Started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await HoldsTheTurnAsync(server, alice);
 
         // 300 more while the only turn is held: 256 wait, the rest are refused whatever order they arrive in.
         using var client = server.Client(alice);
         var writes = Enumerable.Range(0, 300).Select(i => client.PostJsonAsync(url, new { content = $"queued {i}" })).ToList();
-        await Matrix.BridgeHost.EventuallyAsync(() => writes.Count(w => w.IsCompleted) >= 300 - 256, "the writes past the queue to be refused", TimeSpan.FromSeconds(60));
+        await Eventually.Async(() => writes.Count(w => w.IsCompleted) >= 300 - 256, "the writes past the queue to be refused", TimeSpan.FromSeconds(60));
         foreach (var refused in writes.Where(w => w.IsCompleted))
         {
             var problem = await (await refused).JsonAsync(HttpStatusCode.TooManyRequests);
@@ -223,6 +225,14 @@ public sealed class RateLimitTests
         Assert.Equal(256, answers.Count(a => a.StatusCode == HttpStatusCode.Created));
         Assert.Equal(300 - 256, answers.Count(a => a.StatusCode == HttpStatusCode.TooManyRequests));
         Assert.Equal(257, await MessageCountAsync(server, id));
+    }
+
+    // The body's first bytes having left the client does not mean the server has given the write its turn yet: a
+    // write sent now could overtake it, take the turn and be answered at once (CI saw a 201 where 429 was due).
+    private static Task HoldsTheTurnAsync(ChatServer server, Guid user)
+    {
+        var limits = server.Services.GetRequiredService<ChatRateLimits>();
+        return Eventually.Async(() => limits.WriteTurnsTaken(user) == 1, "the slow write to hold the user's turn", TimeSpan.FromSeconds(10));
     }
 
     private static async Task<long> MessageCountAsync(ChatServer server, Guid conversationId)

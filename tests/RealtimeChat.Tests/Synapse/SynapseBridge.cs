@@ -228,25 +228,12 @@ public sealed class SynapseBridge : IAsyncDisposable
         }
     }
 
-    public static async Task<T> EventuallyAsync<T>(Func<Task<T?>> probe, string what, TimeSpan? timeout = null) where T : class
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
-        while (true)
-        {
-            if (await probe() is { } value)
-            {
-                return value;
-            }
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"Timed out waiting for {what}.");
-            }
-            await Task.Delay(100);
-        }
-    }
+    // Synapse answers slower than the emulator and is not polled every 25 ms.
+    public static Task<T> EventuallyAsync<T>(Func<Task<T?>> probe, string what, TimeSpan? timeout = null) where T : class =>
+        Eventually.Async(probe, what, timeout ?? TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
 
-    public static async Task EventuallyAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) =>
-        await EventuallyAsync(async () => await condition() ? "ok" : null, what, timeout);
+    public static Task EventuallyAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) =>
+        Eventually.Async(condition, what, timeout ?? TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100));
 
     /// <summary>The server_name synapse.sh gives a new instance (its SYNAPSE_SERVER_NAME, default localhost).</summary>
     private static string ServerNameSetting => Environment.GetEnvironmentVariable("SYNAPSE_SERVER_NAME") is { Length: > 0 } name ? name : "localhost";

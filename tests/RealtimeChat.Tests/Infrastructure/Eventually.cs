@@ -1,0 +1,34 @@
+namespace RealtimeChat.Tests.Infrastructure;
+
+/// <summary>
+/// The tests' one polling loop: waits until a probe gives a value (or a condition holds), and fails with what was
+/// awaited once the timeout has passed.
+/// </summary>
+public static class Eventually
+{
+    public static async Task<T> Async<T>(Func<Task<T?>> probe, string what, TimeSpan? timeout = null, TimeSpan? every = null) where T : class
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            if (await probe() is { } value)
+            {
+                return value;
+            }
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for {what}.");
+            }
+            await Task.Delay(every ?? TimeSpan.FromMilliseconds(25));
+        }
+    }
+
+    public static Task<T> Async<T>(Func<T?> probe, string what, TimeSpan? timeout = null, TimeSpan? every = null) where T : class =>
+        Async(() => Task.FromResult(probe()), what, timeout, every);
+
+    public static Task Async(Func<Task<bool>> condition, string what, TimeSpan? timeout = null, TimeSpan? every = null) =>
+        Async(async () => await condition() ? "ok" : null, what, timeout, every);
+
+    public static Task Async(Func<bool> condition, string what, TimeSpan? timeout = null, TimeSpan? every = null) =>
+        Async(() => Task.FromResult(condition() ? "ok" : null), what, timeout, every);
+}
