@@ -42,7 +42,8 @@ public sealed partial class SynapseSendLog
             return new Figures(sends.Count, 0, 0, 0);
         }
         var gaps = sends.GroupBy(s => s.Room)
-            .SelectMany(room => room.OrderBy(s => s.Start).Zip(room.OrderBy(s => s.Start).Skip(1), (a, b) => (b.Start - a.End).TotalMilliseconds))
+            .Select(room => room.OrderBy(s => s.Start).ToList())
+            .SelectMany(room => room.Zip(room.Skip(1), (a, b) => (b.Start - a.End).TotalMilliseconds))
             .ToList();
         return new Figures(
             sends.Count,

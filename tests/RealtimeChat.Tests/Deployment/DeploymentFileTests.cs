@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Reflection;
 using System.Security.Cryptography;
@@ -115,37 +114,29 @@ public sealed class DeploymentFileTests
             // Port 0, and the address from the service's own log: a port found free beforehand could be taken by another
             // test's host before the service binds it, and that host would answer the readiness probe.
             environment["urls"] = "http://127.0.0.1:0";
-            using var service = Start([], environment, out var output);
-            try
+            await using var service = ServiceProcess.Start([], AppContext.BaseDirectory, environment: environment);
+            using var http = new HttpClient { BaseAddress = await service.WaitListeningAsync(), Timeout = TimeSpan.FromSeconds(5) };
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            string? status = null;
+            while (DateTime.UtcNow < deadline && !service.Process.HasExited)
             {
-                using var http = new HttpClient { BaseAddress = await ListeningAddressAsync(service, output), Timeout = TimeSpan.FromSeconds(5) };
-                var deadline = DateTime.UtcNow.AddSeconds(60);
-                string? status = null;
-                while (DateTime.UtcNow < deadline && !service.HasExited)
+                try
                 {
-                    try
+                    status = await http.GetStringAsync("/health/ready");
+                    if (status == readiness)
                     {
-                        status = await http.GetStringAsync("/health/ready");
-                        if (status == readiness)
-                        {
-                            break;
-                        }
+                        break;
                     }
-                    catch (HttpRequestException)
-                    {
-                    }
-                    await Task.Delay(200);
                 }
-                Assert.True(status == readiness, $"readiness {status ?? "(no answer)"}, expected {readiness}\n{output}");
-                Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/health/live")).StatusCode);
-                // A configured signing key: the page asks for a pasted token, and nobody can mint one.
-                Assert.Equal(HttpStatusCode.NotFound, (await http.PostAsync("/api/v1/web/dev-token", null)).StatusCode);
+                catch (HttpRequestException)
+                {
+                }
+                await Task.Delay(200);
             }
-            finally
-            {
-                service.Kill(entireProcessTree: true);
-                await service.WaitForExitAsync();
-            }
+            Assert.True(status == readiness, $"readiness {status ?? "(no answer)"}, expected {readiness}\n{string.Join('\n', service.Lines)}");
+            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/health/live")).StatusCode);
+            // A configured signing key: the page asks for a pasted token, and nobody can mint one.
+            Assert.Equal(HttpStatusCode.NotFound, (await http.PostAsync("/api/v1/web/dev-token", null)).StatusCode);
         }
         finally
         {
@@ -235,72 +226,12 @@ public sealed class DeploymentFileTests
             .ToDictionary(e => Scalar(e, "name")!, e => Scalar(e, "value") ?? "");
     }
 
-    /// <summary>The published service with these arguments and only what a container would have in its environment.</summary>
-    private static ProcessStartInfo StartInfo(string[] args, Dictionary<string, string> environment)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = AppContext.BaseDirectory };
-        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "RealtimeChat.dll"));
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-        // None of the test run's own settings leak in.
-        foreach (var name in info.Environment.Keys.Where(k => k.StartsWith("MATRIX_") || k.Contains("__")).ToList())
-        {
-            info.Environment.Remove(name);
-        }
-        foreach (var (name, value) in environment)
-        {
-            info.Environment[name] = value;
-        }
-        return info;
-    }
-
-    private static Process Start(string[] args, Dictionary<string, string> environment, out System.Text.StringBuilder output)
-    {
-        var info = StartInfo(args, environment);
-        var log = new System.Text.StringBuilder();
-        output = log;
-        var process = Process.Start(info)!;
-        process.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-        process.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return process;
-    }
-
+    /// <summary>The service with these arguments and only what a container would have in its environment, run to its end.</summary>
     private static async Task<(int Exit, string Output)> RunToEndAsync(string[] args, Dictionary<string, string> environment, bool standardOutputOnly = false)
     {
-        var info = StartInfo(args, environment);
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        return (process.ExitCode, standardOutputOnly ? await stdout : await stdout + await stderr);
-    }
-
-    /// <summary>The address in Kestrel's "Now listening on" line, in the simple or the JSON console format.</summary>
-    private static async Task<Uri> ListeningAddressAsync(Process service, System.Text.StringBuilder output)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (true)
-        {
-            string text;
-            lock (output)
-            {
-                text = output.ToString();
-            }
-            if (System.Text.RegularExpressions.Regex.Match(text, @"Now listening on: (http://[^\s""]+)") is { Success: true } match)
-            {
-                return new Uri(match.Groups[1].Value);
-            }
-            if (service.HasExited || DateTime.UtcNow > deadline)
-            {
-                throw new InvalidOperationException($"The service printed no listening address:\n{text}");
-            }
-            await Task.Delay(100);
-        }
+        await using var process = ServiceProcess.Start(args, AppContext.BaseDirectory, environment: environment);
+        var exit = await process.WaitForExitAsync(TimeSpan.FromSeconds(60));
+        return (exit, string.Join('\n', standardOutputOnly ? process.OutputLines : process.Lines));
     }
 
     private static IList<YamlDocument> Load(string path)

@@ -9,6 +9,7 @@ public sealed partial class ServiceProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly ConcurrentQueue<string> _lines = new();
+    private readonly ConcurrentQueue<string> _outputLines = new();
     private readonly ConcurrentQueue<string> _errorLines = new();
     private readonly Func<Task> _cleanup;
 
@@ -20,6 +21,8 @@ public sealed partial class ServiceProcess : IAsyncDisposable
 
     /// <summary>Standard output and standard error, as they arrived.</summary>
     public IReadOnlyList<string> Lines => [.. _lines];
+
+    public IReadOnlyList<string> OutputLines => [.. _outputLines];
 
     public IReadOnlyList<string> ErrorLines => [.. _errorLines];
 
@@ -49,7 +52,10 @@ public sealed partial class ServiceProcess : IAsyncDisposable
 
     /// <summary>Starts the service with exactly these arguments.</summary>
     /// <param name="dll">Another build of the service (a previous version); this one's by default.</param>
-    public static ServiceProcess Start(IEnumerable<string> arguments, string? workingDirectory = null, Func<Task>? cleanup = null, string? dll = null)
+    /// <param name="environment">A container's environment: given, none of the test run's own settings (MATRIX_*,
+    /// Section__Key) leak in, only these.</param>
+    public static ServiceProcess Start(IEnumerable<string> arguments, string? workingDirectory = null, Func<Task>? cleanup = null, string? dll = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (workingDirectory is not null)
@@ -63,9 +69,27 @@ public sealed partial class ServiceProcess : IAsyncDisposable
         }
         // Console formatting as operators see it, not a developer's environment.
         start.Environment.Remove("Logging__Console__FormatterName");
+        if (environment is not null)
+        {
+            foreach (var name in start.Environment.Keys.Where(k => k.StartsWith("MATRIX_", StringComparison.Ordinal) || k.Contains("__", StringComparison.Ordinal)).ToList())
+            {
+                start.Environment.Remove(name);
+            }
+            foreach (var (name, value) in environment)
+            {
+                start.Environment[name] = value;
+            }
+        }
         var process = new Process { StartInfo = start };
         var service = new ServiceProcess(process, cleanup ?? (() => Task.CompletedTask));
-        process.OutputDataReceived += (_, e) => service.Add(e.Data);
+        process.OutputDataReceived += (_, e) =>
+        {
+            service.Add(e.Data);
+            if (e.Data is not null)
+            {
+                service._outputLines.Enqueue(e.Data);
+            }
+        };
         process.ErrorDataReceived += (_, e) =>
         {
             service.Add(e.Data);
@@ -80,7 +104,7 @@ public sealed partial class ServiceProcess : IAsyncDisposable
         return service;
     }
 
-    /// <summary>Waits for the "Now listening on" line and takes the address from it.</summary>
+    /// <summary>Waits for the "Now listening on" line (simple or JSON console format) and takes the address from it.</summary>
     public async Task<Uri> WaitListeningAsync()
     {
         var line = await WaitForLineAsync(l => l.Contains("Now listening on: ", StringComparison.Ordinal), TimeSpan.FromSeconds(60));
@@ -137,6 +161,6 @@ public sealed partial class ServiceProcess : IAsyncDisposable
         await _cleanup();
     }
 
-    [GeneratedRegex(@"Now listening on: (\S+)")]
+    [GeneratedRegex(@"Now listening on: (http://[^\s""]+)")]
     private static partial Regex ListeningAddress();
 }
