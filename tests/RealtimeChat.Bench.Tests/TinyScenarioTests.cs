@@ -115,10 +115,11 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         var figures = json.GetProperty("figures");
         Assert.Equal(0, figures.GetProperty("duplicates").GetInt32());
         Assert.True(figures.GetProperty("bridge_events_per_second").GetDouble() > 0);
+        Assert.True(figures.GetProperty("paced_events_per_second").GetDouble() > 0);
         Assert.True(figures.GetProperty("backlog_events_per_second").GetDouble() > 0);
         Assert.True(json.GetProperty("baseline").GetProperty("direct_events_per_second").GetDouble() > 0);
         // Synapse's access log was found and read: every phase's sends are in it.
-        foreach (var phase in new[] { "bridge", "direct", "backlog" })
+        foreach (var phase in new[] { "bridge", "direct", "paced", "backlog" })
         {
             Assert.Equal(6, figures.GetProperty($"synapse_log_{phase}").GetProperty("sends").GetInt32());
         }
