@@ -16,10 +16,15 @@ public sealed partial class SynapseSendLog
 
     private SynapseSendLog(List<Send> sends) => _sends = sends;
 
+    /// <summary>Reads the log and the files it was rotated into (Synapse's default log configuration starts a new one at
+    /// midnight, local time).</summary>
     public static SynapseSendLog Read(string homeserverLog)
     {
         var sends = new List<Send>();
-        foreach (var line in File.ReadLines(homeserverLog))
+        var current = Path.GetFullPath(homeserverLog);
+        // "name.*" matches "name" itself too.
+        var rotated = Directory.GetFiles(Path.GetDirectoryName(current)!, Path.GetFileName(current) + ".*").Where(f => f != current);
+        foreach (var line in rotated.Append(current).SelectMany(File.ReadLines))
         {
             if (Line().Match(line) is not { Success: true } m)
             {
