@@ -43,3 +43,19 @@ public sealed class ServiceStartTests
         (await http.GetAsync(new Uri(baseline.BaseUrl, "/health"))).EnsureSuccessStatusCode();
     }
 }
+
+public sealed class FreePortTests
+{
+    [Fact]
+    public void A_port_chosen_before_its_server_starts_is_one_that_port_0_binds_never_get()
+    {
+        // Linux hands out port-0 binds (every in-process test host) from this range only.
+        var range = File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        var (first, last) = (int.Parse(range[0]), int.Parse(range[1]));
+        for (var i = 0; i < 20; i++)
+        {
+            var port = ServerProcess.FreePort();
+            Assert.False(port >= first && port <= last, $"port {port} is in the ephemeral range {first}-{last}");
+        }
+    }
+}
