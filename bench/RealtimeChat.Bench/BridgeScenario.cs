@@ -33,7 +33,7 @@ public static class BridgeScenario
         report.Parameters["inbound_seconds"] = o.InboundSeconds;
         report.Parameters["inbound_concurrency"] = o.InboundConcurrency;
 
-        var port = ServerProcess.FreePort();
+        var port = LoopbackPorts.Free();
         var registration = AppserviceRegistration.NovaChat(new Uri($"http://127.0.0.1:{port}"));
         await using var homeserver = await HomeserverEmulator.StartAsync(new EmulatorOptions { Appservice = registration, TimeScale = 0.01 });
         await using var service = await ChatService.StartAsync(settings,

@@ -49,7 +49,7 @@ public static class SynapseBridgeScenario
 
         // The bridge's registration comes from the service's own `registration` command; the direct client is a second
         // appservice with its own namespace, whose pushes go to an in-process sink answering {} at once.
-        var port = ServerProcess.FreePort();
+        var port = LoopbackPorts.Free();
         var serviceUrl = new Uri($"http://127.0.0.1:{port}");
         var (asToken, hsToken) = (NewToken(), NewToken());
         var serverName = Environment.GetEnvironmentVariable("SYNAPSE_SERVER_NAME") is { Length: > 0 } n ? n : "localhost";
@@ -600,15 +600,23 @@ internal sealed class Synapse : IAsyncDisposable
             return path;
         }).ToList();
         var synapse = new Synapse(script, directory, new Uri("http://127.0.0.1"));
-        var output = await synapse.RunAsync(["start", directory, .. files]);
+        // synapse.sh would pick a free port itself and release it for Synapse's few seconds of start-up.
+        var output = await synapse.RunAsync(["start", directory, .. files], port: LoopbackPorts.Free());
         var url = output.Split('\n').Select(l => l.Trim()).First(l => l.StartsWith("HS_URL=", StringComparison.Ordinal))["HS_URL=".Length..];
         log.WriteLine($"   synapse ready on {url} ({directory})");
         return new Synapse(script, directory, new Uri(url));
     }
 
-    public async Task<string> RunAsync(params string[] args)
+    public Task<string> RunAsync(params string[] args) => RunAsync(args, port: null);
+
+    /// <param name="port">Synapse's port, when <c>start</c> configures a new instance (<c>SYNAPSE_PORT</c>).</param>
+    public async Task<string> RunAsync(string[] args, int? port)
     {
         var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (port is { } chosen)
+        {
+            info.Environment["SYNAPSE_PORT"] = chosen.ToString(CultureInfo.InvariantCulture);
+        }
         info.ArgumentList.Add(_script);
         foreach (var arg in args)
         {

@@ -6,15 +6,12 @@ namespace RealtimeChat.Tests.Infrastructure;
 
 /// <summary>
 /// Ports for hosts whose address must be known before they start (the appservice URL a homeserver is registered with).
-/// A port found free is released before the host binds it, and another test's host on port 0 can take it meanwhile.
+/// A port found free is released before the host binds it; it comes from outside the range port-0 binds draw from
+/// (<see cref="RealtimeChat.Bench.LoopbackPorts"/>), and a host that still finds it taken starts again on another.
 /// </summary>
 public static class Ports
 {
-    public static int Free()
-    {
-        using var listener = Occupy(out var port);
-        return port;
-    }
+    public static int Free() => RealtimeChat.Bench.LoopbackPorts.Free();
 
     /// <summary>A loopback port held by a listener until it is disposed (what "taken" looks like to a host).</summary>
     public static TcpListener Occupy(out int port)

@@ -106,7 +106,8 @@ public sealed class SynapseHomeserver : IAsyncDisposable
         string output;
         try
         {
-            output = await RunAsync(script, args, TimeSpan.FromSeconds(120));
+            // synapse.sh would pick a free port itself and release it for Synapse's few seconds of start-up.
+            output = await RunAsync(script, args, TimeSpan.FromSeconds(120), port: RealtimeChat.Bench.LoopbackPorts.Free());
         }
         catch
         {
@@ -187,9 +188,14 @@ public sealed class SynapseHomeserver : IAsyncDisposable
         return File.Exists(path) ? string.Join('\n', File.ReadLines(path).TakeLast(lines)) : "(no homeserver.log)";
     }
 
-    internal static async Task<string> RunAsync(string script, IEnumerable<string> args, TimeSpan timeout, bool check = true)
+    /// <param name="port">Synapse's port, when <c>start</c> configures a new instance (<c>SYNAPSE_PORT</c>).</param>
+    internal static async Task<string> RunAsync(string script, IEnumerable<string> args, TimeSpan timeout, bool check = true, int? port = null)
     {
         var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (port is { } chosen)
+        {
+            info.Environment["SYNAPSE_PORT"] = chosen.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
         info.ArgumentList.Add(script);
         foreach (var arg in args)
         {
