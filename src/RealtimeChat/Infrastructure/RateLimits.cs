@@ -129,10 +129,10 @@ public sealed class ChatRateLimits
             [RateLimitClass.ReadMarkers] = limits.ReadMarkers,
             [RateLimitClass.Reads] = limits.Reads,
         };
-        var concurrentWrites = _concurrentWrites = limits.ConcurrentWrites;
+        _concurrentWrites = limits.ConcurrentWrites;
         _writeTurns = PartitionedRateLimiter.Create<Guid, Guid>(user => RateLimitPartition.GetConcurrencyLimiter(user, _ => new ConcurrencyLimiterOptions
         {
-            PermitLimit = concurrentWrites,
+            PermitLimit = _concurrentWrites,
             QueueLimit = MaxQueuedWrites,
             QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
         }));

@@ -240,7 +240,6 @@ public sealed class SynapseBridge : IAsyncDisposable
 
     private static string NewToken() => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
 
-
     public async ValueTask DisposeAsync()
     {
         try
