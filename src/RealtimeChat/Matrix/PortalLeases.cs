@@ -108,11 +108,13 @@ public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> 
     /// <summary>A renewal made in a transaction has committed.</summary>
     public void Renewed(PortalLease lease, DateTimeOffset at) => _held[lease.ConversationId] = (lease.Token, at + Duration * 2 / 3);
 
+    /// <summary>Whether this process may still act on the lease without renewing it first.</summary>
+    public bool Trusted(PortalLease lease) =>
+        _held.TryGetValue(lease.ConversationId, out var held) && held.Token == lease.Token && held.TrustedUntil - time.UtcNowMicros() > Duration / 3;
+
     /// <summary>Renews the lease when what this process counts on of it is running out (long drains).</summary>
     public Task RenewIfDueAsync(DbConnection connection, PortalLease lease) =>
-        _held.TryGetValue(lease.ConversationId, out var held) && held.Token == lease.Token && held.TrustedUntil - time.UtcNowMicros() > Duration / 3
-            ? Task.CompletedTask
-            : RenewAsync(connection, null, lease);
+        Trusted(lease) ? Task.CompletedTask : RenewAsync(connection, null, lease);
 
     /// <summary>At shutdown: the next instance takes our portals over at once instead of when the leases run out.</summary>
     public async Task ReleaseAllAsync(CancellationToken cancellationToken)

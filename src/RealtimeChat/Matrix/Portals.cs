@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using Dapper;
 using Microsoft.Extensions.Options;
 using RealtimeChat.Conversations;
@@ -58,7 +59,8 @@ public sealed class Portals(
     private const int ReadAhead = 50;
 
     // Text messages sent but not yet recorded: a crash leaves them for the next holder to find on the homeserver (by
-    // the action id each carries), so recording them together is safe; these bound how long "sent" waits.
+    // the action id each carries), so recording them together is safe; these bound how long "sent" waits, and how many
+    // may be unrecorded at once (fewer than 2 × RecordEvery, well inside the page that reconciling reads).
     private const int RecordEvery = 32;
     private static readonly TimeSpan MaxRecordDelay = TimeSpan.FromMilliseconds(200);
 
@@ -168,11 +170,16 @@ public sealed class Portals(
                 {
                     await RecordAsync(turn);
                 }
+                await EnsureMaySendAsync(turn);
                 var stop = await RunAsync(turn, action, stoppingToken);
                 sent++;
-                if (!mayRecordLater || stop is not null || turn.Unrecorded >= RecordEvery || time.GetUtcNow() - turn.OldestUnrecorded >= MaxRecordDelay)
+                if (!mayRecordLater || stop is not null || turn.Unrecorded >= RecordEvery)
                 {
                     await RecordAsync(turn);
+                }
+                else if (turn.Unrecorded >= RecordEvery / 2 || time.GetUtcNow() - turn.OldestUnrecorded >= MaxRecordDelay)
+                {
+                    RecordWhileSending(turn);
                 }
                 if (stop is not null)
                 {
@@ -354,19 +361,98 @@ public sealed class Portals(
         return null;
     }
 
+    /// <summary>
+    /// Starts recording what the turn has sent so far while its next text message is sent: a commit between a room's
+    /// sends held half of them 3–8 ms (measured against Synapse, 2026-12-02), and Synapse takes bunched arrivals faster.
+    /// One recording at a time; what is sent meanwhile waits for the next. A failure stops the room before its next send
+    /// (<see cref="EnsureMaySendAsync"/>).
+    /// </summary>
+    private void RecordWhileSending(DispatchTurn turn)
+    {
+        if (turn.Recording is { IsCompleted: false })
+        {
+            return;
+        }
+        if (turn.Recording is { } done)
+        {
+            // A failure is noticed before the next send; until then its batch stays with the finished task.
+            if (done.Result is not null)
+            {
+                return;
+            }
+            turn.Recording = null;
+        }
+        var (lease, batch) = (turn.Lease, turn.TakeUnrecorded());
+        turn.Recording = Task.Run(async () =>
+        {
+            try
+            {
+                await RecordBatchAsync(lease, batch);
+                return null;
+            }
+            catch (Exception ex)
+            {
+                return new FailedRecording(batch, ex);
+            }
+        });
+    }
+
+    /// <summary>
+    /// Before each send: a recording that failed stops the room (its outcomes go back to the turn, to be recorded when the
+    /// drain ends or looked for on the homeserver later), and the lease must be one this process still counts on, so that
+    /// recording in the background never lets a room be sent to by two processes.
+    /// </summary>
+    private async Task EnsureMaySendAsync(DispatchTurn turn)
+    {
+        if (turn.Recording is { IsCompleted: true } done && done.Result is { } failed)
+        {
+            turn.Recording = null;
+            turn.Restore(failed.Batch);
+            ExceptionDispatchInfo.Throw(failed.Exception);
+        }
+        if (!leases.Trusted(turn.Lease))
+        {
+            await RecordAsync(turn);
+            await using var connection = await database.OpenAsync(CancellationToken.None);
+            await leases.RenewIfDueAsync(connection, turn.Lease);
+        }
+    }
+
     /// <summary>Records the turn's outcomes and the event ids they produced in one transaction, under the portal's lease, then lets waiting inbound events apply.</summary>
     private async Task RecordAsync(DispatchTurn turn)
     {
+        if (turn.Recording is { } recording)
+        {
+            turn.Recording = null;
+            if (await recording is { } failed)
+            {
+                turn.Restore(failed.Batch);
+            }
+        }
         if (turn.Unrecorded == 0)
         {
             return;
         }
+        var batch = turn.TakeUnrecorded();
+        try
+        {
+            await RecordBatchAsync(turn.Lease, batch);
+        }
+        catch
+        {
+            turn.Restore(batch);
+            throw;
+        }
+    }
+
+    private async Task RecordBatchAsync(PortalLease lease, RecordBatch batch)
+    {
         // Recording the outcome must not be abandoned half-way by shutdown: the homeserver already has the events.
         DateTimeOffset renewed;
         await using (var connection = await database.OpenAsync(CancellationToken.None))
         await using (var transaction = await connection.BeginTransactionAsync(CancellationToken.None))
         {
-            renewed = await leases.RenewAsync(connection, transaction, turn.Lease);
+            renewed = await leases.RenewAsync(connection, transaction, lease);
             // A statement per row: each is a primary-key update with a plan that stays right as the outbox grows, and the
             // batches are small under load (one or two actions per room).
             var now = time.UtcNowMicros();
@@ -378,19 +464,19 @@ public sealed class Portals(
                        sent_at = CASE WHEN @Status = 'sent' THEN @now ELSE sent_at END
                  WHERE id = @Id
                 """,
-                turn.Outcomes.Select(o => new { o.Status, o.EventId, o.Error, o.NextAttemptAt, o.OutcomeUnknown, now, o.Id }).ToList(),
+                batch.Outcomes.Select(o => new { o.Status, o.EventId, o.Error, o.NextAttemptAt, o.OutcomeUnknown, now, o.Id }).ToList(),
                 transaction);
-            await events.RecordSentAsync(connection, transaction, turn.SentEvents);
+            await events.RecordSentAsync(connection, transaction, batch.SentEvents);
             await transaction.CommitAsync(CancellationToken.None);
         }
-        leases.Renewed(turn.Lease, renewed);
-        foreach (var sent in turn.SentEvents)
+        leases.Renewed(lease, renewed);
+        foreach (var sent in batch.SentEvents)
         {
             recorded.Recorded(sent.EventId);
         }
-        MatrixMetrics.MessagesSent.Inc(turn.Outcomes.Count(o => o.Action == MatrixActions.SendMessage && o.Status == "sent"));
-        turn.Recorded();
+        MatrixMetrics.MessagesSent.Inc(batch.Outcomes.Count(o => o.Action == MatrixActions.SendMessage && o.Status == "sent"));
     }
+
 
     private sealed record LateRow(
         Guid ConversationId, long Seq, string Action, Guid? ActorId, Guid? MessageId, string Payload, string TxnId, DateTimeOffset Now)
@@ -442,12 +528,10 @@ public sealed class DispatchTurn(PortalLease lease)
 
     public PortalLease Lease { get; set; } = lease;
 
-    public IReadOnlyList<ActionOutcome> Outcomes => _outcomes;
-
-    /// <summary>The messages and reactions this turn posted, to record in <c>matrix_events</c> with the outcomes.</summary>
-    public IReadOnlyList<EventRow> SentEvents => _sentEvents;
-
     public int Unrecorded => _outcomes.Count;
+
+    /// <summary>The recording started while sending went on (see <c>Portals.RecordWhileSending</c>), if any.</summary>
+    internal Task<FailedRecording?>? Recording { get; set; }
 
     public DateTimeOffset OldestUnrecorded { get; private set; } = DateTimeOffset.MaxValue;
 
@@ -489,13 +573,28 @@ public sealed class DispatchTurn(PortalLease lease)
         _done.Add(outcome.Id);
     }
 
-    public void Recorded()
+    /// <summary>The outcomes, and the messages and reactions posted, not recorded yet: they are the caller's to record now.</summary>
+    public RecordBatch TakeUnrecorded()
     {
+        var batch = new RecordBatch([.. _outcomes], [.. _sentEvents], OldestUnrecorded);
         _outcomes.Clear();
         _sentEvents.Clear();
         OldestUnrecorded = DateTimeOffset.MaxValue;
+        return batch;
+    }
+
+    /// <summary>A batch that could not be recorded is unrecorded again, ahead of what was sent since.</summary>
+    public void Restore(RecordBatch batch)
+    {
+        _outcomes.InsertRange(0, batch.Outcomes);
+        _sentEvents.InsertRange(0, batch.SentEvents);
+        OldestUnrecorded = batch.Oldest < OldestUnrecorded ? batch.Oldest : OldestUnrecorded;
     }
 }
+
+public sealed record RecordBatch(IReadOnlyList<ActionOutcome> Outcomes, IReadOnlyList<EventRow> SentEvents, DateTimeOffset Oldest);
+
+internal sealed record FailedRecording(RecordBatch Batch, Exception Exception);
 
 /// <summary>The action depends on something that is not there yet (e.g. its room); try again later.</summary>
 public sealed class ActionNotReadyException(string message) : Exception(message);
