@@ -60,8 +60,9 @@ public sealed class Portals(
 
     // Text messages sent but not yet recorded: a crash leaves them for the next holder to find on the homeserver (by
     // the action id each carries), so recording them together is safe; these bound how long "sent" waits, and how many
-    // may be unrecorded at once (fewer than 2 × RecordEvery, well inside the page that reconciling reads).
-    private const int RecordEvery = 32;
+    // may be unrecorded at once: one batch being recorded (< RecordEvery), as many sent since, and the one in flight.
+    // That stays within ReadAhead, because a new holder reconciles only its first read: they must all be in it.
+    private const int RecordEvery = ReadAhead / 2;
     private static readonly TimeSpan MaxRecordDelay = TimeSpan.FromMilliseconds(200);
 
     public async Task<DrainResult> DrainAsync(Guid conversationId, CancellationToken stoppingToken)
