@@ -59,10 +59,10 @@ public sealed class Portals(
     private const int ReadAhead = 50;
 
     // Text messages sent but not yet recorded: a crash leaves them for the next holder to find on the homeserver (by
-    // the action id each carries), so recording them together is safe; these bound how long "sent" waits, and how many
-    // may be unrecorded at once: one batch being recorded (< RecordEvery), as many sent since, and the one in flight.
-    // That stays within ReadAhead, because a new holder reconciles only its first read: they must all be in it.
-    private const int RecordEvery = ReadAhead / 2;
+    // the action id each carries), so recording them together is safe; these bound how long "sent" waits. Whatever a
+    // read sent is recorded before the next read, so no more than ReadAhead are ever unrecorded: a new holder's first
+    // read, the only one it reconciles, covers them all.
+    private const int RecordEvery = 32;
     private static readonly TimeSpan MaxRecordDelay = TimeSpan.FromMilliseconds(200);
 
     public async Task<DrainResult> DrainAsync(Guid conversationId, CancellationToken stoppingToken)

@@ -1,6 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
-using RealtimeChat.Identity;
 using RealtimeChat.Tests.Infrastructure;
 
 namespace RealtimeChat.Tests.Deployment;
@@ -25,7 +23,7 @@ public sealed class RollingUpdateTests
 
         // The previous version, on its own schema, with data.
         await using var previous = ServiceProcess.Start([.. settings, "--urls=http://127.0.0.1:0"], dataDirectory, dll: dll);
-        var old = Client(await previous.WaitListeningAsync(), alice);
+        var old = ServiceProcess.Client(await previous.WaitListeningAsync(), alice);
         var conversation = await old.CreateGroupAsync("before the update", bob);
         var before = (await old.SendAsync(conversation, "before the update")).GetProperty("id").GetGuid();
 
@@ -43,7 +41,7 @@ public sealed class RollingUpdateTests
 
         // This version beside it, on the same database: each sees what the other stored.
         await using var current = ServiceProcess.Start([.. settings, "--urls=http://127.0.0.1:0", "--Database:MigrateOnStartup=false"], dataDirectory);
-        var @new = Client(await current.WaitListeningAsync(), bob);
+        var @new = ServiceProcess.Client(await current.WaitListeningAsync(), bob);
         await @new.SendAsync(conversation, "after the update");
         Assert.Equal(["before the update", "during the update, edited", "after the update"], await ContentsAsync(@new, conversation));
         Assert.Equal(["before the update", "during the update, edited", "after the update"], await ContentsAsync(old, conversation));
@@ -71,7 +69,7 @@ public sealed class RollingUpdateTests
         var (dll, dataDirectory, settings) = (deployment.PreviousDll, deployment.DataDirectory, deployment.Settings);
         var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
         await using var previous = ServiceProcess.Start([.. settings, $"--urls=http://127.0.0.1:{oldPort}"], dataDirectory, dll: dll);
-        var old = Client(await previous.WaitListeningAsync(), alice);
+        var old = ServiceProcess.Client(await previous.WaitListeningAsync(), alice);
         var conversation = await old.CreateGroupAsync("bridged through the update", bob);
         await old.SendAsync(conversation, "one");
         await old.SendAsync(conversation, "two");
@@ -98,7 +96,7 @@ public sealed class RollingUpdateTests
             await homeserver.RestartAsync(TimeSpan.FromMilliseconds(200));
         }
         await using var current = ServiceProcess.Start([.. settings, "--urls=http://127.0.0.1:0", "--Database:MigrateOnStartup=false"], dataDirectory);
-        var @new = Client(await current.WaitListeningAsync(), bob);
+        var @new = ServiceProcess.Client(await current.WaitListeningAsync(), bob);
         await @new.SendAsync(conversation, "four");
 
         // The previous version's pod is stopped as Kubernetes stops it (SIGTERM), and this version carries on.
@@ -147,14 +145,6 @@ public sealed class RollingUpdateTests
             await drop();
             Directory.Delete(dataDirectory, recursive: true);
         }
-    }
-
-    private static HttpClient Client(Uri address, Guid userId)
-    {
-        var client = new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(30) };
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer",
-            DevelopmentTokens.Mint(System.Text.Encoding.UTF8.GetBytes(ChatServer.SigningKey), userId, TimeSpan.FromHours(1), new AuthOptions()));
-        return client;
     }
 
     private static async Task<List<string?>> ContentsAsync(HttpClient client, Guid conversation) =>

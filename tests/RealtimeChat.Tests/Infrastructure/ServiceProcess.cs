@@ -104,6 +104,15 @@ public sealed partial class ServiceProcess : IAsyncDisposable
         return service;
     }
 
+    /// <summary>A client of a service the tests started (tokens signed with <see cref="ChatServer.SigningKey"/>), as this user.</summary>
+    public static HttpClient Client(Uri address, Guid userId)
+    {
+        var client = new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(30) };
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", RealtimeChat.Identity.DevelopmentTokens.Mint(
+            System.Text.Encoding.UTF8.GetBytes(ChatServer.SigningKey), userId, TimeSpan.FromHours(1), new RealtimeChat.Identity.AuthOptions()));
+        return client;
+    }
+
     /// <summary>Waits for the "Now listening on" line (simple or JSON console format) and takes the address from it.</summary>
     public async Task<Uri> WaitListeningAsync()
     {

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Text.RegularExpressions;
 using RealtimeChat.Tests.Infrastructure;
 
@@ -62,14 +61,7 @@ public sealed partial class LoggingTests
         Assert.DoesNotContain(service.Lines, l => l.Contains(" 429 ", StringComparison.Ordinal));
     }
 
-    private static async Task<HttpClient> ClientAsync(ServiceProcess service)
-    {
-        var address = await service.WaitListeningAsync();
-        var client = new HttpClient { BaseAddress = address };
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", RealtimeChat.Identity.DevelopmentTokens.Mint(
-            System.Text.Encoding.UTF8.GetBytes(ChatServer.SigningKey), Guid.NewGuid(), TimeSpan.FromHours(1), new RealtimeChat.Identity.AuthOptions()));
-        return client;
-    }
+    private static async Task<HttpClient> ClientAsync(ServiceProcess service) => ServiceProcess.Client(await service.WaitListeningAsync(), Guid.NewGuid());
 
     // The simple console formatter's first line of an entry: "<timestamp> info: Category[id]".
     [GeneratedRegex(@"(^|\s)(trce|dbug|info|warn|fail|crit): ")]
