@@ -219,6 +219,15 @@ public static class SynapseBridgeScenario
         report.Row("CPU cores, direct (synapse + service)", directUse.ToString());
         report.Row("CPU cores, paced (synapse + service)", pacedUse.ToString());
         report.Row("CPU cores, backlog (synapse + service)", backlogUse.ToString());
+        var uses = new[] { bridgeUse, directUse, pacedUse, backlogUse };
+        report.Row("Synapse ready but waiting for a core, s per s (bridge / direct / paced / backlog)",
+            string.Join(" / ", uses.Select(u => Fmt.N(u.SynapseWaiting, "0.00"))));
+        // Null where the kernel keeps no scheduler statistics.
+        JsonNode? Waiting(PhaseCpu use) => double.IsFinite(use.SynapseWaiting) ? Fmt.R(use.SynapseWaiting, 3) : null;
+        report.Figures["synapse_waiting_for_a_core"] = new JsonObject
+        {
+            ["bridge"] = Waiting(bridgeUse), ["direct"] = Waiting(directUse), ["paced"] = Waiting(pacedUse), ["backlog"] = Waiting(backlogUse),
+        };
         // Synapse's log handler writes out every 5 s (or 10 lines), so the last phase's lines can still be in memory.
         var sendLog = SynapseSendLog.Read(Path.Combine(synapse.Directory, "homeserver.log"));
         for (var waited = Stopwatch.StartNew(); sendLog.Between(backlogFrom, backlogTo, "@nova_").Sends < backlog.Seen && waited.Elapsed < TimeSpan.FromSeconds(10);)
@@ -336,17 +345,19 @@ public static class SynapseBridgeScenario
         }
     }
 
-    /// <summary>Synapse's and the service's CPU over a phase, in cores.</summary>
+    /// <summary>
+    /// Synapse's and the service's CPU over a phase, in cores, and how long Synapse's threads were ready to run but waited
+    /// for a core (the scheduler's run-queue time, <c>/proc/PID/task/*/schedstat</c>): what sharing the machine costs it.
+    /// </summary>
     private sealed class SynapseCpu(int synapsePid, int servicePid)
     {
-        private readonly double _synapse = Seconds(synapsePid), _service = Seconds(servicePid);
+        private readonly double _synapse = Seconds(synapsePid), _service = Seconds(servicePid), _waited = Waited(synapsePid);
         private readonly Stopwatch _clock = Stopwatch.StartNew();
 
-        public string Stop()
+        public PhaseCpu Stop()
         {
             var elapsed = _clock.Elapsed.TotalSeconds;
-            return string.Create(CultureInfo.InvariantCulture,
-                $"synapse {(Seconds(synapsePid) - _synapse) / elapsed:0.00} + svc {(Seconds(servicePid) - _service) / elapsed:0.00}");
+            return new PhaseCpu((Seconds(synapsePid) - _synapse) / elapsed, (Seconds(servicePid) - _service) / elapsed, (Waited(synapsePid) - _waited) / elapsed);
         }
 
         private static double Seconds(int pid)
@@ -362,6 +373,26 @@ public static class SynapseBridgeScenario
                 return 0;
             }
         }
+
+        private static double Waited(int pid)
+        {
+            try
+            {
+                // Per thread: time on a core, time waiting in the run queue, timeslices (ns, ns, count).
+                return Directory.EnumerateDirectories($"/proc/{pid}/task")
+                    .Sum(task => long.Parse(File.ReadAllText(Path.Combine(task, "schedstat")).Split(' ')[1], CultureInfo.InvariantCulture)) / 1e9;
+            }
+            catch (IOException)
+            {
+                return double.NaN;
+            }
+        }
+    }
+
+    /// <summary>Cores used over a phase, and Synapse's seconds of waiting for a core per second.</summary>
+    private sealed record PhaseCpu(double Synapse, double Service, double SynapseWaiting)
+    {
+        public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"synapse {Synapse:0.00} + svc {Service:0.00}");
     }
 }
 
