@@ -122,6 +122,7 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         foreach (var phase in new[] { "bridge", "direct", "paced", "backlog" })
         {
             Assert.Equal(6, figures.GetProperty($"synapse_log_{phase}").GetProperty("sends").GetInt32());
+            Assert.True(figures.GetProperty("synapse_waiting_for_a_core").GetProperty(phase).GetDouble() >= 0);
         }
     }
 
