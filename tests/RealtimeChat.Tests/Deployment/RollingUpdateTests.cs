@@ -108,14 +108,7 @@ public sealed class RollingUpdateTests
         await @new.SendAsync(conversation, "five");
 
         string[] expected = ["one", "two", "three", "four", "five"];
-        try
-        {
-            await Eventually.Async(() => Bodies().Count >= expected.Length, "every message in the room", TimeSpan.FromSeconds(60));
-            await Task.Delay(TimeSpan.FromSeconds(2));
-        }
-        catch (TimeoutException)
-        {
-        }
+        await Eventually.SettledAsync(() => Bodies().Count, expected.Length, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(2));
         Assert.True(expected.SequenceEqual(Bodies()),
             $"room: {string.Join(" | ", Bodies())}\n--- previous version:\n{string.Join('\n', previous.Lines.TakeLast(40))}\n--- this version:\n{string.Join('\n', current.Lines.TakeLast(40))}");
     }

@@ -31,4 +31,21 @@ public static class Eventually
 
     public static Task Async(Func<bool> condition, string what, TimeSpan? timeout = null, TimeSpan? every = null) =>
         Async(() => Task.FromResult(condition() ? "ok" : null), what, timeout, every);
+
+    /// <summary>
+    /// Waits until <paramref name="count"/> reaches <paramref name="expected"/>, then <paramref name="settle"/> longer so
+    /// that anything extra (a duplicate) shows too. Never throws: the caller asserts on what is there, which says more
+    /// than a timeout.
+    /// </summary>
+    public static async Task SettledAsync(Func<int> count, int expected, TimeSpan timeout, TimeSpan settle)
+    {
+        try
+        {
+            await Async(() => count() >= expected, $"{expected} of them", timeout);
+            await Task.Delay(settle);
+        }
+        catch (TimeoutException)
+        {
+        }
+    }
 }

@@ -76,14 +76,7 @@ public sealed class ServiceKillTests
 
             await using var second = ServiceProcess.Start(settings, directory);
             await second.WaitListeningAsync();
-            try
-            {
-                await Eventually.Async(() => Bodies().Count >= expected.Count, "every message in the room", TimeSpan.FromSeconds(60));
-                await Task.Delay(TimeSpan.FromSeconds(1));
-            }
-            catch (TimeoutException)
-            {
-            }
+            await Eventually.SettledAsync(() => Bodies().Count, expected.Count, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(1));
             Assert.True(expected.SequenceEqual(Bodies()),
                 $"{unrecorded} unrecorded at the kill; room ({Bodies().Count}): {string.Join(" | ", Bodies())}\n--- after the restart:\n{string.Join('\n', second.Lines.TakeLast(30))}");
         }
