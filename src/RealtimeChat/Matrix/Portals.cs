@@ -364,7 +364,7 @@ public sealed class Portals(
 
     /// <summary>
     /// Starts recording what the turn has sent so far while its next text message is sent: a commit between a room's
-    /// sends held half of them 3–8 ms (measured against Synapse, 2026-12-02), and Synapse takes bunched arrivals faster.
+    /// sends held half of them 3–8 ms (measured against Synapse, 2026-12-02; docs/performance.md, "On the wire").
     /// One recording at a time; what is sent meanwhile waits for the next. A failure stops the room before its next send
     /// (<see cref="EnsureMaySendAsync"/>).
     /// </summary>
@@ -477,7 +477,6 @@ public sealed class Portals(
         }
         MatrixMetrics.MessagesSent.Inc(batch.Outcomes.Count(o => o.Action == MatrixActions.SendMessage && o.Status == "sent"));
     }
-
 
     private sealed record LateRow(
         Guid ConversationId, long Seq, string Action, Guid? ActorId, Guid? MessageId, string Payload, string TxnId, DateTimeOffset Now)
