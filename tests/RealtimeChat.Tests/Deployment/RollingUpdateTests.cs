@@ -17,8 +17,8 @@ public sealed class RollingUpdateTests
     [MemberData(nameof(PreviousVersions))]
     public async Task A_previous_version_keeps_serving_chat_on_the_migrated_database_beside_this_one(string version)
     {
-        await using var deployment = await Deployment.CreateAsync(version);
-        var (dll, dataDirectory, settings) = (deployment.PreviousDll, deployment.DataDirectory, deployment.Settings);
+        await using var deployment = await ProcessDeployment.CreateAsync();
+        var (dll, dataDirectory, settings) = (Dll(version), deployment.DataDirectory, deployment.Settings);
         var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
 
         // The previous version, on its own schema, with data.
@@ -60,13 +60,8 @@ public sealed class RollingUpdateTests
             Appservice = MatrixEmulator.AppserviceRegistration.NovaChat(new Uri($"http://127.0.0.1:{oldPort}")),
             TimeScale = 0.01,
         });
-        var registration = homeserver.Options.Appservice!;
-        await using var deployment = await Deployment.CreateAsync(version,
-            "--Matrix:Enabled=true", "--Matrix:Mode=Appservice", $"--Matrix:HomeserverUrl={homeserver.BaseUrl}",
-            $"--Matrix:ServerName={homeserver.ServerName}", $"--Matrix:AsToken={registration.AsToken}", $"--Matrix:HsToken={registration.HsToken}",
-            "--Matrix:PollInterval=00:00:00.100", "--Matrix:MinRetryDelay=00:00:00.050", "--Matrix:MaxRetryDelay=00:00:01",
-            "--Matrix:PortalLease=00:00:05");
-        var (dll, dataDirectory, settings) = (deployment.PreviousDll, deployment.DataDirectory, deployment.Settings);
+        await using var deployment = await ProcessDeployment.CreateAsync(ProcessDeployment.MatrixSettings(homeserver, TimeSpan.FromSeconds(5)));
+        var (dll, dataDirectory, settings) = (Dll(version), deployment.DataDirectory, deployment.Settings);
         var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
         await using var previous = ServiceProcess.Start([.. settings, $"--urls=http://127.0.0.1:{oldPort}"], dataDirectory, dll: dll);
         var old = ServiceProcess.Client(await previous.WaitListeningAsync(), alice);
@@ -113,32 +108,8 @@ public sealed class RollingUpdateTests
             $"room: {string.Join(" | ", Bodies())}\n--- previous version:\n{string.Join('\n', previous.Lines.TakeLast(40))}\n--- this version:\n{string.Join('\n', current.Lines.TakeLast(40))}");
     }
 
-    /// <summary>A database and data directory (dropped and deleted at the end) and the settings both versions run with.</summary>
-    private sealed class Deployment(string previousDll, string dataDirectory, List<string> settings, Func<Task> drop) : IAsyncDisposable
-    {
-        public string PreviousDll => previousDll;
-
-        public string DataDirectory => dataDirectory;
-
-        public List<string> Settings => settings;
-
-        /// <param name="version"><c>commit=path of its RealtimeChat.dll</c>, as scripts/previous-versions.sh lists them.</param>
-        public static async Task<Deployment> CreateAsync(string version, params string[] extraSettings)
-        {
-            var directory = Directory.CreateTempSubdirectory("chat-rolling-").FullName;
-            var (database, drop) = await TestDatabase.CreateAsync(directory);
-            var settings = database.Select(s => $"--{s.Key}={s.Value}")
-                .Append($"--Storage:DataDirectory={directory}").Append($"--Auth:SigningKey={ChatServer.SigningKey}")
-                .Concat(extraSettings).ToList();
-            return new Deployment(version[(version.IndexOf('=') + 1)..], directory, settings, drop);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await drop();
-            Directory.Delete(dataDirectory, recursive: true);
-        }
-    }
+    /// <param name="version"><c>commit=path of its RealtimeChat.dll</c>, as scripts/previous-versions.sh lists them.</param>
+    private static string Dll(string version) => version[(version.IndexOf('=') + 1)..];
 
     private static async Task<List<string?>> ContentsAsync(HttpClient client, Guid conversation) =>
         [.. (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").EnumerateArray()

@@ -19,76 +19,60 @@ public sealed class ServiceKillTests
             Appservice = AppserviceRegistration.NovaChat(new Uri($"http://127.0.0.1:{port}")),
             TimeScale = 0.01,
         });
-        var registration = homeserver.Options.Appservice!;
-        var directory = Directory.CreateTempSubdirectory("chat-kill-").FullName;
-        var (database, drop) = await TestDatabase.CreateAsync(directory);
-        try
+        await using var deployment = await ProcessDeployment.CreateAsync(
+            [$"--urls=http://127.0.0.1:{port}", "--Messages:SendsPerSecond=1000", "--Messages:SendBurst=1000",
+             .. ProcessDeployment.MatrixSettings(homeserver, TimeSpan.FromSeconds(12))]);
+        var (directory, settings) = (deployment.DataDirectory, deployment.Settings);
+        var alice = Guid.NewGuid();
+        await using var first = ServiceProcess.Start(settings, directory);
+        var api = ServiceProcess.Client(await first.WaitListeningAsync(), alice);
+        var conversation = await api.CreateGroupAsync("killed mid-burst", Guid.NewGuid());
+        var alias = $"#nova_{conversation:N}:{homeserver.ServerName}";
+        List<string?> Bodies() => homeserver.ResolveAlias(alias) is { } room
+            ? [.. homeserver.Timeline(room).Where(e => e.Type == "m.room.message").Select(e => (string?)e.OriginalContent["body"])]
+            : [];
+        List<string> expected = ["before", .. Enumerable.Range(0, 60).Select(i => $"burst {i}")];
+        await api.SendAsync(conversation, expected[0]);
+        await Eventually.Async(() => Bodies().Count == 1, "the room with its first message", TimeSpan.FromSeconds(30));
+
+        // The burst is stored while the homeserver is down; then every recording waits on a lock, and when the
+        // homeserver answers again the portal sends on (recording in the background) until it must record.
+        using var down = homeserver.Faults.Inject(Fault.Down());
+        foreach (var body in expected.Skip(1))
         {
-            string[] settings =
-            [
-                .. database.Select(s => $"--{s.Key}={s.Value}"), $"--Storage:DataDirectory={directory}", $"--Auth:SigningKey={ChatServer.SigningKey}",
-                $"--urls=http://127.0.0.1:{port}", "--Messages:SendsPerSecond=1000", "--Messages:SendBurst=1000",
-                "--Matrix:Enabled=true", "--Matrix:Mode=Appservice", $"--Matrix:HomeserverUrl={homeserver.BaseUrl}",
-                $"--Matrix:ServerName={homeserver.ServerName}", $"--Matrix:AsToken={registration.AsToken}", $"--Matrix:HsToken={registration.HsToken}",
-                "--Matrix:PollInterval=00:00:00.100", "--Matrix:MinRetryDelay=00:00:00.050", "--Matrix:MaxRetryDelay=00:00:01",
-                "--Matrix:PortalLease=00:00:12",
-            ];
-            var alice = Guid.NewGuid();
-            await using var first = ServiceProcess.Start(settings, directory);
-            var api = ServiceProcess.Client(await first.WaitListeningAsync(), alice);
-            var conversation = await api.CreateGroupAsync("killed mid-burst", Guid.NewGuid());
-            var alias = $"#nova_{conversation:N}:{homeserver.ServerName}";
-            List<string?> Bodies() => homeserver.ResolveAlias(alias) is { } room
-                ? [.. homeserver.Timeline(room).Where(e => e.Type == "m.room.message").Select(e => (string?)e.OriginalContent["body"])]
-                : [];
-            List<string> expected = ["before", .. Enumerable.Range(0, 60).Select(i => $"burst {i}")];
-            await api.SendAsync(conversation, expected[0]);
-            await Eventually.Async(() => Bodies().Count == 1, "the room with its first message", TimeSpan.FromSeconds(30));
-
-            // The burst is stored while the homeserver is down; then every recording waits on a lock, and when the
-            // homeserver answers again the portal sends on (recording in the background) until it must record.
-            using var down = homeserver.Faults.Inject(Fault.Down());
-            foreach (var body in expected.Skip(1))
-            {
-                await api.SendAsync(conversation, body);
-            }
-            await using var recordingBlocker = await BlockRecordingAsync(database, directory);
-            down.Dispose();
-            await Eventually.Async(() => Bodies().Count > 1, "sending to resume", TimeSpan.FromSeconds(30));
-            var stalled = 0;
-            for (var seen = -1; stalled < 5;)
-            {
-                await Task.Delay(200);
-                var now = Bodies().Count;
-                stalled = now == seen ? stalled + 1 : 0;
-                seen = now;
-            }
-            var recorded = await recordingBlocker.Connection.ExecuteScalarAsync<long>(
-                "SELECT COUNT(*) FROM matrix_outbox WHERE action = 'send_message' AND status = 'sent'", transaction: recordingBlocker.Transaction);
-            var unrecorded = Bodies().Count - recorded;
-            Assert.True(unrecorded >= 16, $"only {unrecorded} sent but unrecorded when killed ({Bodies().Count} in the room)");
-
-            first.Process.Kill(entireProcessTree: true);
-            await first.WaitForExitAsync(TimeSpan.FromSeconds(10));
-            await recordingBlocker.DisposeAsync();
-            // Synapse forgets every transaction id when it restarts: only finding the events keeps them from a second post.
-            await homeserver.RestartAsync(TimeSpan.FromMilliseconds(200));
-
-            await using var second = ServiceProcess.Start(settings, directory);
-            await second.WaitListeningAsync();
-            await Eventually.SettledAsync(() => Bodies().Count, expected.Count, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(1));
-            Assert.True(expected.SequenceEqual(Bodies()),
-                $"{unrecorded} unrecorded at the kill; room ({Bodies().Count}): {string.Join(" | ", Bodies())}\n--- after the restart:\n{string.Join('\n', second.Lines.TakeLast(30))}");
+            await api.SendAsync(conversation, body);
         }
-        finally
+        await using var recordingBlocker = await BlockRecordingAsync(deployment.Database, directory);
+        down.Dispose();
+        await Eventually.Async(() => Bodies().Count > 1, "sending to resume", TimeSpan.FromSeconds(30));
+        var stalled = 0;
+        for (var seen = -1; stalled < 5;)
         {
-            await drop();
-            Directory.Delete(directory, recursive: true);
+            await Task.Delay(200);
+            var now = Bodies().Count;
+            stalled = now == seen ? stalled + 1 : 0;
+            seen = now;
         }
+        var recorded = await recordingBlocker.Connection.ExecuteScalarAsync<long>(
+            "SELECT COUNT(*) FROM matrix_outbox WHERE action = 'send_message' AND status = 'sent'", transaction: recordingBlocker.Transaction);
+        var unrecorded = Bodies().Count - recorded;
+        Assert.True(unrecorded >= 16, $"only {unrecorded} sent but unrecorded when killed ({Bodies().Count} in the room)");
+
+        first.Process.Kill(entireProcessTree: true);
+        await first.WaitForExitAsync(TimeSpan.FromSeconds(10));
+        await recordingBlocker.DisposeAsync();
+        // Synapse forgets every transaction id when it restarts: only finding the events keeps them from a second post.
+        await homeserver.RestartAsync(TimeSpan.FromMilliseconds(200));
+
+        await using var second = ServiceProcess.Start(settings, directory);
+        await second.WaitListeningAsync();
+        await Eventually.SettledAsync(() => Bodies().Count, expected.Count, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(1));
+        Assert.True(expected.SequenceEqual(Bodies()),
+            $"{unrecorded} unrecorded at the kill; room ({Bodies().Count}): {string.Join(" | ", Bodies())}\n--- after the restart:\n{string.Join('\n', second.Lines.TakeLast(30))}");
     }
 
     /// <summary>Holds a lock that every recording of a portal waits on, until disposed.</summary>
-    private static async Task<Blocker> BlockRecordingAsync(Dictionary<string, string?> database, string directory)
+    private static async Task<Blocker> BlockRecordingAsync(IReadOnlyDictionary<string, string?> database, string directory)
     {
         DbConnection connection = TestDatabase.IsPostgres
             ? new NpgsqlConnection(database["Database:ConnectionString"])

@@ -107,7 +107,7 @@ public sealed class SynapseHomeserver : IAsyncDisposable
         try
         {
             // synapse.sh would pick a free port itself and release it for Synapse's few seconds of start-up.
-            output = await RunAsync(script, args, TimeSpan.FromSeconds(120), port: RealtimeChat.Bench.LoopbackPorts.Free());
+            output = await RunAsync(script, args, TimeSpan.FromSeconds(120), port: Infrastructure.Ports.Free());
         }
         catch
         {
