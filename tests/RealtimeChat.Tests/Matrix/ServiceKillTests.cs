@@ -19,9 +19,12 @@ public sealed class ServiceKillTests
             Appservice = AppserviceRegistration.NovaChat(new Uri($"http://127.0.0.1:{port}")),
             TimeScale = 0.01,
         });
+        // The lock below blocks lease writes too, and a drain takes its lease without writing only within a third of the
+        // lease of the last renewal (the first failure of the outage): 10 s covers storing the burst on a loaded machine,
+        // where 4 s (a 12 s lease) did not. The new process waits out the rest of it after the kill.
         await using var deployment = await ProcessDeployment.CreateAsync(
             [$"--urls=http://127.0.0.1:{port}", "--Messages:SendsPerSecond=1000", "--Messages:SendBurst=1000",
-             .. ProcessDeployment.MatrixSettings(homeserver, TimeSpan.FromSeconds(12))]);
+             .. ProcessDeployment.MatrixSettings(homeserver, TimeSpan.FromSeconds(30))]);
         var (directory, settings) = (deployment.DataDirectory, deployment.Settings);
         var alice = Guid.NewGuid();
         await using var first = ServiceProcess.Start(settings, directory);
