@@ -124,18 +124,19 @@ Option<double> Num(string name, double value, string description) => new(name) {
     var rooms = Int("--rooms", 8, "Rooms (conversations), sent to in parallel, each in order.");
     var messages = Int("--messages", 50, "Messages per room in each phase.");
     var outage = Num("--outage-seconds", 10, "How long Synapse is stopped before the backlog phase.");
-    var warmup = Int("--warmup-messages", 10, "Messages per room sent both ways, untimed, before the timed phases (0: start cold).");
+    var warmup = Int("--warmup-messages", 10, "Messages per room sent both ways in each untimed warm-up round (0: start cold).");
+    var warmupRounds = Int("--warmup-rounds", 15, "Warm-up rounds at most; they stop once the service compiles (JIT) for under 2 % of a round.");
     var script = new Option<string?>("--synapse-sh") { Description = "synapse.sh (default: CHAT_BENCH_SYNAPSE_SH, ../shared/synapse, /work/shared/synapse)." };
     var isolate = new Option<bool>("--isolate-synapse")
     {
         Description = "Synapse alone on the last core, the service, PostgreSQL and this client on the others (taskset): the homeserver as if on a machine of its own.",
     };
     root.Subcommands.Add(Scenario("synapse-bridge", "The bridge against a real Synapse vs a plain appservice client on the same homeserver.",
-        [rooms, messages, outage, warmup, script, isolate],
+        [rooms, messages, outage, warmup, warmupRounds, script, isolate],
         (p, s) => SynapseBridgeScenario.RunAsync(s, new SynapseBridgeOptions
         {
             Rooms = p.GetValue(rooms), Messages = p.GetValue(messages), OutageSeconds = p.GetValue(outage), WarmupMessages = p.GetValue(warmup),
-            SynapseScript = p.GetValue(script), IsolateSynapse = p.GetValue(isolate),
+            MaxWarmupRounds = p.GetValue(warmupRounds), SynapseScript = p.GetValue(script), IsolateSynapse = p.GetValue(isolate),
         })));
 }
 {

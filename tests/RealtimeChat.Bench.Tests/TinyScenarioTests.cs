@@ -110,7 +110,7 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         var script = Environment.GetEnvironmentVariable("CHAT_TEST_SYNAPSE_SH") is { Length: > 0 } configured ? configured : Synapse.Locate();
         var json = await RunAsync(s => SynapseBridgeScenario.RunAsync(s, new SynapseBridgeOptions
         {
-            Rooms = 2, Messages = 3, OutageSeconds = 1, WarmupMessages = 1, SynapseScript = script,
+            Rooms = 2, Messages = 3, OutageSeconds = 1, WarmupMessages = 1, MaxWarmupRounds = 2, SynapseScript = script,
         }), "synapse-bridge");
         var figures = json.GetProperty("figures");
         Assert.Equal(0, figures.GetProperty("duplicates").GetInt32());
@@ -118,10 +118,17 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         Assert.True(figures.GetProperty("paced_events_per_second").GetDouble() > 0);
         Assert.True(figures.GetProperty("backlog_events_per_second").GetDouble() > 0);
         Assert.True(json.GetProperty("baseline").GetProperty("direct_events_per_second").GetDouble() > 0);
+        Assert.InRange(figures.GetProperty("warmup_rounds").GetInt32(), 1, 2);
+        // Read from the service's runtime metrics: a just-started service compiles while it warms up, and a metric name
+        // that changed would read 0 here.
+        Assert.True(figures.GetProperty("warmup_jit_seconds").GetDouble() > 0);
         // Synapse's access log was found and read: every phase's sends are in it.
         foreach (var phase in new[] { "bridge", "direct", "paced", "backlog" })
         {
             Assert.Equal(6, figures.GetProperty($"synapse_log_{phase}").GetProperty("sends").GetInt32());
+            Assert.True(figures.GetProperty("service_jit_cores").GetProperty(phase).GetDouble() >= 0);
+            // Synapse runs in every phase: each event costs it some CPU (and /proc was read).
+            Assert.True(figures.GetProperty("synapse_cpu_ms_per_event").GetProperty(phase).GetDouble() > 0);
             Assert.True(figures.GetProperty("synapse_waiting_for_a_core").GetProperty(phase).GetDouble() >= 0);
         }
     }
