@@ -319,7 +319,8 @@ public sealed class HomeserverEmulator : IAsyncDisposable
         finally
         {
             var status = fault?.Kind is FaultKind.Down or FaultKind.AnswerLost ? 0 : context.Response.StatusCode;
-            requests.Add(new LoggedRequest(at, context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "", status, fault?.Kind));
+            requests.Add(new LoggedRequest(at, context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "", status, fault?.Kind,
+                context.Request.Headers.TransferEncoding.Any(e => e?.Contains("chunked", StringComparison.OrdinalIgnoreCase) == true)));
         }
     }
 }

@@ -3,7 +3,8 @@ namespace MatrixEmulator;
 /// <param name="Path">Decoded path, e.g. <c>/_matrix/client/v3/rooms/!abc:localhost/send/m.room.message/t1</c>.</param>
 /// <param name="Status">0 when a fault aborted the connection.</param>
 /// <param name="Fault">The injected fault that answered the request, if any.</param>
-public sealed record LoggedRequest(DateTimeOffset At, string Method, string Path, string Query, int Status, FaultKind? Fault);
+/// <param name="ChunkedBody">The body came without a declared length (<c>Transfer-Encoding: chunked</c>).</param>
+public sealed record LoggedRequest(DateTimeOffset At, string Method, string Path, string Query, int Status, FaultKind? Fault, bool ChunkedBody);
 
 /// <summary>Every request the emulator received, for assertions such as "the bridge retried twice".</summary>
 public sealed class RequestLog
