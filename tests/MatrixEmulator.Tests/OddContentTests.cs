@@ -52,6 +52,32 @@ public sealed class OddContentTests
     }
 
     [Fact]
+    public async Task An_upload_without_a_declared_length_is_refused_as_Synapse_refuses_it()
+    {
+        await using var emulator = await HomeserverEmulator.StartAsync(new EmulatorOptions());
+        var human = emulator.CreateUser("human");
+        using var http = human.CreateHttpClient();
+
+        // A stream that cannot tell its length goes out chunked.
+        using var chunked = new StreamContent(new UnseekableStream([1, 2, 3]));
+        chunked.Headers.ContentType = new MediaTypeHeaderValue("audio/ogg");
+        using var refused = await http.PostAsync("_matrix/media/v3/upload", chunked);
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        var error = (await refused.Content.ReadFromJsonAsync<JsonObject>())!;
+        Assert.Equal(("M_UNKNOWN", "Request must specify a Content-Length"), ((string?)error["errcode"], (string?)error["error"]));
+
+        using var declared = new ByteArrayContent([1, 2, 3]);
+        declared.Headers.ContentType = new MediaTypeHeaderValue("audio/ogg");
+        using var accepted = await http.PostAsync("_matrix/media/v3/upload", declared);
+        Assert.Equal(HttpStatusCode.OK, accepted.StatusCode);
+    }
+
+    private sealed class UnseekableStream(byte[] bytes) : MemoryStream(bytes)
+    {
+        public override bool CanSeek => false;
+    }
+
+    [Fact]
     public async Task Federated_events_with_wrong_types_are_stored_served_and_pushed_as_they_came()
     {
         await using var appservice = await AppserviceListener.StartAsync();

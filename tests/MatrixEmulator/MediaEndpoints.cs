@@ -16,6 +16,11 @@ internal static class MediaEndpoints
         app.MapMedia("POST", "upload", async context =>
         {
             var requester = hs.Authenticate(context);
+            // Synapse 1.67's upload_resource: a chunked upload is refused before its body is read.
+            if (context.Request.ContentLength is null)
+            {
+                throw new MatrixException(400, "M_UNKNOWN", "Request must specify a Content-Length");
+            }
             using var buffer = new MemoryStream();
             await context.Request.Body.CopyToAsync(buffer, context.RequestAborted);
             var contentType = context.Request.ContentType ?? "application/octet-stream";
