@@ -159,24 +159,20 @@ public static class SynapseBridgeScenario
         // (a) steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
         // observer has seen the last one. The posts finish long before the bridge does, so this is the bridge's rate.
         Common.Say(log, $"bridge: {total} messages via the REST API");
-        var bridgeJit = await JitSecondsAsync(api);
-        var bridgeCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var bridgeCpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
         var bridgeFrom = DateTime.UtcNow;
         var bridge = await TimeAsync(watch, $"a{run}", total, prefix => PostAsync(prefix, o.Messages));
         var bridgeTo = DateTime.UtcNow;
-        var bridgeUse = bridgeCpu.Stop();
-        bridgeJit = (await JitSecondsAsync(api) - bridgeJit) / bridge.Seconds;
+        var bridgeUse = await bridgeCpu.StopAsync();
         Common.Say(log, $"bridge: {bridge.PerSecond:0.0} events/s");
 
         // (b) direct: the same rooms x messages as PUT /send by the ghosts, R rooms at a time, each room in order.
         Common.Say(log, $"direct appservice client: {total} PUT /send");
-        var directJit = await JitSecondsAsync(api);
-        var directCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var directCpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
         var directFrom = DateTime.UtcNow;
         var direct = await TimeAsync(watch, $"d{run}", total, prefix => SendDirectAsync(prefix, o.Messages));
         var directTo = DateTime.UtcNow;
-        var directUse = directCpu.Stop();
-        directJit = (await JitSecondsAsync(api) - directJit) / direct.Seconds;
+        var directUse = await directCpu.StopAsync();
         Common.Say(log, $"direct: {direct.PerSecond:0.0} events/s");
 
         // (a) paced: the same load, each room's posts spread over the phase at twice the direct client's rate. App users
@@ -185,8 +181,7 @@ public static class SynapseBridgeScenario
         // them, so what is timed is still the bridge's rate.
         var pacing = TimeSpan.FromSeconds(o.Rooms / (2 * Math.Max(direct.PerSecond, 1)));
         Common.Say(log, $"bridge, paced: {total} messages via the REST API, each room one every {pacing.TotalMilliseconds:0} ms");
-        var pacedJit = await JitSecondsAsync(api);
-        var pacedCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var pacedCpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
         var pacedFrom = DateTime.UtcNow;
         var paced = await TimeAsync(watch, $"p{run}", total, prefix => Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
         {
@@ -202,8 +197,7 @@ public static class SynapseBridgeScenario
             }
         })));
         var pacedTo = DateTime.UtcNow;
-        var pacedUse = pacedCpu.Stop();
-        pacedJit = (await JitSecondsAsync(api) - pacedJit) / paced.Seconds;
+        var pacedUse = await pacedCpu.StopAsync();
         Common.Say(log, $"bridge, paced: {paced.PerSecond:0.0} events/s");
 
         // (a) backlog: Synapse stopped, the same load posted, Synapse started; timed from when it answers again.
@@ -223,12 +217,10 @@ public static class SynapseBridgeScenario
         {
             await cores.ApplyAsync(synapse.Pid, service.Process.Pid, settings.Postgres);
         }
-        var backlogJit = await JitSecondsAsync(api);
-        var backlogCpu = new SynapseCpu(synapse.Pid, service.Process.Pid);
+        var backlogCpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
         var backlog = await TimeAsync(watch, backlogPrefix, total, _ => Task.CompletedTask);
         var backlogTo = DateTime.UtcNow;
-        var backlogUse = backlogCpu.Stop();
-        backlogJit = (await JitSecondsAsync(api) - backlogJit) / backlog.Seconds;
+        var backlogUse = await backlogCpu.StopAsync();
         Common.Say(log, $"backlog: {backlog.PerSecond:0.0} events/s, first after {backlog.FirstSeconds:0.0} s");
 
         var duplicates = watch.Duplicates();
@@ -246,15 +238,16 @@ public static class SynapseBridgeScenario
         report.Row("warm-up rounds until the service compiled under 2 % of a round", warmupRounds == 0
             ? "none (started cold)"
             : $"{warmupRounds}, last {warmupJitShare:P1}" + (warmupJitShare <= 0.02 ? "" : " (still compiling: not warm)"));
+        var uses = new[] { bridgeUse, directUse, pacedUse, backlogUse };
         report.Row("service compiling code (JIT), cores (bridge / direct / paced / backlog)",
-            string.Join(" / ", new[] { bridgeJit, directJit, pacedJit, backlogJit }.Select(j => Fmt.N(j, "0.00"))));
+            string.Join(" / ", uses.Select(u => Fmt.N(u.ServiceJit, "0.00"))));
         report.Figures["warmup_rounds"] = warmupRounds;
         report.Figures["warmup_jit_seconds"] = Fmt.R(warmupJit, 3);
         report.Figures["service_jit_cores"] = new JsonObject
         {
-            ["bridge"] = Fmt.R(bridgeJit, 3), ["direct"] = Fmt.R(directJit, 3), ["paced"] = Fmt.R(pacedJit, 3), ["backlog"] = Fmt.R(backlogJit, 3),
+            ["bridge"] = Fmt.R(bridgeUse.ServiceJit, 3), ["direct"] = Fmt.R(directUse.ServiceJit, 3),
+            ["paced"] = Fmt.R(pacedUse.ServiceJit, 3), ["backlog"] = Fmt.R(backlogUse.ServiceJit, 3),
         };
-        var uses = new[] { bridgeUse, directUse, pacedUse, backlogUse };
         // What Synapse spends on each event whoever sends it; a client that makes it work harder per event shows here
         // whether or not the machine has a core to spare.
         var perEvent = new[] { bridgeUse.SynapseMsPer(bridge.Seen), directUse.SynapseMsPer(direct.Seen), pacedUse.SynapseMsPer(paced.Seen), backlogUse.SynapseMsPer(backlog.Seen) };
@@ -394,18 +387,33 @@ public static class SynapseBridgeScenario
     }
 
     /// <summary>
-    /// Synapse's and the service's CPU over a phase, in cores, and how long Synapse's threads were ready to run but waited
-    /// for a core (the scheduler's run-queue time, <c>/proc/PID/task/*/schedstat</c>): what sharing the machine costs it.
+    /// Synapse's and the service's CPU over a phase, in cores; how long Synapse's threads were ready to run but waited
+    /// for a core (the scheduler's run-queue time, <c>/proc/PID/task/*/schedstat</c>): what sharing the machine costs it;
+    /// and how much of the service's CPU was its JIT.
     /// </summary>
-    private sealed class SynapseCpu(int synapsePid, int servicePid)
+    private sealed class PhaseCpuMeter
     {
-        private readonly double _synapse = Seconds(synapsePid), _service = Seconds(servicePid), _waited = Waited(synapsePid);
-        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private readonly int _synapsePid, _servicePid;
+        private readonly ChatApi _api;
+        private readonly double _synapse, _service, _waited, _jit;
+        private readonly Stopwatch _clock;
 
-        public PhaseCpu Stop()
+        private PhaseCpuMeter(int synapsePid, int servicePid, ChatApi api, double jit)
+        {
+            (_synapsePid, _servicePid, _api, _jit) = (synapsePid, servicePid, api, jit);
+            (_synapse, _service, _waited) = (Seconds(synapsePid), Seconds(servicePid), Waited(synapsePid));
+            _clock = Stopwatch.StartNew();
+        }
+
+        public static async Task<PhaseCpuMeter> StartAsync(int synapsePid, int servicePid, ChatApi api) =>
+            new(synapsePid, servicePid, api, await JitSecondsAsync(api));
+
+        public async Task<PhaseCpu> StopAsync()
         {
             var elapsed = _clock.Elapsed.TotalSeconds;
-            return new PhaseCpu((Seconds(synapsePid) - _synapse) / elapsed, (Seconds(servicePid) - _service) / elapsed, (Waited(synapsePid) - _waited) / elapsed, elapsed);
+            var (synapse, service, waited) = (Seconds(_synapsePid), Seconds(_servicePid), Waited(_synapsePid));
+            var jit = await JitSecondsAsync(_api);
+            return new PhaseCpu((synapse - _synapse) / elapsed, (service - _service) / elapsed, (waited - _waited) / elapsed, (jit - _jit) / elapsed, elapsed);
         }
 
         private static double Seconds(int pid)
@@ -437,8 +445,8 @@ public static class SynapseBridgeScenario
         }
     }
 
-    /// <summary>Cores used over a phase, and Synapse's seconds of waiting for a core per second.</summary>
-    private sealed record PhaseCpu(double Synapse, double Service, double SynapseWaiting, double Seconds)
+    /// <summary>Cores used over a phase, Synapse's seconds of waiting for a core per second, and the service's JIT in cores.</summary>
+    private sealed record PhaseCpu(double Synapse, double Service, double SynapseWaiting, double ServiceJit, double Seconds)
     {
         /// <summary>Synapse's CPU time over the phase per event of it, in ms.</summary>
         public double SynapseMsPer(int events) => events > 0 ? Synapse * Seconds * 1000 / events : double.NaN;
