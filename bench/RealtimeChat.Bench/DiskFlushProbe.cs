@@ -10,6 +10,11 @@ namespace RealtimeChat.Bench;
 /// </summary>
 public sealed class DiskFlushProbe : IDisposable
 {
+    /// <summary>A flush slower than this is a stall: the probe's own flushes take about half a millisecond.</summary>
+    public static readonly TimeSpan StallThreshold = TimeSpan.FromMilliseconds(20);
+
+    private readonly Lock _stallsLock = new();
+    private readonly List<(long Start, long End)> _stalls = [];
     private readonly string _path = Path.Combine(Path.GetTempPath(), $"chat-bench-flush-{Guid.NewGuid():N}");
     private readonly FileStream _file;
     private readonly Thread _thread;
@@ -31,6 +36,18 @@ public sealed class DiskFlushProbe : IDisposable
     /// <summary>Starts a new window and returns the latencies of the one that ends.</summary>
     public Latency Restart() => Interlocked.Exchange(ref _latency, new Latency());
 
+    /// <summary>
+    /// Whether a flush of the probe stalled at any time between two Stopwatch timestamps: a durable commit in that
+    /// interval waited for the same storage.
+    /// </summary>
+    public bool StalledDuring(long start, long end)
+    {
+        lock (_stallsLock)
+        {
+            return _stalls.Exists(s => s.Start < end && s.End > start);
+        }
+    }
+
     private void Run()
     {
         var block = new byte[8192];
@@ -41,8 +58,16 @@ public sealed class DiskFlushProbe : IDisposable
             var start = Stopwatch.GetTimestamp();
             RandomAccess.Write(_file.SafeFileHandle, block, n % 2048 * block.Length);
             _file.Flush(flushToDisk: true);
-            var elapsed = Stopwatch.GetElapsedTime(start);
-            _latency.RecordTicks((long)(elapsed.TotalSeconds * Stopwatch.Frequency));
+            var end = Stopwatch.GetTimestamp();
+            var elapsed = Stopwatch.GetElapsedTime(start, end);
+            _latency.RecordTicks(end - start);
+            if (elapsed > StallThreshold)
+            {
+                lock (_stallsLock)
+                {
+                    _stalls.Add((start, end));
+                }
+            }
             if (elapsed < interval)
             {
                 Thread.Sleep(interval - elapsed);

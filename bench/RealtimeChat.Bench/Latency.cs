@@ -25,6 +25,18 @@ public sealed class Latency
         }
     }
 
+    /// <summary>Adds every value <paramref name="other"/> recorded, e.g. one phase's rounds into its total.</summary>
+    public void Add(Latency other)
+    {
+        lock (other._lock)
+        {
+            lock (_lock)
+            {
+                _histogram.Add(other._histogram);
+            }
+        }
+    }
+
     public double PercentileMs(double percentile)
     {
         lock (_lock)

@@ -141,17 +141,18 @@ Option<double> Num(string name, double value, string description) => new(name) {
 }
 {
     var victimRate = Num("--victim-rate", 10, "The victim's sends/s (under its own 20/s limit).");
-    var seconds = Num("--seconds", 15, "Length of the quiet phase and of each flood.");
+    var seconds = Num("--seconds", 15, "Length of the quiet phase and of each flood, in each round.");
+    var rounds = Int("--rounds", 4, "How many times every phase runs (each round in a rotated order); a phase's figures pool its rounds.");
     var workers = Int("--flood-workers", 32, "Requests the attacker keeps in flight.");
     var members = Int("--group-members", 1000, "Members of each group the attacker creates.");
     var uploadBytes = Int("--upload-bytes", 256 * 1024, "Size of each file the attacker uploads.");
     var sockets = Int("--sockets", 2000, "WebSockets the attacker tries to open.");
     var parallel = Int("--connect-parallel", 64, "Concurrent WebSocket handshakes of the attacker.");
     root.Subcommands.Add(Scenario("noisy-neighbour", "A victim's send and delivery latency, quiet and while one user floods each write class in turn.",
-        [victimRate, seconds, workers, members, uploadBytes, sockets, parallel],
+        [victimRate, seconds, rounds, workers, members, uploadBytes, sockets, parallel],
         (p, s) => NoisyNeighbourScenario.RunAsync(s, new NoisyNeighbourOptions
         {
-            VictimRate = p.GetValue(victimRate), Seconds = p.GetValue(seconds), FloodWorkers = p.GetValue(workers), GroupMembers = p.GetValue(members),
+            VictimRate = p.GetValue(victimRate), Seconds = p.GetValue(seconds), Rounds = p.GetValue(rounds), FloodWorkers = p.GetValue(workers), GroupMembers = p.GetValue(members),
             UploadBytes = p.GetValue(uploadBytes), Sockets = p.GetValue(sockets), ConnectParallel = p.GetValue(parallel),
         })));
 }

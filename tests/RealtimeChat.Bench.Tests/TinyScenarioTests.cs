@@ -137,27 +137,33 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
     {
         var json = await RunAsync(s => NoisyNeighbourScenario.RunAsync(s, new NoisyNeighbourOptions
         {
-            VictimRate = 5, Seconds = 1, FloodWorkers = 4, GroupMembers = 10, UploadBytes = 4096, Sockets = 20, ConnectParallel = 8,
+            VictimRate = 5, Seconds = 1, Rounds = 2, FloodWorkers = 4, GroupMembers = 10, UploadBytes = 4096, Sockets = 20, ConnectParallel = 8,
         }), "noisy-neighbour");
         var figures = json.GetProperty("figures");
         Assert.Equal(0, figures.GetProperty("victim_errors").GetInt64());
         Latencies(figures.GetProperty("quiet").GetProperty("send"));
         Latencies(figures.GetProperty("quiet").GetProperty("disk_flush"));
+        // Every phase ran in each of the 2 rounds, 5 sends each, and pools them.
+        Assert.Equal(10, figures.GetProperty("quiet").GetProperty("send").GetProperty("count").GetInt64());
+        Assert.Equal(2, figures.GetProperty("quiet").GetProperty("send_p99_per_round_ms").GetArrayLength());
         // The victim's own sends are commits.
         Assert.True(figures.GetProperty("quiet").GetProperty("commits").GetInt64() > 0);
         foreach (var phase in new[] { "edits", "reactions", "groups", "uploads", "sockets" })
         {
             var figure = figures.GetProperty("phases").GetProperty(phase);
             Latencies(figure.GetProperty("send"));
+            Assert.Equal(10, figure.GetProperty("send").GetProperty("count").GetInt64());
+            // The sends on a calm disk are some of those 10 (none when the probe stalled throughout).
+            Assert.InRange(figure.GetProperty("send_calm_disk").GetProperty("count").GetInt64(), 0, 10);
             Assert.Equal(0, figure.GetProperty("attacker_other").GetInt64());
             // The sockets flood sends only once its 20 connects are done, which on a loaded machine can take its whole
             // second (CI, once); its outcome is the sockets opened and refused, asserted below.
             Assert.True(phase == "sockets" || figure.GetProperty("attacker_accepted").GetInt64() + figure.GetProperty("attacker_limited").GetInt64() > 0, phase);
             Assert.True(json.GetProperty("ratios").GetProperty($"{phase}_send_p99").GetDouble() > 0, phase);
         }
-        // 20 sockets against the default cap of 16.
-        Assert.Equal(16, figures.GetProperty("phases").GetProperty("sockets").GetProperty("attacker_sockets_open").GetInt64());
-        Assert.Equal(4, figures.GetProperty("phases").GetProperty("sockets").GetProperty("attacker_sockets_refused").GetInt64());
+        // 20 sockets against the default cap of 16, in each round: the first round's are closed before the second's open.
+        Assert.Equal(32, figures.GetProperty("phases").GetProperty("sockets").GetProperty("attacker_sockets_open").GetInt64());
+        Assert.Equal(8, figures.GetProperty("phases").GetProperty("sockets").GetProperty("attacker_sockets_refused").GetInt64());
     }
 }
 
