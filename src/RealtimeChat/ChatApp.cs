@@ -68,7 +68,6 @@ public static class ChatApp
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<ChatDatabase>();
         services.AddSingleton<DatabaseMigrator>();
-        services.AddHostedService<SqliteCheckpointer>();
         services.AddSingleton(provider => ContentCipher.Create(
             provider.GetRequiredService<IOptions<EncryptionOptions>>().Value,
             provider.GetRequiredService<IOptions<StorageOptions>>().Value,

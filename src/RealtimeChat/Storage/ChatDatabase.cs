@@ -47,34 +47,11 @@ public sealed class ChatDatabase : IAsyncDisposable
 
         var connection = new SqliteConnection(_sqliteConnectionString);
         await connection.OpenAsync(cancellationToken);
-        await using var pragma = SqlitePragmas(connection);
+        // WAL with NORMAL sync survives a crash of this process; only an OS crash can lose the last commits.
+        await using var pragma = connection.CreateCommand();
+        pragma.CommandText = "PRAGMA synchronous = NORMAL;";
         await pragma.ExecuteNonQueryAsync(cancellationToken);
         return connection;
-    }
-
-    /// <summary>
-    /// A writer checkpoints SQLite's WAL itself only past this many pages (about 40 MB), i.e. when the background
-    /// <see cref="SqliteCheckpointer"/> has fallen behind or stopped; SQLite's own default is 1,000.
-    /// </summary>
-    public const int WriterCheckpointPages = 10_000;
-
-    /// <summary>A SQLite connection opened on the calling thread, for work that blocks a thread of its own anyway.</summary>
-    public SqliteConnection OpenSqlite()
-    {
-        var connection = new SqliteConnection(_sqliteConnectionString ?? throw new InvalidOperationException("The database is not SQLite."));
-        connection.Open();
-        using var pragma = SqlitePragmas(connection);
-        pragma.ExecuteNonQuery();
-        return connection;
-    }
-
-    // WAL with NORMAL sync survives a crash of this process; only an OS crash can lose the commits since the last
-    // checkpoint, which SqliteCheckpointer runs every Database:SqliteCheckpointInterval.
-    private static SqliteCommand SqlitePragmas(SqliteConnection connection)
-    {
-        var pragma = connection.CreateCommand();
-        pragma.CommandText = $"PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = {WriterCheckpointPages};";
-        return pragma;
     }
 
     /// <summary>Starts a write transaction for one conversation; events appended to it are published on commit.</summary>

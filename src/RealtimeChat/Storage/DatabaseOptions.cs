@@ -28,12 +28,6 @@ public sealed class DatabaseOptions : IValidatableObject
 
     public bool MigrateOnStartup { get; set; } = true;
 
-    /// <summary>
-    /// SQLite only: how often the write-ahead log is copied into the database file and flushed, beside the writer
-    /// instead of inside a commit (<see cref="SqliteCheckpointer"/>). An OS crash loses at most the commits since.
-    /// </summary>
-    public TimeSpan SqliteCheckpointInterval { get; set; } = TimeSpan.FromSeconds(1);
-
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
         if (Provider == DatabaseProvider.Postgres && string.IsNullOrWhiteSpace(ConnectionString))
@@ -41,12 +35,6 @@ public sealed class DatabaseOptions : IValidatableObject
             yield return new ValidationResult(
                 "Database:ConnectionString is required when Database:Provider is Postgres.",
                 [nameof(ConnectionString)]);
-        }
-        if (SqliteCheckpointInterval < TimeSpan.FromMilliseconds(10) || SqliteCheckpointInterval > TimeSpan.FromHours(1))
-        {
-            yield return new ValidationResult(
-                "Database:SqliteCheckpointInterval must be between 00:00:00.010 and 01:00:00.",
-                [nameof(SqliteCheckpointInterval)]);
         }
     }
 }
