@@ -21,6 +21,9 @@ public sealed record SynapseBridgeOptions
     public int MaxWarmupRounds { get; init; } = 15;
     public string? SynapseScript { get; init; }
     public bool IsolateSynapse { get; init; }
+
+    /// <summary>The direct client's phase before the bridge's steady one, to see whether going second helps either.</summary>
+    public bool DirectFirst { get; init; }
 }
 
 /// <summary>
@@ -42,6 +45,7 @@ public static class SynapseBridgeScenario
         report.Parameters["warmup_messages_per_room"] = o.WarmupMessages;
         report.Parameters["max_warmup_rounds"] = o.MaxWarmupRounds;
         report.Parameters["isolate_synapse"] = o.IsolateSynapse;
+        report.Parameters["direct_first"] = o.DirectFirst;
         var cores = o.IsolateSynapse ? CoreSplit.Create() : null;
         var total = o.Rooms * o.Messages;
 
@@ -158,22 +162,44 @@ public static class SynapseBridgeScenario
 
         // (a) steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
         // observer has seen the last one. The posts finish long before the bridge does, so this is the bridge's rate.
-        Common.Say(log, $"bridge: {total} messages via the REST API");
-        var bridgeCpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
-        var bridgeFrom = DateTime.UtcNow;
-        var bridge = await TimeAsync(watch, $"a{run}", total, prefix => PostAsync(prefix, o.Messages));
-        var bridgeTo = DateTime.UtcNow;
-        var bridgeUse = await bridgeCpu.StopAsync();
-        Common.Say(log, $"bridge: {bridge.PerSecond:0.0} events/s");
+        async Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> BridgeAsync()
+        {
+            Common.Say(log, $"bridge: {total} messages via the REST API");
+            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
+            var from = DateTime.UtcNow;
+            var timed = await TimeAsync(watch, $"a{run}", total, prefix => PostAsync(prefix, o.Messages));
+            var to = DateTime.UtcNow;
+            var use = await cpu.StopAsync();
+            Common.Say(log, $"bridge: {timed.PerSecond:0.0} events/s");
+            return (timed, use, from, to);
+        }
 
         // (b) direct: the same rooms x messages as PUT /send by the ghosts, R rooms at a time, each room in order.
-        Common.Say(log, $"direct appservice client: {total} PUT /send");
-        var directCpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
-        var directFrom = DateTime.UtcNow;
-        var direct = await TimeAsync(watch, $"d{run}", total, prefix => SendDirectAsync(prefix, o.Messages));
-        var directTo = DateTime.UtcNow;
-        var directUse = await directCpu.StopAsync();
-        Common.Say(log, $"direct: {direct.PerSecond:0.0} events/s");
+        async Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> DirectAsync()
+        {
+            Common.Say(log, $"direct appservice client: {total} PUT /send");
+            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
+            var from = DateTime.UtcNow;
+            var timed = await TimeAsync(watch, $"d{run}", total, prefix => SendDirectAsync(prefix, o.Messages));
+            var to = DateTime.UtcNow;
+            var use = await cpu.StopAsync();
+            Common.Say(log, $"direct: {timed.PerSecond:0.0} events/s");
+            return (timed, use, from, to);
+        }
+
+        (Timed Timed, PhaseCpu Use, DateTime From, DateTime To) steady, baseline;
+        if (o.DirectFirst)
+        {
+            baseline = await DirectAsync();
+            steady = await BridgeAsync();
+        }
+        else
+        {
+            steady = await BridgeAsync();
+            baseline = await DirectAsync();
+        }
+        var (bridge, bridgeUse, bridgeFrom, bridgeTo) = steady;
+        var (direct, directUse, directFrom, directTo) = baseline;
 
         // (a) paced: the same load, each room's posts spread over the phase at twice the direct client's rate. App users
         // post over time rather than 400 messages in 3 s; spread out, the app's own work fits beside Synapse on a small
