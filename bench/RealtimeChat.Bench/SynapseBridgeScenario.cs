@@ -160,32 +160,26 @@ public static class SynapseBridgeScenario
             Common.Say(log, $"warm-up round {warmupRounds}: {o.WarmupMessages} messages per room each way, untimed; the service compiled for {jit:0.00} s ({warmupJitShare:P1} of the round)");
         }
 
-        // (a) steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
-        // observer has seen the last one. The posts finish long before the bridge does, so this is the bridge's rate.
-        async Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> BridgeAsync()
+        async Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> PhaseAsync(string name, string what, string prefix, Func<string, Task> send)
         {
-            Common.Say(log, $"bridge: {total} messages via the REST API");
+            Common.Say(log, $"{name}: {what}");
             var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
             var from = DateTime.UtcNow;
-            var timed = await TimeAsync(watch, $"a{run}", total, prefix => PostAsync(prefix, o.Messages));
+            var timed = await TimeAsync(watch, prefix, total, send);
             var to = DateTime.UtcNow;
             var use = await cpu.StopAsync();
-            Common.Say(log, $"bridge: {timed.PerSecond:0.0} events/s");
+            Common.Say(log, $"{name}: {timed.PerSecond:0.0} events/s");
             return (timed, use, from, to);
         }
 
+        // (a) steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
+        // observer has seen the last one. The posts finish long before the bridge does, so this is the bridge's rate.
+        Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> BridgeAsync() =>
+            PhaseAsync("bridge", $"{total} messages via the REST API", $"a{run}", prefix => PostAsync(prefix, o.Messages));
+
         // (b) direct: the same rooms x messages as PUT /send by the ghosts, R rooms at a time, each room in order.
-        async Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> DirectAsync()
-        {
-            Common.Say(log, $"direct appservice client: {total} PUT /send");
-            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
-            var from = DateTime.UtcNow;
-            var timed = await TimeAsync(watch, $"d{run}", total, prefix => SendDirectAsync(prefix, o.Messages));
-            var to = DateTime.UtcNow;
-            var use = await cpu.StopAsync();
-            Common.Say(log, $"direct: {timed.PerSecond:0.0} events/s");
-            return (timed, use, from, to);
-        }
+        Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> DirectAsync() =>
+            PhaseAsync("direct", $"{total} PUT /send by a plain appservice client", $"d{run}", prefix => SendDirectAsync(prefix, o.Messages));
 
         (Timed Timed, PhaseCpu Use, DateTime From, DateTime To) steady, baseline;
         if (o.DirectFirst)
