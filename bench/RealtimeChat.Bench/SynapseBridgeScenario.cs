@@ -200,25 +200,21 @@ public static class SynapseBridgeScenario
         // machine instead of taking the cycles Synapse needs in one burst. Posts still arrive faster than Synapse takes
         // them, so what is timed is still the bridge's rate.
         var pacing = TimeSpan.FromSeconds(o.Rooms / (2 * Math.Max(direct.PerSecond, 1)));
-        Common.Say(log, $"bridge, paced: {total} messages via the REST API, each room one every {pacing.TotalMilliseconds:0} ms");
-        var pacedCpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
-        var pacedFrom = DateTime.UtcNow;
-        var paced = await TimeAsync(watch, $"p{run}", total, prefix => Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
-        {
-            // Rooms staggered across one interval, so the posts are spread evenly rather than in waves of R.
-            var start = Stopwatch.GetTimestamp();
-            for (var m = 0; m < o.Messages; m++)
+        var (paced, pacedUse, pacedFrom, pacedTo) = await PhaseAsync("bridge, paced",
+            $"{total} messages via the REST API, each room one every {pacing.TotalMilliseconds:0} ms", $"p{run}",
+            prefix => Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
             {
-                if (pacing * (m + (double)i / o.Rooms) - Stopwatch.GetElapsedTime(start) is { Ticks: > 0 } due)
+                // Rooms staggered across one interval, so the posts are spread evenly rather than in waves of R.
+                var start = Stopwatch.GetTimestamp();
+                for (var m = 0; m < o.Messages; m++)
                 {
-                    await Task.Delay(due);
+                    if (pacing * (m + (double)i / o.Rooms) - Stopwatch.GetElapsedTime(start) is { Ticks: > 0 } due)
+                    {
+                        await Task.Delay(due);
+                    }
+                    await api.SendAsync(owners[i], conversations[i], $"{prefix}:{i}:{m}", CancellationToken.None);
                 }
-                await api.SendAsync(owners[i], conversations[i], $"{prefix}:{i}:{m}", CancellationToken.None);
-            }
-        })));
-        var pacedTo = DateTime.UtcNow;
-        var pacedUse = await pacedCpu.StopAsync();
-        Common.Say(log, $"bridge, paced: {paced.PerSecond:0.0} events/s");
+            })));
 
         // (a) backlog: Synapse stopped, the same load posted, Synapse started; timed from when it answers again.
         Common.Say(log, $"bridge backlog: Synapse stopped for {o.OutageSeconds} s while {total} messages are posted");
