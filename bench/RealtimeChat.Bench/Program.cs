@@ -131,14 +131,14 @@ Option<double> Num(string name, double value, string description) => new(name) {
     {
         Description = "Synapse alone on the last core, the service, PostgreSQL and this client on the others (taskset): the homeserver as if on a machine of its own.",
     };
-    var directFirst = new Option<bool>("--direct-first") { Description = "Run the direct client's phase before the bridge's steady one (the order otherwise)." };
+    var synapseRounds = Int("--rounds", 3, "Every phase once per round, the order rotated each round (bridge, direct, paced; direct, paced, bridge; ...), each round ending with the backlog; figures pool the rounds.");
     root.Subcommands.Add(Scenario("synapse-bridge", "The bridge against a real Synapse vs a plain appservice client on the same homeserver.",
-        [rooms, messages, outage, warmup, warmupRounds, script, isolate, directFirst],
+        [rooms, messages, outage, warmup, warmupRounds, script, isolate, synapseRounds],
         (p, s) => SynapseBridgeScenario.RunAsync(s, new SynapseBridgeOptions
         {
             Rooms = p.GetValue(rooms), Messages = p.GetValue(messages), OutageSeconds = p.GetValue(outage), WarmupMessages = p.GetValue(warmup),
             MaxWarmupRounds = p.GetValue(warmupRounds), SynapseScript = p.GetValue(script), IsolateSynapse = p.GetValue(isolate),
-            DirectFirst = p.GetValue(directFirst),
+            Rounds = p.GetValue(synapseRounds),
         })));
 }
 {

@@ -22,8 +22,8 @@ public sealed record SynapseBridgeOptions
     public string? SynapseScript { get; init; }
     public bool IsolateSynapse { get; init; }
 
-    /// <summary>The direct client's phase before the bridge's steady one, to see whether going second helps either.</summary>
-    public bool DirectFirst { get; init; }
+    /// <summary>How many times every phase runs, each round in a rotated order; a phase's figures pool its rounds.</summary>
+    public int Rounds { get; init; } = 3;
 }
 
 /// <summary>
@@ -45,7 +45,7 @@ public static class SynapseBridgeScenario
         report.Parameters["warmup_messages_per_room"] = o.WarmupMessages;
         report.Parameters["max_warmup_rounds"] = o.MaxWarmupRounds;
         report.Parameters["isolate_synapse"] = o.IsolateSynapse;
-        report.Parameters["direct_first"] = o.DirectFirst;
+        report.Parameters["rounds"] = o.Rounds;
         var cores = o.IsolateSynapse ? CoreSplit.Create() : null;
         var total = o.Rooms * o.Messages;
 
@@ -160,7 +160,7 @@ public static class SynapseBridgeScenario
             Common.Say(log, $"warm-up round {warmupRounds}: {o.WarmupMessages} messages per room each way, untimed; the service compiled for {jit:0.00} s ({warmupJitShare:P1} of the round)");
         }
 
-        async Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> PhaseAsync(string name, string what, string prefix, Func<string, Task> send)
+        async Task<PhaseRun> PhaseAsync(string name, string what, string prefix, Func<string, Task> send)
         {
             Common.Say(log, $"{name}: {what}");
             var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
@@ -169,84 +169,107 @@ public static class SynapseBridgeScenario
             var to = DateTime.UtcNow;
             var use = await cpu.StopAsync();
             Common.Say(log, $"{name}: {timed.PerSecond:0.0} events/s");
-            return (timed, use, from, to);
+            return new PhaseRun(timed, use, from, to);
         }
 
-        // (a) steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
+        // Steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
         // observer has seen the last one. The posts finish long before the bridge does, so this is the bridge's rate.
-        Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> BridgeAsync() =>
-            PhaseAsync("bridge", $"{total} messages via the REST API", $"a{run}", prefix => PostAsync(prefix, o.Messages));
+        Task<PhaseRun> BridgeAsync(int round) =>
+            PhaseAsync($"round {round}, bridge", $"{total} messages via the REST API", $"a{round}x{run}", prefix => PostAsync(prefix, o.Messages));
 
-        // (b) direct: the same rooms x messages as PUT /send by the ghosts, R rooms at a time, each room in order.
-        Task<(Timed Timed, PhaseCpu Use, DateTime From, DateTime To)> DirectAsync() =>
-            PhaseAsync("direct", $"{total} PUT /send by a plain appservice client", $"d{run}", prefix => SendDirectAsync(prefix, o.Messages));
+        // Direct: the same rooms x messages as PUT /send by the ghosts, R rooms at a time, each room in order.
+        Task<PhaseRun> DirectAsync(int round) =>
+            PhaseAsync($"round {round}, direct", $"{total} PUT /send by a plain appservice client", $"d{round}x{run}", prefix => SendDirectAsync(prefix, o.Messages));
 
-        (Timed Timed, PhaseCpu Use, DateTime From, DateTime To) steady, baseline;
-        if (o.DirectFirst)
+        // Paced: the same load, each room's posts spread over the phase at twice the direct client's rate (its rounds so
+        // far). App users post over time rather than 400 messages in 3 s; spread out, the app's own work fits beside
+        // Synapse on a small machine instead of taking the cycles Synapse needs in one burst. Posts still arrive faster
+        // than Synapse takes them, so what is timed is still the bridge's rate.
+        Task<PhaseRun> PacedAsync(int round, double directPerSecond)
         {
-            baseline = await DirectAsync();
-            steady = await BridgeAsync();
-        }
-        else
-        {
-            steady = await BridgeAsync();
-            baseline = await DirectAsync();
-        }
-        var (bridge, bridgeUse, bridgeFrom, bridgeTo) = steady;
-        var (direct, directUse, directFrom, directTo) = baseline;
-
-        // (a) paced: the same load, each room's posts spread over the phase at twice the direct client's rate. App users
-        // post over time rather than 400 messages in 3 s; spread out, the app's own work fits beside Synapse on a small
-        // machine instead of taking the cycles Synapse needs in one burst. Posts still arrive faster than Synapse takes
-        // them, so what is timed is still the bridge's rate.
-        var pacing = TimeSpan.FromSeconds(o.Rooms / (2 * Math.Max(direct.PerSecond, 1)));
-        var (paced, pacedUse, pacedFrom, pacedTo) = await PhaseAsync("bridge, paced",
-            $"{total} messages via the REST API, each room one every {pacing.TotalMilliseconds:0} ms", $"p{run}",
-            prefix => Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
-            {
-                // Rooms staggered across one interval, so the posts are spread evenly rather than in waves of R.
-                var start = Stopwatch.GetTimestamp();
-                for (var m = 0; m < o.Messages; m++)
+            var pacing = TimeSpan.FromSeconds(o.Rooms / (2 * Math.Max(directPerSecond, 1)));
+            return PhaseAsync($"round {round}, bridge, paced", $"{total} messages via the REST API, each room one every {pacing.TotalMilliseconds:0} ms", $"p{round}x{run}",
+                prefix => Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
                 {
-                    if (pacing * (m + (double)i / o.Rooms) - Stopwatch.GetElapsedTime(start) is { Ticks: > 0 } due)
+                    // Rooms staggered across one interval, so the posts are spread evenly rather than in waves of R.
+                    var start = Stopwatch.GetTimestamp();
+                    for (var m = 0; m < o.Messages; m++)
                     {
-                        await Task.Delay(due);
+                        if (pacing * (m + (double)i / o.Rooms) - Stopwatch.GetElapsedTime(start) is { Ticks: > 0 } due)
+                        {
+                            await Task.Delay(due);
+                        }
+                        await api.SendAsync(owners[i], conversations[i], $"{prefix}:{i}:{m}", CancellationToken.None);
                     }
-                    await api.SendAsync(owners[i], conversations[i], $"{prefix}:{i}:{m}", CancellationToken.None);
-                }
-            })));
+                })));
+        }
 
-        // (a) backlog: Synapse stopped, the same load posted, Synapse started; timed from when it answers again.
-        Common.Say(log, $"bridge backlog: Synapse stopped for {o.OutageSeconds} s while {total} messages are posted");
-        await synapse.RunAsync("stop", synapse.Directory);
-        var outage = Stopwatch.StartNew();
-        var backlogPrefix = $"b{run}";
-        await PostAsync(backlogPrefix, o.Messages);
-        if (TimeSpan.FromSeconds(o.OutageSeconds) - outage.Elapsed is { Ticks: > 0 } rest)
+        // Backlog: Synapse stopped, the same load posted, Synapse started; timed from when it answers again.
+        async Task<PhaseRun> BacklogAsync(int round)
         {
-            await Task.Delay(rest);
+            Common.Say(log, $"round {round}, bridge backlog: Synapse stopped for {o.OutageSeconds} s while {total} messages are posted");
+            await synapse.RunAsync("stop", synapse.Directory);
+            var outage = Stopwatch.StartNew();
+            var prefix = $"b{round}x{run}";
+            await PostAsync(prefix, o.Messages);
+            if (TimeSpan.FromSeconds(o.OutageSeconds) - outage.Elapsed is { Ticks: > 0 } rest)
+            {
+                await Task.Delay(rest);
+            }
+            // Synapse's log counts from its start: the bridge may send before that call returns.
+            var from = DateTime.UtcNow;
+            await synapse.RunAsync("start", synapse.Directory);
+            if (cores is not null)
+            {
+                await cores.ApplyAsync(synapse.Pid, service.Process.Pid, settings.Postgres);
+            }
+            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
+            var timed = await TimeAsync(watch, prefix, total, _ => Task.CompletedTask);
+            var to = DateTime.UtcNow;
+            var use = await cpu.StopAsync();
+            Common.Say(log, $"round {round}, backlog: {timed.PerSecond:0.0} events/s, first after {timed.FirstSeconds:0.0} s");
+            return new PhaseRun(timed, use, from, to);
         }
-        // Synapse's log counts from its start: the bridge may send before that call returns.
-        var backlogFrom = DateTime.UtcNow;
-        await synapse.RunAsync("start", synapse.Directory);
-        if (cores is not null)
+
+        // Synapse's state drifts over a run: its store grows, its caches fill, and each round's outage empties them. So
+        // every phase runs once per round, the three with Synapse up each taking its turn to go first (bridge, direct,
+        // paced; then direct, paced, bridge; ...), and a phase's figures pool its rounds. The direct client always runs
+        // before the first paced phase, whose pacing it sets.
+        var (bridge, direct, paced, backlog) = (new Phase(), new Phase(), new Phase(), new Phase());
+        for (var round = 1; round <= o.Rounds; round++)
         {
-            await cores.ApplyAsync(synapse.Pid, service.Process.Pid, settings.Postgres);
+            for (var turn = 0; turn < 3; turn++)
+            {
+                switch ((round - 1 + turn) % 3)
+                {
+                    case 0:
+                        bridge.Add(await BridgeAsync(round));
+                        break;
+                    case 1:
+                        direct.Add(await DirectAsync(round));
+                        break;
+                    default:
+                        paced.Add(await PacedAsync(round, direct.PerSecond));
+                        break;
+                }
+            }
+            backlog.Add(await BacklogAsync(round));
         }
-        var backlogCpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
-        var backlog = await TimeAsync(watch, backlogPrefix, total, _ => Task.CompletedTask);
-        var backlogTo = DateTime.UtcNow;
-        var backlogUse = await backlogCpu.StopAsync();
-        Common.Say(log, $"backlog: {backlog.PerSecond:0.0} events/s, first after {backlog.FirstSeconds:0.0} s");
 
         var duplicates = watch.Duplicates();
+        var expected = total * o.Rounds;
+        string PerRound(Phase phase) => string.Join(", ", phase.RatiosTo(direct).Select(r => Fmt.N(r, "0.00")));
         report.Row("events/s, bridge (REST -> Synapse, seen by /sync)", Fmt.N(bridge.PerSecond, "0.0"), Fmt.N(direct.PerSecond, "0.0"), Report.Ratio(bridge.PerSecond, direct.PerSecond), ">= 0.9x", bridge.PerSecond >= 0.9 * direct.PerSecond);
+        report.Row("  per round, over the same round's direct client", PerRound(bridge));
         report.Row("events/s, bridge, posts paced at 2x the direct rate", Fmt.N(paced.PerSecond, "0.0"), Fmt.N(direct.PerSecond, "0.0"), Report.Ratio(paced.PerSecond, direct.PerSecond), ">= 0.9x", paced.PerSecond >= 0.9 * direct.PerSecond);
+        report.Row("  per round, over the same round's direct client", PerRound(paced));
         report.Row($"events/s, bridge draining a backlog after {o.OutageSeconds:0} s down", Fmt.N(backlog.PerSecond, "0.0"), Fmt.N(direct.PerSecond, "0.0"), Report.Ratio(backlog.PerSecond, direct.PerSecond), ">= 0.9x", backlog.PerSecond >= 0.9 * direct.PerSecond);
-        report.Row("  backlog: first event after Synapse answered (s)", Fmt.N(backlog.FirstSeconds, "0.0"));
-        report.Row("seconds until all events seen (bridge / direct / paced / backlog)", $"{bridge.Seconds:0.0} / {direct.Seconds:0.0} / {paced.Seconds:0.0} / {backlog.Seconds:0.0}");
-        report.Row("events seen / expected (bridge, direct, paced, backlog)", $"{bridge.Seen} / {direct.Seen} / {paced.Seen} / {backlog.Seen} of {total} each");
+        report.Row("  per round, over the same round's direct client", PerRound(backlog));
+        report.Row("  backlog: first event after Synapse answered, per round (s)", string.Join(", ", backlog.Runs.Select(r => Fmt.N(r.Timed.FirstSeconds, "0.0"))));
+        report.Row("seconds until all events seen, all rounds (bridge / direct / paced / backlog)", $"{bridge.Seconds:0.0} / {direct.Seconds:0.0} / {paced.Seconds:0.0} / {backlog.Seconds:0.0}");
+        report.Row("events seen / expected (bridge, direct, paced, backlog)", $"{bridge.Seen} / {direct.Seen} / {paced.Seen} / {backlog.Seen} of {expected} each");
         report.Row("duplicate events seen", duplicates.Count.ToString(CultureInfo.InvariantCulture));
+        var (bridgeUse, directUse, pacedUse, backlogUse) = (bridge.Use, direct.Use, paced.Use, backlog.Use);
         report.Row("CPU cores, bridge steady (synapse + service)", bridgeUse.ToString());
         report.Row("CPU cores, direct (synapse + service)", directUse.ToString());
         report.Row("CPU cores, paced (synapse + service)", pacedUse.ToString());
@@ -257,6 +280,7 @@ public static class SynapseBridgeScenario
         var uses = new[] { bridgeUse, directUse, pacedUse, backlogUse };
         report.Row("service compiling code (JIT), cores (bridge / direct / paced / backlog)",
             string.Join(" / ", uses.Select(u => Fmt.N(u.ServiceJit, "0.00"))));
+        report.Figures["rounds"] = o.Rounds;
         report.Figures["warmup_rounds"] = warmupRounds;
         report.Figures["warmup_jit_seconds"] = Fmt.R(warmupJit, 3);
         report.Figures["service_jit_cores"] = new JsonObject
@@ -282,15 +306,16 @@ public static class SynapseBridgeScenario
             ["bridge"] = Waiting(bridgeUse), ["direct"] = Waiting(directUse), ["paced"] = Waiting(pacedUse), ["backlog"] = Waiting(backlogUse),
         };
         // Synapse's log handler writes out every 5 s (or 10 lines), so the last phase's lines can still be in memory.
-        var sendLog = SynapseSendLog.Read(Path.Combine(synapse.Directory, "homeserver.log"));
-        for (var waited = Stopwatch.StartNew(); sendLog.Between(backlogFrom, backlogTo, "@nova_").Sends < backlog.Seen && waited.Elapsed < TimeSpan.FromSeconds(10);)
+        var logFile = Path.Combine(synapse.Directory, "homeserver.log");
+        var sendLog = SynapseSendLog.Read(logFile);
+        for (var waited = Stopwatch.StartNew(); sendLog.Between(backlog.Windows, "@nova_").Sends < backlog.Seen && waited.Elapsed < TimeSpan.FromSeconds(10);)
         {
             await Task.Delay(500);
-            sendLog = SynapseSendLog.Read(Path.Combine(synapse.Directory, "homeserver.log"));
+            sendLog = SynapseSendLog.Read(logFile);
         }
         var (bridgeSends, directSends, pacedSends, backlogSends) = (
-            sendLog.Between(bridgeFrom, bridgeTo, "@nova_"), sendLog.Between(directFrom, directTo, "@benchdirect_"),
-            sendLog.Between(pacedFrom, pacedTo, "@nova_"), sendLog.Between(backlogFrom, backlogTo, "@nova_"));
+            sendLog.Between(bridge.Windows, "@nova_"), sendLog.Between(direct.Windows, "@benchdirect_"),
+            sendLog.Between(paced.Windows, "@nova_"), sendLog.Between(backlog.Windows, "@nova_"));
         string Each(Func<SynapseSendLog.Figures, double> figure) =>
             string.Join(" / ", new[] { bridgeSends, directSends, pacedSends, backlogSends }.Select(f => Fmt.N(figure(f), "0.0")));
         report.Row("Synapse's log: sends completed/s (bridge / direct / paced / backlog)", Each(f => f.PerSecond),
@@ -304,11 +329,18 @@ public static class SynapseBridgeScenario
                 ["sends"] = figures.Sends, ["per_second"] = Fmt.R(figures.PerSecond), ["request_ms"] = Fmt.R(figures.RequestMs), ["gap_ms"] = Fmt.R(figures.GapMs),
             };
         }
+        JsonArray Array(IEnumerable<double> values, int digits) => [.. values.Select(v => (JsonNode)Fmt.R(v, digits))];
+        report.Figures["per_round"] = new JsonObject
+        {
+            ["bridge_vs_direct"] = Array(bridge.RatiosTo(direct), 3), ["paced_vs_direct"] = Array(paced.RatiosTo(direct), 3),
+            ["backlog_vs_direct"] = Array(backlog.RatiosTo(direct), 3), ["direct_events_per_second"] = Array(direct.Runs.Select(r => r.Timed.PerSecond), 1),
+            ["backlog_first_event_seconds"] = Array(backlog.Runs.Select(r => r.Timed.FirstSeconds), 2),
+        };
         report.Figures["bridge_events_per_second"] = Fmt.R(bridge.PerSecond);
         report.Figures["paced_events_per_second"] = Fmt.R(paced.PerSecond);
         report.Figures["cpu_paced"] = pacedUse.ToString();
         report.Figures["backlog_events_per_second"] = Fmt.R(backlog.PerSecond);
-        report.Figures["backlog_first_event_seconds"] = Fmt.R(backlog.FirstSeconds, 2);
+        report.Figures["backlog_first_event_seconds"] = Fmt.R(backlog.Runs.Max(r => r.Timed.FirstSeconds), 2);
         report.Figures["duplicates"] = duplicates.Count;
         report.Figures["cpu_bridge"] = bridgeUse.ToString();
         report.Figures["cpu_backlog"] = backlogUse.ToString();
@@ -318,6 +350,7 @@ public static class SynapseBridgeScenario
         report.Ratios["paced_vs_direct"] = Fmt.R(Report.Ratio(paced.PerSecond, direct.PerSecond), 3);
         report.Ratios["backlog_vs_direct"] = Fmt.R(Report.Ratio(backlog.PerSecond, direct.PerSecond), 3);
         report.Notes.Add("baseline = a plain appservice client doing PUT /send as ghosts, same rooms x messages, same Synapse, same run");
+        report.Notes.Add($"each phase ran once in each of {o.Rounds} rounds, in a rotated order; its rate is all its events over all its time");
         report.Notes.Add("Synapse, the service, its database and this client share the machine: only the ratios mean anything");
         if (duplicates.Count > 0)
         {
@@ -333,6 +366,33 @@ public static class SynapseBridgeScenario
     private sealed record Timed(int Seen, double Seconds, double FirstSeconds)
     {
         public double PerSecond => Seconds > 0 ? Seen / Seconds : 0;
+    }
+
+    /// <summary>One round of a phase: its events, its CPU, and the wall-clock window Synapse's log is read for.</summary>
+    private sealed record PhaseRun(Timed Timed, PhaseCpu Use, DateTime From, DateTime To);
+
+    /// <summary>A phase's rounds, pooled: all its events over all its time, its CPU weighted by each round's length.</summary>
+    private sealed class Phase
+    {
+        private readonly List<PhaseRun> _runs = [];
+
+        public IReadOnlyList<PhaseRun> Runs => _runs;
+
+        public void Add(PhaseRun run) => _runs.Add(run);
+
+        public int Seen => _runs.Sum(r => r.Timed.Seen);
+
+        public double Seconds => _runs.Sum(r => r.Timed.Seconds);
+
+        public double PerSecond => Seconds > 0 ? Seen / Seconds : 0;
+
+        public PhaseCpu Use => PhaseCpu.Pool(_runs.Select(r => r.Use));
+
+        public IEnumerable<(DateTime From, DateTime To)> Windows => _runs.Select(r => (r.From, r.To));
+
+        /// <summary>Each round's rate over the same round's rate of <paramref name="baseline"/>.</summary>
+        public IEnumerable<double> RatiosTo(Phase baseline) =>
+            _runs.Zip(baseline._runs, (run, base_) => Report.Ratio(run.Timed.PerSecond, base_.Timed.PerSecond));
     }
 
     /// <summary>Runs <paramref name="send"/> and waits until the observer has seen <paramref name="count"/> distinct events
@@ -466,6 +526,15 @@ public static class SynapseBridgeScenario
     {
         /// <summary>Synapse's CPU time over the phase per event of it, in ms.</summary>
         public double SynapseMsPer(int events) => events > 0 ? Synapse * Seconds * 1000 / events : double.NaN;
+
+        /// <summary>Several phases as one: each figure weighted by the phase's length.</summary>
+        public static PhaseCpu Pool(IEnumerable<PhaseCpu> phases)
+        {
+            var all = phases.ToList();
+            var seconds = all.Sum(p => p.Seconds);
+            double Mean(Func<PhaseCpu, double> figure) => seconds > 0 ? all.Sum(p => figure(p) * p.Seconds) / seconds : double.NaN;
+            return new PhaseCpu(Mean(p => p.Synapse), Mean(p => p.Service), Mean(p => p.SynapseWaiting), Mean(p => p.ServiceJit), seconds);
+        }
 
         public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"synapse {Synapse:0.00} + svc {Service:0.00}");
     }

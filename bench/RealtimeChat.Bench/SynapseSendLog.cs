@@ -38,22 +38,30 @@ public sealed partial class SynapseSendLog
         return new SynapseSendLog(sends);
     }
 
-    /// <summary>The sends of users whose id starts with <paramref name="userPrefix"/> that ended within the window.</summary>
-    public Figures Between(DateTime fromUtc, DateTime toUtc, string userPrefix)
+    /// <summary>The sends of users whose id starts with <paramref name="userPrefix"/> that ended within the windows (one
+    /// phase's rounds), pooled: sends per second over the windows' spans, gaps only between sends of one window.</summary>
+    public Figures Between(IEnumerable<(DateTime From, DateTime To)> windows, string userPrefix)
     {
-        var sends = _sends.Where(s => s.End >= fromUtc && s.End <= toUtc && s.User.StartsWith(userPrefix, StringComparison.Ordinal)).OrderBy(s => s.End).ToList();
-        if (sends.Count < 2)
+        var (count, spans, gaps) = (0, 0.0, new List<double>());
+        var durations = new List<double>();
+        foreach (var (fromUtc, toUtc) in windows)
         {
-            return new Figures(sends.Count, 0, 0, 0);
+            var sends = _sends.Where(s => s.End >= fromUtc && s.End <= toUtc && s.User.StartsWith(userPrefix, StringComparison.Ordinal)).OrderBy(s => s.End).ToList();
+            durations.AddRange(sends.Select(s => (s.End - s.Start).TotalMilliseconds));
+            if (sends.Count < 2)
+            {
+                continue;
+            }
+            count += sends.Count - 1;
+            spans += (sends[^1].End - sends[0].End).TotalSeconds;
+            gaps.AddRange(sends.GroupBy(s => s.Room)
+                .Select(room => room.OrderBy(s => s.Start).ToList())
+                .SelectMany(room => room.Zip(room.Skip(1), (a, b) => (b.Start - a.End).TotalMilliseconds)));
         }
-        var gaps = sends.GroupBy(s => s.Room)
-            .Select(room => room.OrderBy(s => s.Start).ToList())
-            .SelectMany(room => room.Zip(room.Skip(1), (a, b) => (b.Start - a.End).TotalMilliseconds))
-            .ToList();
         return new Figures(
-            sends.Count,
-            (sends.Count - 1) / (sends[^1].End - sends[0].End).TotalSeconds,
-            sends.Average(s => (s.End - s.Start).TotalMilliseconds),
+            durations.Count,
+            spans > 0 ? count / spans : 0,
+            durations.Count > 0 ? durations.Average() : 0,
             gaps.Count > 0 ? gaps.Average() : 0);
     }
 

@@ -110,7 +110,7 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         var script = Environment.GetEnvironmentVariable("CHAT_TEST_SYNAPSE_SH") is { Length: > 0 } configured ? configured : Synapse.Locate();
         var json = await RunAsync(s => SynapseBridgeScenario.RunAsync(s, new SynapseBridgeOptions
         {
-            Rooms = 2, Messages = 3, OutageSeconds = 1, WarmupMessages = 1, MaxWarmupRounds = 2, SynapseScript = script,
+            Rooms = 2, Messages = 3, OutageSeconds = 1, WarmupMessages = 1, MaxWarmupRounds = 2, SynapseScript = script, Rounds = 2,
         }), "synapse-bridge");
         var figures = json.GetProperty("figures");
         Assert.Equal(0, figures.GetProperty("duplicates").GetInt32());
@@ -122,10 +122,15 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         // Read from the service's runtime metrics: a just-started service compiles while it warms up, and a metric name
         // that changed would read 0 here.
         Assert.True(figures.GetProperty("warmup_jit_seconds").GetDouble() > 0);
-        // Synapse's access log was found and read: every phase's sends are in it.
+        // Every phase ran once in each of the 2 rounds, and its ratio is shown per round.
+        foreach (var ratio in new[] { "bridge_vs_direct", "paced_vs_direct", "backlog_vs_direct", "backlog_first_event_seconds" })
+        {
+            Assert.Equal(2, figures.GetProperty("per_round").GetProperty(ratio).GetArrayLength());
+        }
+        // Synapse's access log was found and read: every phase's sends are in it, 2 rooms x 3 messages x 2 rounds.
         foreach (var phase in new[] { "bridge", "direct", "paced", "backlog" })
         {
-            Assert.Equal(6, figures.GetProperty($"synapse_log_{phase}").GetProperty("sends").GetInt32());
+            Assert.Equal(12, figures.GetProperty($"synapse_log_{phase}").GetProperty("sends").GetInt32());
             // Synapse runs in every phase: each event costs it some CPU (and /proc was read).
             Assert.True(figures.GetProperty("synapse_cpu_ms_per_event").GetProperty(phase).GetDouble() > 0);
             Assert.True(figures.GetProperty("synapse_waiting_for_a_core").GetProperty(phase).GetDouble() >= 0);
