@@ -40,11 +40,14 @@ public sealed class DiskFlushProbe : IDisposable
     /// Whether a flush of the probe stalled at any time between two Stopwatch timestamps: a durable commit in that
     /// interval waited for the same storage.
     /// </summary>
-    public bool StalledDuring(long start, long end)
+    public bool StalledDuring(long start, long end) => StallsDuring(start, end).Count > 0;
+
+    /// <summary>The stalls that overlapped the interval between two Stopwatch timestamps, each its whole length.</summary>
+    public List<TimeSpan> StallsDuring(long start, long end)
     {
         lock (_stallsLock)
         {
-            return _stalls.Exists(s => s.Start < end && s.End > start);
+            return [.. _stalls.Where(s => s.Start < end && s.End > start).Select(s => Stopwatch.GetElapsedTime(s.Start, s.End))];
         }
     }
 

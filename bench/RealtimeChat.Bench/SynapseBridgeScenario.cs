@@ -160,16 +160,20 @@ public static class SynapseBridgeScenario
             Common.Say(log, $"warm-up round {warmupRounds}: {o.WarmupMessages} messages per room each way, untimed; the service compiled for {jit:0.00} s ({warmupJitShare:P1} of the round)");
         }
 
+        // Synapse's store, PostgreSQL and the service's data share this machine's disk, whose flushes stall now and then
+        // for up to seconds (docs/performance.md, noisy-neighbour); each phase shows how much of it was stalled.
+        using var flushProbe = new DiskFlushProbe(10);
+
         async Task<PhaseRun> PhaseAsync(string name, string what, string prefix, Func<string, Task> send)
         {
             Common.Say(log, $"{name}: {what}");
             var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
-            var from = DateTime.UtcNow;
+            var (from, started) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
             var timed = await TimeAsync(watch, prefix, total, send);
-            var to = DateTime.UtcNow;
+            var (to, ended) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
             var use = await cpu.StopAsync();
             Common.Say(log, $"{name}: {timed.PerSecond:0.0} events/s");
-            return new PhaseRun(timed, use, from, to);
+            return new PhaseRun(timed, use, from, to, flushProbe.StallsDuring(started, ended));
         }
 
         // Steady: every message posted to the REST API as fast as it answers (each room in order), timed until the
@@ -224,11 +228,12 @@ public static class SynapseBridgeScenario
                 await cores.ApplyAsync(synapse.Pid, service.Process.Pid, settings.Postgres);
             }
             var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
+            var started = Stopwatch.GetTimestamp();
             var timed = await TimeAsync(watch, prefix, total, _ => Task.CompletedTask);
-            var to = DateTime.UtcNow;
+            var (to, ended) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
             var use = await cpu.StopAsync();
             Common.Say(log, $"round {round}, backlog: {timed.PerSecond:0.0} events/s, first after {timed.FirstSeconds:0.0} s");
-            return new PhaseRun(timed, use, from, to);
+            return new PhaseRun(timed, use, from, to, flushProbe.StallsDuring(started, ended));
         }
 
         // Synapse's state drifts over a run: its store grows, its caches fill, and each round's outage empties them. So
@@ -258,6 +263,7 @@ public static class SynapseBridgeScenario
 
         var duplicates = watch.Duplicates();
         var expected = total * o.Rounds;
+        var phases = new[] { bridge, direct, paced, backlog };
         string PerRound(Phase phase) => string.Join(", ", phase.RatiosTo(direct).Select(r => Fmt.N(r, "0.00")));
         report.Row("events/s, bridge (REST -> Synapse, seen by /sync)", Fmt.N(bridge.PerSecond, "0.0"), Fmt.N(direct.PerSecond, "0.0"), Report.Ratio(bridge.PerSecond, direct.PerSecond), ">= 0.9x", bridge.PerSecond >= 0.9 * direct.PerSecond);
         report.Row("  per round, over the same round's direct client", PerRound(bridge));
@@ -269,6 +275,10 @@ public static class SynapseBridgeScenario
         report.Row("seconds until all events seen, all rounds (bridge / direct / paced / backlog)", $"{bridge.Seconds:0.0} / {direct.Seconds:0.0} / {paced.Seconds:0.0} / {backlog.Seconds:0.0}");
         report.Row("events seen / expected (bridge, direct, paced, backlog)", $"{bridge.Seen} / {direct.Seen} / {paced.Seen} / {backlog.Seen} of {expected} each");
         report.Row("duplicate events seen", duplicates.Count.ToString(CultureInfo.InvariantCulture));
+        report.Row($"disk flush stalled (> {DiskFlushProbe.StallThreshold.TotalMilliseconds:0} ms), s per s (bridge / direct / paced / backlog)",
+            string.Join(" / ", phases.Select(p => Fmt.N(p.DiskStalledShare, "0.00"))));
+        report.Row("  worst flush per round, ms (bridge; direct; paced; backlog)",
+            string.Join("; ", phases.Select(p => string.Join(", ", p.Runs.Select(r => Fmt.N(r.DiskWorstMs))))));
         var (bridgeUse, directUse, pacedUse, backlogUse) = (bridge.Use, direct.Use, paced.Use, backlog.Use);
         report.Row("CPU cores, bridge steady (synapse + service)", bridgeUse.ToString());
         report.Row("CPU cores, direct (synapse + service)", directUse.ToString());
@@ -335,6 +345,21 @@ public static class SynapseBridgeScenario
             ["bridge_vs_direct"] = Array(bridge.RatiosTo(direct), 3), ["paced_vs_direct"] = Array(paced.RatiosTo(direct), 3),
             ["backlog_vs_direct"] = Array(backlog.RatiosTo(direct), 3), ["direct_events_per_second"] = Array(direct.Runs.Select(r => r.Timed.PerSecond), 1),
             ["backlog_first_event_seconds"] = Array(backlog.Runs.Select(r => r.Timed.FirstSeconds), 2),
+            ["disk_worst_flush_ms"] = new JsonObject
+            {
+                ["bridge"] = Array(bridge.Runs.Select(r => r.DiskWorstMs), 1), ["direct"] = Array(direct.Runs.Select(r => r.DiskWorstMs), 1),
+                ["paced"] = Array(paced.Runs.Select(r => r.DiskWorstMs), 1), ["backlog"] = Array(backlog.Runs.Select(r => r.DiskWorstMs), 1),
+            },
+            ["disk_stalled_seconds"] = new JsonObject
+            {
+                ["bridge"] = Array(bridge.Runs.Select(r => r.DiskStalledSeconds), 2), ["direct"] = Array(direct.Runs.Select(r => r.DiskStalledSeconds), 2),
+                ["paced"] = Array(paced.Runs.Select(r => r.DiskStalledSeconds), 2), ["backlog"] = Array(backlog.Runs.Select(r => r.DiskStalledSeconds), 2),
+            },
+        };
+        report.Figures["disk_stalled_share"] = new JsonObject
+        {
+            ["bridge"] = Fmt.R(bridge.DiskStalledShare, 3), ["direct"] = Fmt.R(direct.DiskStalledShare, 3),
+            ["paced"] = Fmt.R(paced.DiskStalledShare, 3), ["backlog"] = Fmt.R(backlog.DiskStalledShare, 3),
         };
         report.Figures["bridge_events_per_second"] = Fmt.R(bridge.PerSecond);
         report.Figures["paced_events_per_second"] = Fmt.R(paced.PerSecond);
@@ -368,8 +393,14 @@ public static class SynapseBridgeScenario
         public double PerSecond => Seconds > 0 ? Seen / Seconds : 0;
     }
 
-    /// <summary>One round of a phase: its events, its CPU, and the wall-clock window Synapse's log is read for.</summary>
-    private sealed record PhaseRun(Timed Timed, PhaseCpu Use, DateTime From, DateTime To);
+    /// <summary>One round of a phase: its events, its CPU, the wall-clock window Synapse's log is read for, and the disk
+    /// probe's stalled flushes that overlapped it.</summary>
+    private sealed record PhaseRun(Timed Timed, PhaseCpu Use, DateTime From, DateTime To, List<TimeSpan> DiskStalls)
+    {
+        public double DiskWorstMs => DiskStalls.Count > 0 ? DiskStalls.Max().TotalMilliseconds : 0;
+
+        public double DiskStalledSeconds => DiskStalls.Sum(s => s.TotalSeconds);
+    }
 
     /// <summary>A phase's rounds, pooled: all its events over all its time, its CPU weighted by each round's length.</summary>
     private sealed class Phase
@@ -387,6 +418,9 @@ public static class SynapseBridgeScenario
         public double PerSecond => Seconds > 0 ? Seen / Seconds : 0;
 
         public PhaseCpu Use => PhaseCpu.Pool(_runs.Select(r => r.Use));
+
+        /// <summary>Seconds the disk probe's flushes were stalled per second of the phase.</summary>
+        public double DiskStalledShare => Seconds > 0 ? _runs.Sum(r => r.DiskStalledSeconds) / Seconds : 0;
 
         public IEnumerable<(DateTime From, DateTime To)> Windows => _runs.Select(r => (r.From, r.To));
 

@@ -127,6 +127,12 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         {
             Assert.Equal(2, figures.GetProperty("per_round").GetProperty(ratio).GetArrayLength());
         }
+        // The disk probe ran beside every phase.
+        foreach (var phase in new[] { "bridge", "direct", "paced", "backlog" })
+        {
+            Assert.Equal(2, figures.GetProperty("per_round").GetProperty("disk_worst_flush_ms").GetProperty(phase).GetArrayLength());
+            Assert.InRange(figures.GetProperty("disk_stalled_share").GetProperty(phase).GetDouble(), 0, 10);
+        }
         // Synapse's access log was found and read: every phase's sends are in it, 2 rooms x 3 messages x 2 rounds.
         foreach (var phase in new[] { "bridge", "direct", "paced", "backlog" })
         {
