@@ -83,6 +83,7 @@ public static class SynapseBridgeScenario
             Common.Say(log, $"Synapse on CPU mask {cores.Synapse:x}; the service, PostgreSQL and this client on {cores.Others:x}");
         }
         using var api = new ChatApi(service.BaseUrl, o.Rooms + 8);
+        int? postmaster = settings.Postgres is { } postgres ? await CoreSplit.PostmasterAsync(postgres) : null;
         using var bridgeBot = new Matrix(synapse.Url, asToken);
         using var directBot = new Matrix(synapse.Url, directAsToken);
 
@@ -167,7 +168,7 @@ public static class SynapseBridgeScenario
         async Task<PhaseRun> PhaseAsync(string name, string what, string prefix, Func<string, Task> send)
         {
             Common.Say(log, $"{name}: {what}");
-            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
+            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, postmaster, api);
             var (from, started) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
             var timed = await TimeAsync(watch, prefix, total, send);
             var (to, ended) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
@@ -227,7 +228,7 @@ public static class SynapseBridgeScenario
             {
                 await cores.ApplyAsync(synapse.Pid, service.Process.Pid, settings.Postgres);
             }
-            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, api);
+            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, postmaster, api);
             var started = Stopwatch.GetTimestamp();
             var timed = await TimeAsync(watch, prefix, total, _ => Task.CompletedTask);
             var (to, ended) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
@@ -280,10 +281,18 @@ public static class SynapseBridgeScenario
         report.Row("  worst flush per round, ms (bridge; direct; paced; backlog)",
             string.Join("; ", phases.Select(p => string.Join(", ", p.Runs.Select(r => Fmt.N(r.DiskWorstMs))))));
         var (bridgeUse, directUse, pacedUse, backlogUse) = (bridge.Use, direct.Use, paced.Use, backlog.Use);
-        report.Row("CPU cores, bridge steady (synapse + service)", bridgeUse.ToString());
-        report.Row("CPU cores, direct (synapse + service)", directUse.ToString());
-        report.Row("CPU cores, paced (synapse + service)", pacedUse.ToString());
-        report.Row("CPU cores, backlog (synapse + service)", backlogUse.ToString());
+        report.Row("CPU cores, bridge steady", bridgeUse.ToString());
+        report.Row("CPU cores, direct", directUse.ToString());
+        report.Row("CPU cores, paced", pacedUse.ToString());
+        report.Row("CPU cores, backlog", backlogUse.ToString());
+        // What the cores Synapse waits for are spent on: everything but Synapse, per event of the phase.
+        double OthersMsPer(PhaseCpu use, int events) => events > 0 ? (use.Service + use.Postgres + use.Client) * use.Seconds * 1000 / events : double.NaN;
+        var othersPerEvent = new[] { OthersMsPer(bridgeUse, bridge.Seen), OthersMsPer(directUse, direct.Seen), OthersMsPer(pacedUse, paced.Seen), OthersMsPer(backlogUse, backlog.Seen) };
+        report.Row("service + PostgreSQL + client CPU per event, ms (bridge / direct / paced / backlog)", string.Join(" / ", othersPerEvent.Select(ms => Fmt.N(ms, "0.0"))));
+        report.Figures["others_cpu_ms_per_event"] = new JsonObject
+        {
+            ["bridge"] = Fmt.R(othersPerEvent[0], 2), ["direct"] = Fmt.R(othersPerEvent[1], 2), ["paced"] = Fmt.R(othersPerEvent[2], 2), ["backlog"] = Fmt.R(othersPerEvent[3], 2),
+        };
         report.Row("warm-up rounds until the service compiled under 2 % of a round", warmupRounds == 0
             ? "none (started cold)"
             : $"{warmupRounds}, last {warmupJitShare:P1}" + (warmupJitShare <= 0.02 ? "" : " (still compiling: not warm)"));
@@ -504,41 +513,66 @@ public static class SynapseBridgeScenario
     private sealed class PhaseCpuMeter
     {
         private readonly int _synapsePid, _servicePid;
+        private readonly int? _postmasterPid;
         private readonly ChatApi _api;
-        private readonly double _synapse, _service, _waited, _jit;
+        private readonly double _synapse, _service, _postgres, _client, _waited, _jit;
         private readonly Stopwatch _clock;
 
-        private PhaseCpuMeter(int synapsePid, int servicePid, ChatApi api, double jit)
+        private PhaseCpuMeter(int synapsePid, int servicePid, int? postmasterPid, ChatApi api, double jit)
         {
-            (_synapsePid, _servicePid, _api, _jit) = (synapsePid, servicePid, api, jit);
-            (_synapse, _service, _waited) = (Seconds(synapsePid), Seconds(servicePid), Waited(synapsePid));
+            (_synapsePid, _servicePid, _postmasterPid, _api, _jit) = (synapsePid, servicePid, postmasterPid, api, jit);
+            (_synapse, _service, _postgres, _client, _waited) = (Seconds(synapsePid), Seconds(servicePid), TreeSeconds(postmasterPid), ClientSeconds(), Waited(synapsePid));
             _clock = Stopwatch.StartNew();
         }
 
-        public static async Task<PhaseCpuMeter> StartAsync(int synapsePid, int servicePid, ChatApi api) =>
-            new(synapsePid, servicePid, api, await JitSecondsAsync(api));
+        /// <param name="postmasterPid">The run's PostgreSQL cluster, whose every process is counted; null on SQLite.</param>
+        public static async Task<PhaseCpuMeter> StartAsync(int synapsePid, int servicePid, int? postmasterPid, ChatApi api) =>
+            new(synapsePid, servicePid, postmasterPid, api, await JitSecondsAsync(api));
 
         public async Task<PhaseCpu> StopAsync()
         {
             var elapsed = _clock.Elapsed.TotalSeconds;
-            var (synapse, service, waited) = (Seconds(_synapsePid), Seconds(_servicePid), Waited(_synapsePid));
+            var (synapse, service, postgres, client, waited) = (Seconds(_synapsePid), Seconds(_servicePid), TreeSeconds(_postmasterPid), ClientSeconds(), Waited(_synapsePid));
             var jit = await JitSecondsAsync(_api);
-            return new PhaseCpu((synapse - _synapse) / elapsed, (service - _service) / elapsed, (waited - _waited) / elapsed, (jit - _jit) / elapsed, elapsed);
+            return new PhaseCpu((synapse - _synapse) / elapsed, (service - _service) / elapsed, (postgres - _postgres) / elapsed, (client - _client) / elapsed,
+                (waited - _waited) / elapsed, (jit - _jit) / elapsed, elapsed);
         }
 
-        private static double Seconds(int pid)
+        /// <summary>This process: the app users' REST client, the direct client, the observer's /sync and the sink.</summary>
+        private static double ClientSeconds() => Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
+
+        private static double Seconds(int pid) => Stat(pid) is { } fields ? Ticks(fields, 11, 12) : 0;
+
+        /// <summary>
+        /// A process and its children: its own time, that of the children it has reaped (so a backend that ended during the
+        /// phase still counts), and that of those alive.
+        /// </summary>
+        private static double TreeSeconds(int? pid)
+        {
+            if (pid is not { } parent || Stat(parent) is not { } fields)
+            {
+                return 0;
+            }
+            var children = File.ReadAllText($"/proc/{parent}/task/{parent}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            return Ticks(fields, 11, 12, 13, 14) + children.Sum(child => Seconds(int.Parse(child, CultureInfo.InvariantCulture)));
+        }
+
+        /// <summary>/proc/PID/stat's fields after the command name (utime is 11, stime 12, cutime 13, cstime 14).</summary>
+        private static string[]? Stat(int pid)
         {
             try
             {
                 var stat = File.ReadAllText($"/proc/{pid}/stat");
-                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+                return stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
             }
             catch (IOException)
             {
-                return 0;
+                return null;
             }
         }
+
+        private static double Ticks(string[] fields, params int[] indexes) =>
+            indexes.Sum(i => long.Parse(fields[i], CultureInfo.InvariantCulture)) / 100.0;
 
         private static double Waited(int pid)
         {
@@ -556,7 +590,7 @@ public static class SynapseBridgeScenario
     }
 
     /// <summary>Cores used over a phase, Synapse's seconds of waiting for a core per second, and the service's JIT in cores.</summary>
-    private sealed record PhaseCpu(double Synapse, double Service, double SynapseWaiting, double ServiceJit, double Seconds)
+    private sealed record PhaseCpu(double Synapse, double Service, double Postgres, double Client, double SynapseWaiting, double ServiceJit, double Seconds)
     {
         /// <summary>Synapse's CPU time over the phase per event of it, in ms.</summary>
         public double SynapseMsPer(int events) => events > 0 ? Synapse * Seconds * 1000 / events : double.NaN;
@@ -567,10 +601,10 @@ public static class SynapseBridgeScenario
             var all = phases.ToList();
             var seconds = all.Sum(p => p.Seconds);
             double Mean(Func<PhaseCpu, double> figure) => seconds > 0 ? all.Sum(p => figure(p) * p.Seconds) / seconds : double.NaN;
-            return new PhaseCpu(Mean(p => p.Synapse), Mean(p => p.Service), Mean(p => p.SynapseWaiting), Mean(p => p.ServiceJit), seconds);
+            return new PhaseCpu(Mean(p => p.Synapse), Mean(p => p.Service), Mean(p => p.Postgres), Mean(p => p.Client), Mean(p => p.SynapseWaiting), Mean(p => p.ServiceJit), seconds);
         }
 
-        public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"synapse {Synapse:0.00} + svc {Service:0.00}");
+        public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"synapse {Synapse:0.00} + svc {Service:0.00} + pg {Postgres:0.00} + client {Client:0.00}");
     }
 }
 
@@ -602,17 +636,23 @@ internal sealed class CoreSplit(long synapse, long others)
         if (postgres is not null)
         {
             // The run's own cluster only: its postmaster and the processes it has forked so far.
-            await using var connection = new Npgsql.NpgsqlConnection(postgres);
-            await connection.OpenAsync();
-            await using var command = new Npgsql.NpgsqlCommand("SHOW data_directory", connection);
-            var directory = (string)(await command.ExecuteScalarAsync())!;
-            var postmaster = int.Parse(File.ReadLines(Path.Combine(directory, "postmaster.pid")).First(), CultureInfo.InvariantCulture);
+            var postmaster = await PostmasterAsync(postgres);
             await PinAsync(postmaster, others);
             foreach (var child in File.ReadAllText($"/proc/{postmaster}/task/{postmaster}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
             {
                 await PinAsync(int.Parse(child, CultureInfo.InvariantCulture), others);
             }
         }
+    }
+
+    /// <summary>The process id of the PostgreSQL cluster behind a connection string (its data directory's postmaster.pid).</summary>
+    public static async Task<int> PostmasterAsync(string connectionString)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand("SHOW data_directory", connection);
+        var directory = (string)(await command.ExecuteScalarAsync())!;
+        return int.Parse(File.ReadLines(Path.Combine(directory, "postmaster.pid")).First(), CultureInfo.InvariantCulture);
     }
 
     private static async Task PinAsync(int pid, long mask)

@@ -140,6 +140,8 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
             // Synapse runs in every phase: each event costs it some CPU (and /proc was read).
             Assert.True(figures.GetProperty("synapse_cpu_ms_per_event").GetProperty(phase).GetDouble() > 0);
             Assert.True(figures.GetProperty("synapse_waiting_for_a_core").GetProperty(phase).GetDouble() >= 0);
+            // So does the client in this process (its /sync at least) beside the service.
+            Assert.True(figures.GetProperty("others_cpu_ms_per_event").GetProperty(phase).GetDouble() > 0);
         }
     }
 
