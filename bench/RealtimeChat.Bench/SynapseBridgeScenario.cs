@@ -237,8 +237,9 @@ public static class SynapseBridgeScenario
             return new PhaseRun(timed, use, from, to, flushProbe.StallsDuring(started, ended));
         }
 
-        // Synapse's state drifts over a run: its store grows, its caches fill, and each round's outage empties them. So
-        // every phase runs once per round, the three with Synapse up each taking its turn to go first (bridge, direct,
+        // Synapse's pace changes over a run (its store grows, its caches fill, each round's outage empties them, and the
+        // disk stalls now and then): the direct client alone did 29-53 events/s in rounds a minute apart. So every phase
+        // runs once per round, the three with Synapse up each taking its turn to go first (bridge, direct,
         // paced; then direct, paced, bridge; ...), and a phase's figures pool its rounds. The direct client always runs
         // before the first paced phase, whose pacing it sets.
         var (bridge, direct, paced, backlog) = (new Phase(), new Phase(), new Phase(), new Phase());
@@ -435,7 +436,7 @@ public static class SynapseBridgeScenario
 
         /// <summary>Each round's rate over the same round's rate of <paramref name="baseline"/>.</summary>
         public IEnumerable<double> RatiosTo(Phase baseline) =>
-            _runs.Zip(baseline._runs, (run, base_) => Report.Ratio(run.Timed.PerSecond, base_.Timed.PerSecond));
+            _runs.Zip(baseline._runs, (run, reference) => Report.Ratio(run.Timed.PerSecond, reference.Timed.PerSecond));
     }
 
     /// <summary>Runs <paramref name="send"/> and waits until the observer has seen <paramref name="count"/> distinct events
