@@ -80,13 +80,15 @@ public sealed class MatrixDeferredWorker(
         await using (var connection = await database.OpenAsync(cancellationToken))
         {
             due = (await connection.QueryAsync<Deferred>(
-                $"SELECT event_id, payload FROM matrix_deferred_events WHERE {where(connection)} ORDER BY received_at", parameters)).AsList();
+                $"SELECT event_id, target_event_id, payload FROM matrix_deferred_events WHERE {where(connection)} ORDER BY received_at", parameters)).AsList();
         }
         foreach (var deferred in due)
         {
-            await inbound.HandleAsync((JsonObject)JsonNode.Parse(deferred.Payload)!, InboundBatch.Replay, cancellationToken);
+            await inbound.HandleAsync((JsonObject)JsonNode.Parse(deferred.Payload)!, InboundBatch.Replay(deferred.TargetEventId), cancellationToken);
+            // An event that now waits for something else had its row pointed at that: it stays.
             await using var connection = await database.OpenAsync(cancellationToken);
-            await connection.ExecuteAsync("DELETE FROM matrix_deferred_events WHERE event_id = @EventId", new { deferred.EventId });
+            await connection.ExecuteAsync(
+                "DELETE FROM matrix_deferred_events WHERE event_id = @EventId AND target_event_id = @TargetEventId", new { deferred.EventId, deferred.TargetEventId });
         }
     }
 
@@ -106,6 +108,7 @@ public sealed class MatrixDeferredWorker(
     private sealed class Deferred
     {
         public string EventId { get; init; } = "";
+        public string TargetEventId { get; init; } = "";
         public string Payload { get; init; } = "";
     }
 }

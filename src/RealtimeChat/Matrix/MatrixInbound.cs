@@ -11,15 +11,18 @@ using RealtimeChat.Storage;
 namespace RealtimeChat.Matrix;
 
 /// <summary>What the homeserver delivered at once: one appservice transaction or one /sync response.</summary>
-public sealed class InboundBatch(int maxDeferrals, bool replay = false)
+public sealed class InboundBatch(int maxDeferrals, string? replayOf = null)
 {
     /// <summary>How many more relations to unknown events this batch may park for later (bounds what one push can store).</summary>
     public int DeferralsLeft { get; set; } = maxDeferrals;
 
-    /// <summary>Deferred events applied again: they do not wait a second time.</summary>
-    public bool IsReplay { get; } = replay;
+    /// <summary>
+    /// For a deferred event applied again, what it waited for. It may wait again for something else (an event of a room
+    /// whose mapping it waited for, then for its relation's target), never for the same thing twice.
+    /// </summary>
+    public string? ReplayOf { get; } = replayOf;
 
-    public static InboundBatch Replay => new(0, replay: true);
+    public static InboundBatch Replay(string waitedFor) => new(0, waitedFor);
 }
 
 /// <summary>
@@ -186,9 +189,24 @@ public sealed class MatrixInbound(
 
     private async Task DeferAsync(EventContext e, string targetEventId, JsonObject evt, InboundBatch batch, CancellationToken cancellationToken)
     {
-        if (batch.IsReplay)
+        if (batch.ReplayOf == targetEventId)
         {
             logger.LogDebug("Matrix event {EventId} still waits for {TargetEventId}; dropped", e.EventId, targetEventId);
+            return;
+        }
+        if (batch.ReplayOf is not null)
+        {
+            // Already parked (its row is the replay's): it now waits for the next thing instead. The row is kept because
+            // the worker deletes it only while it still names what the event waited for.
+            await using var parked = await database.OpenAsync(cancellationToken);
+            await parked.ExecuteAsync(
+                "UPDATE matrix_deferred_events SET target_event_id = @targetEventId WHERE event_id = @EventId",
+                new { e.EventId, targetEventId });
+            logger.LogDebug("Matrix event {EventId} now waits for {TargetEventId}", e.EventId, targetEventId);
+            if (await MatrixEvents.IsKnownTargetAsync(parked, targetEventId))
+            {
+                recorded.Recorded(targetEventId);
+            }
             return;
         }
         if (batch.DeferralsLeft <= 0)

@@ -173,6 +173,41 @@ public sealed class InboundBridgeTests
     }
 
     [Fact]
+    public async Task A_relation_and_its_target_that_arrive_before_the_room_is_mapped_both_apply_once_it_is()
+    {
+        // The room exists on the homeserver but the bridge has not saved its mapping yet (the creation's answer was lost,
+        // so it is retried): every event of the room waits for the mapping, and the reaction then also for its target.
+        // Seen in CI when the mapping's commit stalled on the disk: the reaction was dropped on its second wait.
+        await using var bridge = await BridgeHost.StartAsync();
+        using var lost = bridge.Homeserver.Faults.Inject(Fault.AnswerLost().On("POST", "/createRoom").ForNext(2));
+        var alice = Guid.NewGuid();
+        await using var socket = await bridge.Server.ConnectAsync(alice);
+        var conversation = await bridge.Server.Client(alice).CreateGroupAsync("Mapped late");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room on the homeserver");
+        await using var transactions = new TransactionClient(bridge);
+
+        var reaction = new JsonObject
+        {
+            ["type"] = "m.reaction", ["room_id"] = roomId, ["sender"] = "@early:localhost", ["event_id"] = "$unmapped-reaction",
+            ["content"] = new JsonObject { ["m.relates_to"] = new JsonObject { ["rel_type"] = "m.annotation", ["event_id"] = "$unmapped-target", ["key"] = "👀" } },
+        };
+        var target = new JsonObject
+        {
+            ["type"] = "m.room.message", ["room_id"] = roomId, ["sender"] = "@early:localhost", ["event_id"] = "$unmapped-target",
+            ["content"] = new JsonObject { ["msgtype"] = "m.text", ["body"] = "the target" },
+        };
+        Assert.Equal(HttpStatusCode.OK, (await transactions.PutAsync("unmapped-1", new JsonObject { ["events"] = new JsonArray(reaction) })).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await transactions.PutAsync("unmapped-2", new JsonObject { ["events"] = new JsonArray(target) })).StatusCode);
+
+        var added = await socket.WaitForAsync(f => f.Type == "reaction.added", TimeSpan.FromSeconds(30));
+        Assert.Equal("👀", added.Data.GetProperty("reaction").GetString());
+        var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        var message = Assert.Single(history.GetProperty("messages").EnumerateArray());
+        Assert.Equal("the target", message.GetProperty("content").GetString());
+        Assert.Equal("👀", message.GetProperty("reactions")[0].GetProperty("reaction").GetString());
+    }
+
+    [Fact]
     public async Task A_relation_that_arrives_before_its_target_waits_for_it_instead_of_being_lost()
     {
         var (bridge, conversation, roomId, alice, _, socket) = await SetUpAsync();
