@@ -45,6 +45,14 @@ public sealed class ServiceKillTests
         {
             await api.SendAsync(conversation, body);
         }
+        // The portal records the outage's first failure, then waits for the homeserver without writing: a lock taken
+        // before that recording would keep it from ever sending again.
+        await using (var connection = await OpenAsync(deployment.Database, directory))
+        {
+            await Eventually.Async(async () => await connection.ExecuteScalarAsync<long>(
+                "SELECT COUNT(*) FROM matrix_outbox WHERE action = 'send_message' AND status = 'pending' AND last_error IS NOT NULL") > 0,
+                "the outage's first failure recorded", TimeSpan.FromSeconds(30));
+        }
         await using var recordingBlocker = await BlockRecordingAsync(deployment.Database, directory);
         down.Dispose();
         await Eventually.Async(() => Bodies().Count > 1, "sending to resume", TimeSpan.FromSeconds(30));
@@ -77,10 +85,7 @@ public sealed class ServiceKillTests
     /// <summary>Holds a lock that every recording of a portal waits on, until disposed.</summary>
     private static async Task<Blocker> BlockRecordingAsync(IReadOnlyDictionary<string, string?> database, string directory)
     {
-        DbConnection connection = TestDatabase.IsPostgres
-            ? new NpgsqlConnection(database["Database:ConnectionString"])
-            : new SqliteConnection($"Data Source={Path.Combine(directory, "chat.db")}");
-        await connection.OpenAsync();
+        var connection = await OpenAsync(database, directory);
         // PostgreSQL: recording renews the portal's lease first, which this lock blocks. SQLite: a pending write lock.
         var transaction = TestDatabase.IsPostgres
             ? await connection.BeginTransactionAsync()
@@ -90,6 +95,15 @@ public sealed class ServiceKillTests
             await connection.ExecuteAsync("LOCK TABLE matrix_portal_leases IN EXCLUSIVE MODE", transaction: transaction);
         }
         return new Blocker(connection, transaction);
+    }
+
+    private static async Task<DbConnection> OpenAsync(IReadOnlyDictionary<string, string?> database, string directory)
+    {
+        DbConnection connection = TestDatabase.IsPostgres
+            ? new NpgsqlConnection(database["Database:ConnectionString"])
+            : new SqliteConnection($"Data Source={Path.Combine(directory, "chat.db")}");
+        await connection.OpenAsync();
+        return connection;
     }
 
     private sealed class Blocker(DbConnection connection, DbTransaction transaction) : IAsyncDisposable
