@@ -165,11 +165,12 @@ public static class SynapseBridgeScenario
         // for up to seconds (docs/performance.md, noisy-neighbour); each phase shows how much of it was stalled.
         using var flushProbe = new DiskFlushProbe(10);
 
-        async Task<PhaseRun> PhaseAsync(string name, string what, string prefix, Func<string, Task> send)
+        // logFrom: where Synapse's log is read from, when that is before the phase's timing starts.
+        async Task<PhaseRun> PhaseAsync(string name, string what, string prefix, Func<string, Task> send, DateTime? logFrom = null)
         {
             Common.Say(log, $"{name}: {what}");
             var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, postmaster, api);
-            var (from, started) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
+            var (from, started) = (logFrom ?? DateTime.UtcNow, Stopwatch.GetTimestamp());
             var timed = await TimeAsync(watch, prefix, total, send);
             var (to, ended) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
             var use = await cpu.StopAsync();
@@ -228,13 +229,9 @@ public static class SynapseBridgeScenario
             {
                 await cores.ApplyAsync(synapse.Pid, service.Process.Pid, settings.Postgres);
             }
-            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, postmaster, api);
-            var started = Stopwatch.GetTimestamp();
-            var timed = await TimeAsync(watch, prefix, total, _ => Task.CompletedTask);
-            var (to, ended) = (DateTime.UtcNow, Stopwatch.GetTimestamp());
-            var use = await cpu.StopAsync();
-            Common.Say(log, $"round {round}, backlog: {timed.PerSecond:0.0} events/s, first after {timed.FirstSeconds:0.0} s");
-            return new PhaseRun(timed, use, from, to, flushProbe.StallsDuring(started, ended));
+            var drained = await PhaseAsync($"round {round}, backlog", "Synapse answers again", prefix, _ => Task.CompletedTask, logFrom: from);
+            Common.Say(log, $"round {round}, backlog: first event after {drained.Timed.FirstSeconds:0.0} s");
+            return drained;
         }
 
         // Synapse's pace changes over a run (its store grows, its caches fill, each round's outage empties them, and the
@@ -287,8 +284,7 @@ public static class SynapseBridgeScenario
         report.Row("CPU cores, paced", pacedUse.ToString());
         report.Row("CPU cores, backlog", backlogUse.ToString());
         // What the cores Synapse waits for are spent on: everything but Synapse, per event of the phase.
-        double OthersMsPer(PhaseCpu use, int events) => events > 0 ? (use.Service + use.Postgres + use.Client) * use.Seconds * 1000 / events : double.NaN;
-        var othersPerEvent = new[] { OthersMsPer(bridgeUse, bridge.Seen), OthersMsPer(directUse, direct.Seen), OthersMsPer(pacedUse, paced.Seen), OthersMsPer(backlogUse, backlog.Seen) };
+        var othersPerEvent = new[] { bridgeUse.OthersMsPer(bridge.Seen), directUse.OthersMsPer(direct.Seen), pacedUse.OthersMsPer(paced.Seen), backlogUse.OthersMsPer(backlog.Seen) };
         report.Row("service + PostgreSQL + client CPU per event, ms (bridge / direct / paced / backlog)", string.Join(" / ", othersPerEvent.Select(ms => Fmt.N(ms, "0.0"))));
         report.Figures["others_cpu_ms_per_event"] = new JsonObject
         {
@@ -540,7 +536,11 @@ public static class SynapseBridgeScenario
         }
 
         /// <summary>This process: the app users' REST client, the direct client, the observer's /sync and the sink.</summary>
-        private static double ClientSeconds() => Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
+        private static double ClientSeconds()
+        {
+            using var self = Process.GetCurrentProcess();
+            return self.TotalProcessorTime.TotalSeconds;
+        }
 
         private static double Seconds(int pid) => Stat(pid) is { } fields ? Ticks(fields, 11, 12) : 0;
 
@@ -594,7 +594,12 @@ public static class SynapseBridgeScenario
     private sealed record PhaseCpu(double Synapse, double Service, double Postgres, double Client, double SynapseWaiting, double ServiceJit, double Seconds)
     {
         /// <summary>Synapse's CPU time over the phase per event of it, in ms.</summary>
-        public double SynapseMsPer(int events) => events > 0 ? Synapse * Seconds * 1000 / events : double.NaN;
+        public double SynapseMsPer(int events) => MsPer(Synapse, events);
+
+        /// <summary>The service's, PostgreSQL's and the bench process's CPU over the phase per event of it, in ms.</summary>
+        public double OthersMsPer(int events) => MsPer(Service + Postgres + Client, events);
+
+        private double MsPer(double cores, int events) => events > 0 ? cores * Seconds * 1000 / events : double.NaN;
 
         /// <summary>Several phases as one: each figure weighted by the phase's length.</summary>
         public static PhaseCpu Pool(IEnumerable<PhaseCpu> phases)

@@ -194,39 +194,32 @@ public sealed class MatrixInbound(
             logger.LogDebug("Matrix event {EventId} still waits for {TargetEventId}; dropped", e.EventId, targetEventId);
             return;
         }
-        if (batch.ReplayOf is not null)
+        // A replayed event is parked already: its row now names the next thing it waits for. The worker deletes a row
+        // only while it still names what the event waited for, so that row stays.
+        var parked = batch.ReplayOf is not null;
+        if (!parked)
         {
-            // Already parked (its row is the replay's): it now waits for the next thing instead. The row is kept because
-            // the worker deletes it only while it still names what the event waited for.
-            await using var parked = await database.OpenAsync(cancellationToken);
-            await parked.ExecuteAsync(
-                "UPDATE matrix_deferred_events SET target_event_id = @targetEventId WHERE event_id = @EventId",
-                new { e.EventId, targetEventId });
-            logger.LogDebug("Matrix event {EventId} now waits for {TargetEventId}", e.EventId, targetEventId);
-            if (await MatrixEvents.IsKnownTargetAsync(parked, targetEventId))
+            if (batch.DeferralsLeft <= 0)
             {
-                recorded.Recorded(targetEventId);
+                MatrixMetrics.Errors.WithLabels("deferred_overflow").Inc();
+                logger.LogWarning("Matrix event {EventId} in {RoomId} relates to {TargetEventId}, which is unknown; dropped (this delivery parked its limit of relations already)",
+                    e.EventId, e.RoomId, targetEventId);
+                return;
             }
-            return;
+            batch.DeferralsLeft--;
         }
-        if (batch.DeferralsLeft <= 0)
-        {
-            MatrixMetrics.Errors.WithLabels("deferred_overflow").Inc();
-            logger.LogWarning("Matrix event {EventId} in {RoomId} relates to {TargetEventId}, which is unknown; dropped (this delivery parked its limit of relations already)",
-                e.EventId, e.RoomId, targetEventId);
-            return;
-        }
-        batch.DeferralsLeft--;
         await using var connection = await database.OpenAsync(cancellationToken);
         await connection.ExecuteAsync(
-            """
-            INSERT INTO matrix_deferred_events (event_id, target_event_id, payload, received_at) VALUES (@EventId, @targetEventId, @payload, @now)
-            ON CONFLICT (event_id) DO NOTHING
-            """,
+            parked
+                ? "UPDATE matrix_deferred_events SET target_event_id = @targetEventId WHERE event_id = @EventId"
+                : """
+                  INSERT INTO matrix_deferred_events (event_id, target_event_id, payload, received_at) VALUES (@EventId, @targetEventId, @payload, @now)
+                  ON CONFLICT (event_id) DO NOTHING
+                  """,
             new { e.EventId, targetEventId, payload = evt.ToJsonString(), now = time.UtcNowMicros() });
         logger.LogDebug("Matrix event {EventId} waits for {TargetEventId}", e.EventId, targetEventId);
 
-        // The target may have been recorded (and its signal consumed) between our lookup and this insert.
+        // The target may have been recorded (and its signal consumed) between our lookup and this write.
         if (await MatrixEvents.IsKnownTargetAsync(connection, targetEventId))
         {
             recorded.Recorded(targetEventId);
