@@ -6,7 +6,7 @@ using Xunit.Abstractions;
 namespace RealtimeChat.Tests.Synapse;
 
 /// <summary>Synapse's real failure model, a Synapse of its own per test (b, c's outage and d in both modes): b (restart, then idle),
-/// c (an outage while the app sends; a kill -9 in the middle of a burst), d (a malformed relation from a client).</summary>
+/// c (an outage while the app sends; a kill -9 of Synapse, or of the service, in the middle of a burst), d (a malformed relation from a client).</summary>
 [Collection(SynapseCollection.Name)]
 public sealed class FailureModelTests(ITestOutputHelper output)
 {
@@ -215,6 +215,79 @@ public sealed class FailureModelTests(ITestOutputHelper output)
         await HappyPath.MatrixStateAsync(client, conversation, messageId, "sent", TimeSpan.FromSeconds(90));
         var copies = (await human.MessagesAsync(roomId)).Count(e => e.Body == text);
         Assert.True(copies == 1, $"The message is in the room {copies} times: its retry after the restart was posted again.");
+    }
+
+    [SynapseFact]
+    public async Task C_a_service_kill_in_the_middle_of_bursts_both_ways_loses_duplicates_and_reorders_nothing()
+    {
+        const int appCount = 100, humanCount = 60;
+        // The killed process's leases must run out before the next one may send to its room.
+        await using var bridge = await SynapseBridge.StartAsync(settings: new() { ["Matrix:PortalLease"] = "00:00:05" });
+        var alice = Guid.NewGuid();
+        var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Service killed");
+        using var _ = human;
+        await bridge.Server.StopAsync();
+        await using var first = await bridge.StartProcessAsync();
+        var api = ServiceProcess.Client(first.BaseAddress!, alice);
+        List<string?> appBodies = [.. Enumerable.Range(1, appCount).Select(i => $"app {i}")];
+        List<string?> humanBodies = [.. Enumerable.Range(1, humanCount).Select(i => $"human {i}")];
+        async Task<List<string?>> RoomAsync() =>
+            [.. (await human.MessagesAsync(roomId)).Select(e => e.Body).Where(b => b?.StartsWith("app ", StringComparison.Ordinal) == true)];
+        async Task<List<string?>> HumanInAppAsync() =>
+            [.. (await SynapseBridge.MessagesAsync(api, conversation)).Select(m => m.GetProperty("content").GetString())
+                .Where(c => c?.StartsWith("human ", StringComparison.Ordinal) == true)];
+
+        // The switch to a process refused a push: the human writes only once Synapse has recovered from that, or it
+        // could strand a message (SynapseHomeserver.AppserviceRecovered says how).
+        await SynapseBridge.EventuallyAsync(() => Task.FromResult(bridge.Homeserver.AppserviceRecovered()), "Synapse pushing to the service again");
+        var humanSends = Task.Run(async () =>
+        {
+            foreach (var body in humanBodies)
+            {
+                await human.SendTextAsync(roomId, body!);
+                await Task.Delay(50);
+            }
+        });
+        await SynapseBridge.EventuallyAsync(async () => (await HumanInAppAsync()).Count >= 5, "the human's first messages in the app");
+        // The app's burst is stored at once and bridged over the next seconds; the kill comes with both directions under way.
+        foreach (var body in appBodies)
+        {
+            await api.SendAsync(conversation, body!);
+        }
+        await SynapseBridge.EventuallyAsync(async () => (await RoomAsync()).Count >= appCount / 4, "a quarter of the app's burst in the room");
+        var inApp = (await HumanInAppAsync()).Count;
+        first.Process.Kill(entireProcessTree: true);
+        await first.WaitForExitAsync(TimeSpan.FromSeconds(10));
+        output.WriteLine($"killed with {(await RoomAsync()).Count}/{appCount} app messages in the room and {inApp}/{humanCount} human ones in the app");
+        // The human goes on writing while the service is dead (Synapse keeps those pushes for its recoverer), and is done
+        // before the service is back, so that no human message is created while that recoverer finishes.
+        await humanSends;
+
+        await using var second = await bridge.StartProcessAsync();
+        var restarted = Stopwatch.StartNew();
+        api = ServiceProcess.Client(second.BaseAddress!, alice);
+        List<string?> app = [];
+        try
+        {
+            await SynapseBridge.EventuallyAsync(async () => (await RoomAsync()).Distinct().Count() >= appCount, "the app's whole burst in the room", TimeSpan.FromSeconds(60));
+            output.WriteLine($"app burst in the room {restarted.Elapsed.TotalSeconds:F1} s after the restart");
+            await SynapseBridge.EventuallyAsync(async () => (app = await HumanInAppAsync()).Distinct().Count() >= humanCount,
+                "the human's whole burst in the app", TimeSpan.FromSeconds(60));
+            output.WriteLine($"human burst in the app {restarted.Elapsed.TotalSeconds:F1} s after the restart");
+        }
+        catch (TimeoutException ex)
+        {
+            Assert.Fail($"{ex.Message} The app has {app.Count} of the human's {humanCount} messages, missing [{string.Join(", ", humanBodies.Except(app))}].\n"
+                + $"--- Synapse:\n{string.Join('\n', bridge.Homeserver.AppservicePushLog().Where(l => !l.Contains("Retrying transaction", StringComparison.Ordinal)).TakeLast(30))}"
+                + $"\n--- the restarted service:\n{string.Join('\n', second.Lines.TakeLast(30))}");
+        }
+
+        Assert.Equal(appBodies, await RoomAsync());
+        Assert.Equal(humanBodies, app);
+        foreach (var message in await SynapseBridge.MessagesAsync(api, conversation))
+        {
+            await HappyPath.MatrixStateAsync(api, conversation, message.GetProperty("id").GetGuid(), "sent");
+        }
     }
 
     [SynapseFact]

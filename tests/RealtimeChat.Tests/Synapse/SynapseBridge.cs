@@ -135,6 +135,18 @@ public sealed class SynapseBridge : IAsyncDisposable
         Server = await ChatServer.StartAsync(settings, reuse: Server);
     }
 
+    /// <summary>
+    /// The service as its own process (what operators run, and what <c>kill -9</c> hits) on the in-process server's
+    /// database, data directory and port; stop the in-process server first, and dispose the process before the bridge.
+    /// </summary>
+    public async Task<ServiceProcess> StartProcessAsync()
+    {
+        var process = ServiceProcess.Start(
+            Server.Settings.Where(s => s.Value is not null).Select(s => $"--{s.Key}={s.Value}"), workingDirectory: Server.DataDirectory);
+        await process.WaitListeningAsync();
+        return process;
+    }
+
     public string Ghost(Guid userId) => $"@nova_{userId:N}:{ServerName}";
 
     /// <summary>The account that sends app messages into Matrix in this mode.</summary>
@@ -188,13 +200,16 @@ public sealed class SynapseBridge : IAsyncDisposable
     }
 
     /// <summary>The conversation's messages as an app member reads them (REST history), in order.</summary>
-    public async Task<List<JsonElement>> MessagesAsync(Guid member, Guid conversationId)
+    public Task<List<JsonElement>> MessagesAsync(Guid member, Guid conversationId) => MessagesAsync(Server.Client(member), conversationId);
+
+    /// <summary>The conversation's messages as the <paramref name="member"/>'s client reads them (REST history), in order.</summary>
+    public static async Task<List<JsonElement>> MessagesAsync(HttpClient member, Guid conversationId)
     {
         var all = new List<JsonElement>();
         long after = 0;
         while (true)
         {
-            var page = await Server.Client(member).GetJsonAsync($"/api/v1/conversations/{conversationId}/messages?after={after}&limit=100");
+            var page = await member.GetJsonAsync($"/api/v1/conversations/{conversationId}/messages?after={after}&limit=100");
             var messages = page.GetProperty("messages").EnumerateArray().ToList();
             all.AddRange(messages);
             if (messages.Count == 0 || !page.GetProperty("has_more").GetBoolean())
