@@ -297,6 +297,34 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
     }
 
     [Fact]
+    public async Task A_conversation_reached_with_the_keyboard_keeps_the_focus_when_a_message_arrives()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["Auth:SigningKey"] = null });
+        var errors = new ConcurrentQueue<string>();
+        await using var aliceContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        await using var bobContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        var alice = await OpenAsync(aliceContext, "alice", errors);
+        var bob = await OpenAsync(bobContext, "bob", errors);
+        await SignInAsync(alice, "Alice");
+        await SignInAsync(bob, "Bob");
+        await alice.GetByText("New conversation").ClickAsync();
+        await alice.GetByLabel("Member ids").FillAsync(BobId);
+        await alice.GetByRole(AriaRole.Button, new() { Name = "Create" }).ClickAsync();
+        await SendAsync(alice, "first");
+        var entry = bob.Locator("#conversation-list button").First;
+        await Expect(entry.Locator(".preview")).ToHaveTextAsync("Alice: first");
+
+        // Bob has tabbed to the conversation when the next message updates the list.
+        await entry.FocusAsync();
+        await SendAsync(alice, "second");
+        await Expect(entry.Locator(".preview")).ToHaveTextAsync("Alice: second");
+        await Expect(entry).ToBeFocusedAsync();
+        await bob.Keyboard.PressAsync("Enter");
+        await Expect(Message(bob, "second")).ToBeVisibleAsync();
+        Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
+    }
+
+    [Fact]
     public async Task Matrix_delivery_states_and_Matrix_participants_names_are_shown()
     {
         // The page's rendering of what the bridge reports, with the answers rewritten in the browser: a sent and a

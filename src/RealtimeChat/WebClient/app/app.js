@@ -211,6 +211,8 @@ function previewText(c) {
 
 function renderConversationList() {
   const list = $('conversation-list');
+  // The buttons are drawn anew on every change: a keyboard user's focus must move to the same conversation's new one.
+  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.conversation : null;
   const sorted = [...state.conversations.values()].sort((a, b) => String(b.last_activity_at).localeCompare(String(a.last_activity_at)));
   list.replaceChildren(...sorted.map((c) => {
     const unread = c.unread_count > 0 ? el('span', { class: 'unread', text: String(c.unread_count), 'aria-label': `${c.unread_count} unread` }) : null;
@@ -221,6 +223,7 @@ function renderConversationList() {
       }, el('span', { class: 'title', text: conversationTitle(c) }), unread || el('span'), el('span', { class: 'preview', text: previewText(c) })));
   }));
   $('no-conversations').hidden = sorted.length > 0;
+  if (focused) list.querySelector(`button[data-conversation="${focused}"]`)?.focus();
 }
 
 async function createConversation(event) {
