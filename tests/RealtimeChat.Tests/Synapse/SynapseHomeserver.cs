@@ -158,9 +158,10 @@ public sealed class SynapseHomeserver : IAsyncDisposable
     /// </summary>
     public bool AppserviceRecovered()
     {
+        // Not counted one for one: two pushes failing at once log "Starting recoverer" twice for one recoverer.
         var log = AppservicePushLog();
-        return log.Count(l => l.Contains("Starting recoverer", StringComparison.Ordinal)) ==
-               log.Count(l => l.Contains("Successfully recovered", StringComparison.Ordinal));
+        return log.FindLastIndex(l => l.Contains("Successfully recovered", StringComparison.Ordinal)) >=
+               log.FindLastIndex(l => l.Contains("Starting recoverer", StringComparison.Ordinal));
     }
 
     /// <summary>SIGSTOP: Synapse hangs (as in a long pause); requests reach its sockets but get no answer.</summary>
