@@ -245,16 +245,8 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         // Two missed events are the most the server replays here; more, and it tells the client to resync over REST.
         await using var server = await ChatServer.StartAsync(new() { ["Auth:SigningKey"] = null, ["Realtime:MaxResumeEvents"] = "2" });
         var errors = new ConcurrentQueue<string>();
-        await using var aliceContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
-        await using var bobContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
-        var alice = await OpenAsync(aliceContext, "alice", errors);
-        var bob = await OpenAsync(bobContext, "bob", errors);
-        await SignInAsync(alice, "Alice");
-        await SignInAsync(bob, "Bob");
-
-        await alice.GetByText("New conversation").ClickAsync();
-        await alice.GetByLabel("Member ids").FillAsync(BobId);
-        await alice.GetByRole(AriaRole.Button, new() { Name = "Create" }).ClickAsync();
+        await using var pair = await AliceAndBobInAConversationAsync(server, errors);
+        var (alice, bob, bobContext) = (pair.Alice, pair.Bob, pair.BobContext);
         await SendAsync(alice, "before the drop");
         // Bob uses only the keyboard: Tab to the conversation, Enter opens it and puts him in the message box.
         var entry = bob.Locator("#conversation-list button").First;
@@ -301,15 +293,8 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
     {
         await using var server = await ChatServer.StartAsync(new() { ["Auth:SigningKey"] = null });
         var errors = new ConcurrentQueue<string>();
-        await using var aliceContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
-        await using var bobContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
-        var alice = await OpenAsync(aliceContext, "alice", errors);
-        var bob = await OpenAsync(bobContext, "bob", errors);
-        await SignInAsync(alice, "Alice");
-        await SignInAsync(bob, "Bob");
-        await alice.GetByText("New conversation").ClickAsync();
-        await alice.GetByLabel("Member ids").FillAsync(BobId);
-        await alice.GetByRole(AriaRole.Button, new() { Name = "Create" }).ClickAsync();
+        await using var pair = await AliceAndBobInAConversationAsync(server, errors);
+        var (alice, bob) = (pair.Alice, pair.Bob);
         await SendAsync(alice, "first");
         var entry = bob.Locator("#conversation-list button").First;
         await Expect(entry.Locator(".preview")).ToHaveTextAsync("Alice: first");
@@ -397,6 +382,29 @@ public sealed class BrowserChatTests(Browser browser) : IClassFixture<Browser>
         await Expect(page.Locator("#member-list")).ToContainTextAsync("Hugh Mann(Matrix)");
         await page.ScreenshotAsync(new() { Path = Path.Combine(Browser.ArtifactsDirectory, "09-matrix-states.png") });
         Assert.True(errors.IsEmpty, "Console errors:\n" + string.Join("\n", errors));
+    }
+
+    /// <summary>Alice and Bob signed in, each in a browser context of their own, and the conversation Alice created with Bob.</summary>
+    private async Task<AliceAndBob> AliceAndBobInAConversationAsync(ChatServer server, ConcurrentQueue<string> errors)
+    {
+        var aliceContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        var bobContext = await browser.Chromium.NewContextAsync(new() { BaseURL = server.BaseAddress.ToString() });
+        var pair = new AliceAndBob(aliceContext, await OpenAsync(aliceContext, "alice", errors), bobContext, await OpenAsync(bobContext, "bob", errors));
+        await SignInAsync(pair.Alice, "Alice");
+        await SignInAsync(pair.Bob, "Bob");
+        await pair.Alice.GetByText("New conversation").ClickAsync();
+        await pair.Alice.GetByLabel("Member ids").FillAsync(BobId);
+        await pair.Alice.GetByRole(AriaRole.Button, new() { Name = "Create" }).ClickAsync();
+        return pair;
+    }
+
+    private sealed record AliceAndBob(IBrowserContext AliceContext, IPage Alice, IBrowserContext BobContext, IPage Bob) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await AliceContext.DisposeAsync();
+            await BobContext.DisposeAsync();
+        }
     }
 
     private static async Task<IPage> OpenAsync(IBrowserContext context, string who, ConcurrentQueue<string> errors, string path = "/")
