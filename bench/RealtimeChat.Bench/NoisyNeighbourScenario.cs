@@ -413,6 +413,10 @@ public static class NoisyNeighbourScenario
                     // The handshake itself was over the attacker's read budget.
                     Interlocked.Increment(ref outcomes.SocketsRateLimited);
                 }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    // The phase ended during the handshake, as it does for the HTTP floods' requests.
+                }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
                     outcomes.Unexpected(ex.Message);
