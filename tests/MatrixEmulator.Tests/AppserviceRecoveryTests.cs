@@ -52,5 +52,55 @@ public sealed class AppserviceRecoveryTests
         await pusher.WaitForAsync(a => a.Any(x => Ephemeral(x).Any()), Patience);
     }
 
+    [Fact]
+    public async Task A_stranded_transaction_is_skipped_by_later_pushes_until_a_failure_lets_the_recoverer_send_it_first()
+    {
+        await using var appservice = await AppserviceListener.StartAsync();
+        await using var emulator = await HomeserverEmulator.StartAsync(new EmulatorOptions
+        {
+            Appservice = AppserviceRegistration.NovaChat(appservice.Url),
+            TimeScale = 0.02,
+        });
+        using (var http = new HttpClient { BaseAddress = emulator.BaseUrl })
+        {
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", emulator.Options.Appservice!.AsToken);
+            (await http.PostAsJsonAsync("_matrix/client/v3/register", new { type = "m.login.application_service", username = "nova_ghost" })).EnsureSuccessStatusCode();
+        }
+
+        var ghost = emulator.LoginAs("@nova_ghost:localhost");
+        var human = emulator.CreateUser("human");
+        var roomId = await ghost.CreateRoomAsync("chat", human.UserId);
+        await human.JoinAsync(roomId);
+        var pusher = emulator.Appservice;
+        await pusher.WaitUntilIdleAsync(Patience);
+
+        pusher.StrandNextTransaction();
+        var stranded = human.SendText(roomId, "stranded");
+        await PushTranscripts.UntilAsync(() => pusher.PendingTxnIds.Count == 1, Patience);
+        var strandedTxn = pusher.PendingTxnIds[0];
+        var later = human.SendText(roomId, "later");
+        await pusher.WaitForAsync(a => a.Any(x => x.EventIds.Contains(later) && x.Succeeded), Patience);
+        await pusher.WaitUntilIdleAsync(Patience);
+
+        // The appservice saw the next id and never the stranded one; the homeserver still holds it and thinks all is well.
+        Assert.Equal(strandedTxn + 1, pusher.Attempts.Single(a => a.EventIds.Contains(later)).TxnId);
+        Assert.DoesNotContain(pusher.Attempts, a => a.EventIds.Contains(stranded));
+        Assert.Equal([strandedTxn], pusher.PendingTxnIds);
+        Assert.True(pusher.ServiceUp);
+
+        // A failed push starts a recoverer, which sends the oldest unsent transaction first, then the failed one.
+        appservice.Mode = ListenerMode.Answer500;
+        var failing = human.SendText(roomId, "failing");
+        await pusher.WaitForAsync(a => a.Any(x => x.EventIds.Contains(failing)), Patience);
+        appservice.Mode = ListenerMode.Ok;
+        await pusher.WaitForAsync(a => a.Any(x => x.EventIds.Contains(failing) && x.Succeeded), Patience);
+        await pusher.WaitUntilIdleAsync(Patience);
+        var delivered = pusher.Attempts.Where(a => a.Succeeded && a.TxnId >= strandedTxn).Select(a => a.TxnId).ToList();
+        Assert.Equal([strandedTxn + 1, strandedTxn, strandedTxn + 2], delivered);
+        Assert.Contains(stranded, pusher.Attempts.Single(a => a.TxnId == strandedTxn).EventIds);
+        Assert.Empty(pusher.PendingTxnIds);
+        Assert.Empty(emulator.ServerErrors);
+    }
+
     private static IEnumerable<JsonNode?> Ephemeral(PushAttempt attempt) => attempt.Body["de.sorunome.msc2409.ephemeral"] as JsonArray ?? [];
 }

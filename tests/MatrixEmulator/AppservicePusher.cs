@@ -72,6 +72,7 @@ public sealed class AppservicePusher : IAsyncDisposable
     private bool _schedulerStarted;
     private bool _running;
     private bool _gracefulStop;
+    private bool _strandNext;
     private int _boot;
     private Task _loop = Task.CompletedTask;
 
@@ -218,6 +219,20 @@ public sealed class AppservicePusher : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Leaves the next transaction with events unsent while later ones are pushed, as Synapse 1.67 does with one created
+    /// just as its recoverer marks the appservice up: <c>_TransactionController.send</c> read the state as down before
+    /// the recoverer's last look for unsent transactions and created the transaction after it. It stays pending, out of
+    /// the id sequence the appservice sees, until a later push fails and a new recoverer sends the oldest unsent first.
+    /// </summary>
+    public void StrandNextTransaction()
+    {
+        lock (_gate)
+        {
+            _strandNext = true;
+        }
+    }
+
     /// <summary>Asks the appservice whether it has a user (Synapse: before inviting an unregistered namespaced user).</summary>
     internal Task QueryUserAsync(string userId) => QueryAsync("users", userId);
 
@@ -311,7 +326,9 @@ public sealed class AppservicePusher : IAsyncDisposable
                     {
                         var txn = new Transaction(_nextTxnId++, batch);
                         _unsent.Add(txn);
-                        sendNow = _serviceUp ? txn : null;
+                        var stranded = _strandNext && batch.Any(i => i.Event is not null);
+                        _strandNext &= !stranded;
+                        sendNow = _serviceUp && !stranded ? txn : null;
                     }
 
                     _busy = true;

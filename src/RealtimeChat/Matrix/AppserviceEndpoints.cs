@@ -36,9 +36,14 @@ public static class AppserviceEndpoints
     }
 
     private static async Task<IResult> ReceiveTransactionAsync(
-        string txnId, HttpRequest request, ChatDatabase database, MatrixInbound inbound, MatrixIds ids, TimeProvider time, ILoggerFactory loggers,
-        CancellationToken cancellationToken)
+        string txnId, HttpRequest request, ChatDatabase database, AppserviceTransactionGaps gaps, MatrixInbound inbound, MatrixIds ids,
+        TimeProvider time, ILoggerFactory loggers, CancellationToken cancellationToken)
     {
+        if (await gaps.RefusalAsync(txnId, cancellationToken) is { } refusal)
+        {
+            return Results.Json(new { errcode = "M_UNKNOWN", error = refusal }, statusCode: StatusCodes.Status503ServiceUnavailable);
+        }
+
         JsonObject? body;
         try
         {

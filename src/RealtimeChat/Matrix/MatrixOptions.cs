@@ -105,6 +105,12 @@ public sealed class MatrixOptions : IValidatableObject
     [Range(0, 100_000)]
     public int MaxDeferredPerBatch { get; set; } = 100;
 
+    /// <summary>
+    /// Appservice mode: refuse once a push whose transaction id skips one, so that Synapse sends a transaction it left
+    /// unsent first (see AppserviceTransactionGaps). Off when other appservices share the homeserver's numbering.
+    /// </summary>
+    public bool RecoverTransactionGaps { get; set; } = true;
+
     /// <summary>How long sent outbox rows and seen appservice transaction ids are kept.</summary>
     public TimeSpan Retention { get; set; } = TimeSpan.FromDays(7);
 

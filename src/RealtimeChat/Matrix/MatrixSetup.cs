@@ -69,6 +69,7 @@ public static class MatrixSetup
         services.AddSingleton<Realtime.ITypingObserver>(provider => provider.GetRequiredService<MatrixTypingRelay>());
         services.AddHostedService(provider => provider.GetRequiredService<MatrixTypingRelay>());
         services.AddSingleton<MatrixInbound>();
+        services.AddSingleton<AppserviceTransactionGaps>();
         services.AddSingleton<OutboxWakeups>();
         services.AddSingleton<MatrixEvents>();
         services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixEvents>());

@@ -73,6 +73,38 @@ public sealed class InboundBridgeTests
     }
 
     [Fact]
+    public async Task A_transaction_the_homeserver_left_unsent_still_arrives_and_before_the_ones_after_it()
+    {
+        var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync();
+        await using var _ = bridge;
+        await using var __ = socket;
+        var pusher = bridge.Homeserver.Appservice;
+        await pusher.WaitUntilIdleAsync(TimeSpan.FromSeconds(10));
+
+        // Synapse 1.67 leaves a transaction created just as its recoverer finishes unsent, and pushes the next ones.
+        pusher.StrandNextTransaction();
+        human.SendText(roomId, "stranded");
+        await Eventually.Async(() => pusher.PendingTxnIds.Count == 1, "the stranded transaction");
+        human.SendText(roomId, "after it");
+        human.SendText(roomId, "and after that");
+
+        async Task<List<string?>?> ContentsAsync()
+        {
+            var history = await bridge.Server.Client(alice).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+            var contents = history.GetProperty("messages").EnumerateArray().Select(m => m.GetProperty("content").GetString()).ToList();
+            return contents.Count == 3 ? contents : null;
+        }
+        Assert.Equal(["stranded", "after it", "and after that"], await Eventually.Async(ContentsAsync, "all three messages"));
+        List<string?> live = [];
+        for (var i = 0; i < 3; i++)
+        {
+            live.Add((await socket.WaitForAsync(f => f.Type == "message.new")).Data.GetProperty("content").GetString());
+        }
+        Assert.Equal(["stranded", "after it", "and after that"], live);
+        Assert.Empty(pusher.PendingTxnIds);
+    }
+
+    [Fact]
     public async Task Edits_by_someone_other_than_the_sender_are_ignored()
     {
         var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync();
