@@ -1,7 +1,6 @@
-using System.Net.Http.Headers;
-using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Xunit;
+using static MatrixEmulator.Tests.PushTranscripts;
 
 namespace MatrixEmulator.Tests;
 
@@ -20,18 +19,8 @@ public sealed class AppserviceRecoveryTests
             Appservice = AppserviceRegistration.NovaChat(appservice.Url) with { ReceiveEphemeral = true },
             TimeScale = 0.02,
         });
-        using (var http = new HttpClient { BaseAddress = emulator.BaseUrl })
-        {
-            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", emulator.Options.Appservice!.AsToken);
-            (await http.PostAsJsonAsync("_matrix/client/v3/register", new { type = "m.login.application_service", username = "nova_ghost" })).EnsureSuccessStatusCode();
-        }
-
-        var ghost = emulator.LoginAs("@nova_ghost:localhost");
-        var human = emulator.CreateUser("human");
-        var roomId = await ghost.CreateRoomAsync("chat", human.UserId);
-        await human.JoinAsync(roomId);
+        var (human, roomId) = await HumanInABridgedRoomAsync(emulator);
         var pusher = emulator.Appservice;
-        await pusher.WaitUntilIdleAsync(Patience);
 
         // The message's push fails; typing while the appservice is down goes nowhere, and the retry carries no ephemeral.
         appservice.Mode = ListenerMode.Answer500;
@@ -61,22 +50,12 @@ public sealed class AppserviceRecoveryTests
             Appservice = AppserviceRegistration.NovaChat(appservice.Url),
             TimeScale = 0.02,
         });
-        using (var http = new HttpClient { BaseAddress = emulator.BaseUrl })
-        {
-            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", emulator.Options.Appservice!.AsToken);
-            (await http.PostAsJsonAsync("_matrix/client/v3/register", new { type = "m.login.application_service", username = "nova_ghost" })).EnsureSuccessStatusCode();
-        }
-
-        var ghost = emulator.LoginAs("@nova_ghost:localhost");
-        var human = emulator.CreateUser("human");
-        var roomId = await ghost.CreateRoomAsync("chat", human.UserId);
-        await human.JoinAsync(roomId);
+        var (human, roomId) = await HumanInABridgedRoomAsync(emulator);
         var pusher = emulator.Appservice;
-        await pusher.WaitUntilIdleAsync(Patience);
 
         pusher.StrandNextTransaction();
         var stranded = human.SendText(roomId, "stranded");
-        await PushTranscripts.UntilAsync(() => pusher.PendingTxnIds.Count == 1, Patience);
+        await UntilAsync(() => pusher.PendingTxnIds.Count == 1, Patience);
         var strandedTxn = pusher.PendingTxnIds[0];
         var later = human.SendText(roomId, "later");
         await pusher.WaitForAsync(a => a.Any(x => x.EventIds.Contains(later) && x.Succeeded), Patience);
@@ -100,6 +79,16 @@ public sealed class AppserviceRecoveryTests
         Assert.Contains(stranded, pusher.Attempts.Single(a => a.TxnId == strandedTxn).EventIds);
         Assert.Empty(pusher.PendingTxnIds);
         Assert.Empty(emulator.ServerErrors);
+    }
+
+    private static async Task<(MatrixUser Human, string RoomId)> HumanInABridgedRoomAsync(HomeserverEmulator emulator)
+    {
+        var ghost = await RegisterGhostAsync(emulator, "nova_ghost");
+        var human = emulator.CreateUser("human");
+        var roomId = await ghost.CreateRoomAsync("chat", human.UserId);
+        await human.JoinAsync(roomId);
+        await emulator.Appservice.WaitUntilIdleAsync(Patience);
+        return (human, roomId);
     }
 
     private static IEnumerable<JsonNode?> Ephemeral(PushAttempt attempt) => attempt.Body["de.sorunome.msc2409.ephemeral"] as JsonArray ?? [];

@@ -1,3 +1,5 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Xunit;
 
@@ -16,6 +18,16 @@ internal static class PushTranscripts
 
     public static List<string> Bodies(JsonObject? body) =>
         (body?["events"] as JsonArray ?? []).Select(e => e?["content"]?["body"]?.ToString()).OfType<string>().ToList();
+
+    /// <summary>Registers a ghost in the appservice's namespace, as the bridge does, and acts as it.</summary>
+    public static async Task<MatrixUser> RegisterGhostAsync(HomeserverEmulator emulator, string localpart)
+    {
+        using var http = new HttpClient { BaseAddress = emulator.BaseUrl };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", emulator.Options.Appservice!.AsToken);
+        var response = await http.PostAsJsonAsync("_matrix/client/v3/register", new { type = "m.login.application_service", username = localpart });
+        response.EnsureSuccessStatusCode();
+        return emulator.LoginAs($"@{localpart}:{emulator.ServerName}");
+    }
 
     public static async Task UntilAsync(Func<bool> condition, TimeSpan patience)
     {

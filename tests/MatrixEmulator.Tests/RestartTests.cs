@@ -181,13 +181,4 @@ public sealed class RestartTests
         Assert.Equal(2, emulator.CountEvents(roomId, ghost.UserId, "m.room.message"));
         Assert.Equal(1, emulator.CountEvents(roomId, human.UserId, "m.room.message"));
     }
-
-    private static async Task<MatrixUser> RegisterGhostAsync(HomeserverEmulator emulator, string localpart)
-    {
-        using var http = new HttpClient { BaseAddress = emulator.BaseUrl };
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", emulator.Options.Appservice!.AsToken);
-        var response = await http.PostAsJsonAsync("_matrix/client/v3/register", new { type = "m.login.application_service", username = localpart });
-        response.EnsureSuccessStatusCode();
-        return emulator.LoginAs($"@{localpart}:{emulator.ServerName}");
-    }
 }
