@@ -34,7 +34,7 @@ namespace RealtimeChat.Matrix;
 public sealed class AppserviceTransactionGaps(
     ChatDatabase database, IOptions<MatrixOptions> options, TimeProvider time, ILogger<AppserviceTransactionGaps> logger)
 {
-    public static readonly TimeSpan PauseAfterUnfilledGap = TimeSpan.FromMinutes(10);
+    private static readonly TimeSpan PauseAfterUnfilledGap = TimeSpan.FromMinutes(10);
 
     private sealed record Position
     {
