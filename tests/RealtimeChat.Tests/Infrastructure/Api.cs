@@ -6,6 +6,13 @@ namespace RealtimeChat.Tests.Infrastructure;
 
 public static class Api
 {
+    /// <summary>The value of one series on <c>/metrics</c> (e.g. <c>name{label="x"}</c>), 0 while it has none.</summary>
+    public static async Task<double> MetricAsync(this HttpClient client, string series)
+    {
+        var line = (await client.GetStringAsync("/metrics")).Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal));
+        return line is null ? 0 : double.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     public static Task<HttpResponseMessage> PostJsonAsync(this HttpClient client, string url, object body) =>
         client.PostAsJsonAsync(url, body, ChatJson.Options);
 
