@@ -36,7 +36,7 @@ public static class AppserviceEndpoints
     }
 
     private static async Task<IResult> ReceiveTransactionAsync(
-        string txnId, HttpRequest request, ChatDatabase database, AppserviceTransactionGaps gaps, MatrixInbound inbound, MatrixIds ids,
+        string txnId, HttpRequest request, ChatDatabase database, AppserviceTransactionGaps gaps, RoomTimelines timelines, MatrixIds ids,
         TimeProvider time, ILoggerFactory loggers, CancellationToken cancellationToken)
     {
         if (await gaps.RefusalAsync(txnId, cancellationToken) is { } refusal)
@@ -65,6 +65,7 @@ public static class AppserviceEndpoints
         {
             // Only what the bridge itself posted, coming back (most pushes while the app sends): nothing to apply, so
             // nothing to remember either, and no database work for it.
+            timelines.Pushed(events);
             MatrixMetrics.SyncEvents.Inc(events.Count);
             MatrixMetrics.TransactionsReceived.WithLabels("processed").Inc();
             return Results.Json(new JsonObject());
@@ -84,7 +85,7 @@ public static class AppserviceEndpoints
         }
 
         // Stored before we answer: a transient failure here answers 500, and the homeserver sends the transaction again.
-        await inbound.HandleBatchAsync(events, ephemeral, cancellationToken);
+        await timelines.ApplyPushAsync(events, ephemeral, cancellationToken);
 
         await using (var connection = await database.OpenAsync(cancellationToken))
         {

@@ -111,6 +111,15 @@ public sealed class MatrixOptions : IValidatableObject
     /// </summary>
     public bool RecoverTransactionGaps { get; set; } = true;
 
+    /// <summary>
+    /// Appservice mode: a push makes the bridge read its room's timeline from where it stopped, so that the events
+    /// Synapse drops when it stops (those it had queued in memory) still arrive, in order (see RoomTimelines).
+    /// </summary>
+    public bool ReadRoomTimelines { get; set; } = true;
+
+    /// <summary>How long after a room's last push it is read once more, for events dropped behind that push.</summary>
+    public TimeSpan TimelineSweepInterval { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How long sent outbox rows and seen appservice transaction ids are kept.</summary>
     public TimeSpan Retention { get; set; } = TimeSpan.FromDays(7);
 
@@ -143,6 +152,10 @@ public sealed class MatrixOptions : IValidatableObject
         if (Mode == MatrixMode.Client && (AccessToken ?? AccessTokenFile ?? Password ?? PasswordFile) is null)
         {
             yield return new ValidationResult("Client mode needs Matrix:AccessToken (or AccessTokenFile), or Matrix:Password (or PasswordFile).", [nameof(AccessToken)]);
+        }
+        if (TimelineSweepInterval <= TimeSpan.Zero)
+        {
+            yield return new ValidationResult("Matrix:TimelineSweepInterval must be positive.", [nameof(TimelineSweepInterval)]);
         }
         if (Mode == MatrixMode.Client && SyncTimeout >= RequestTimeout)
         {

@@ -70,6 +70,8 @@ public static class MatrixSetup
         services.AddHostedService(provider => provider.GetRequiredService<MatrixTypingRelay>());
         services.AddSingleton<MatrixInbound>();
         services.AddSingleton<AppserviceTransactionGaps>();
+        services.AddSingleton<RoomTimelines>();
+        services.AddHostedService(provider => provider.GetRequiredService<RoomTimelines>());
         services.AddSingleton<OutboxWakeups>();
         services.AddSingleton<MatrixEvents>();
         services.AddSingleton<ITransactionalEventSink>(provider => provider.GetRequiredService<MatrixEvents>());

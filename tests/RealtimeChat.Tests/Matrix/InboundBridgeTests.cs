@@ -9,9 +9,10 @@ namespace RealtimeChat.Tests.Matrix;
 /// <summary>Matrix → chat in appservice mode: what Matrix users do in a mirrored room reaches app users live.</summary>
 public sealed class InboundBridgeTests
 {
-    private static async Task<(BridgeHost Bridge, Guid Conversation, string RoomId, Guid Alice, MatrixUser Human, LiveSocket Socket)> SetUpAsync(EmulatorOptions? emulator = null)
+    private static async Task<(BridgeHost Bridge, Guid Conversation, string RoomId, Guid Alice, MatrixUser Human, LiveSocket Socket)> SetUpAsync(
+        EmulatorOptions? emulator = null, Dictionary<string, string?>? settings = null)
     {
-        var bridge = await BridgeHost.StartAsync(emulator: emulator);
+        var bridge = await BridgeHost.StartAsync(settings: settings, emulator: emulator);
         var alice = Guid.NewGuid();
         var conversation = await bridge.Server.Client(alice).CreateGroupAsync("Mirrored");
         var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
@@ -102,6 +103,89 @@ public sealed class InboundBridgeTests
         }
         Assert.Equal(["stranded", "after it", "and after that"], live);
         Assert.Empty(pusher.PendingTxnIds);
+    }
+
+    [Fact]
+    public async Task What_the_homeserver_drops_when_it_stops_mid_burst_still_arrives_in_its_place()
+    {
+        var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync();
+        await using var _ = bridge;
+        await using var __ = socket;
+
+        // Synapse 1.67 drops, when it stops, what it queued in memory behind the push in flight. A voice message whose
+        // download is slow keeps that push in flight while the next message queues behind it.
+        await HoldPushInFlightAsync(bridge, roomId, human);
+        human.SendText(roomId, "queued behind");
+        await bridge.Homeserver.RestartAsync();
+        human.SendText(roomId, "after the restart");
+
+        string[] expected = ["voice.ogg", "queued behind", "after the restart"];
+        Assert.Equal(expected, await Eventually.Async(() => ContentsAsync(bridge, alice, conversation, 3), "all three messages"));
+        Assert.Equal(expected, await LiveContentsAsync(socket, 3));
+    }
+
+    [Fact]
+    public async Task What_the_homeserver_drops_when_it_is_killed_before_the_room_goes_quiet_arrives_after_a_sweep()
+    {
+        var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync(settings: new() { ["Matrix:TimelineSweepInterval"] = "00:00:00.300" });
+        await using var _ = bridge;
+        await using var __ = socket;
+
+        // A kill leaves the push in flight pending and not retried (nothing fails after it), and nothing else comes.
+        await HoldPushInFlightAsync(bridge, roomId, human);
+        human.SendText(roomId, "queued behind");
+        await bridge.Homeserver.RestartAsync(kill: true);
+
+        string[] expected = ["voice.ogg", "queued behind"];
+        Assert.Equal(expected, await Eventually.Async(() => ContentsAsync(bridge, alice, conversation, 2), "both messages"));
+        Assert.Equal(expected, await LiveContentsAsync(socket, 2));
+    }
+
+    /// <summary>A human sends a voice message whose download is slow; returns while the bridge is fetching it.</summary>
+    private static async Task HoldPushInFlightAsync(BridgeHost bridge, string roomId, MatrixUser human)
+    {
+        await bridge.Homeserver.Appservice.WaitUntilIdleAsync(TimeSpan.FromSeconds(10));
+        var fetching = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bridge.Homeserver.Faults.Inject(Fault.Slow(TimeSpan.FromSeconds(3)).Where(request =>
+        {
+            // The request log has a request once answered; this sees it arrive.
+            var download = request.Method == "GET" && request.Path.Value!.Contains("/download/", StringComparison.Ordinal);
+            if (download)
+            {
+                fetching.TrySetResult();
+            }
+            return download;
+        }).ForNext(1));
+        var mxc = human.Upload(new byte[1000], "audio/ogg", "voice.ogg");
+        human.Send(roomId, "m.room.message", new JsonObject
+        {
+            ["msgtype"] = "m.audio", ["body"] = "voice.ogg", ["url"] = mxc, ["info"] = new JsonObject { ["mimetype"] = "audio/ogg", ["size"] = 1000 },
+        });
+        await fetching.Task.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    private static async Task<List<string?>?> ContentsAsync(BridgeHost bridge, Guid member, Guid conversation, int count)
+    {
+        var history = await bridge.Server.Client(member).GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        var contents = history.GetProperty("messages").EnumerateArray()
+            .Select(m => m.GetProperty("content").ValueKind == System.Text.Json.JsonValueKind.String
+                ? m.GetProperty("content").GetString()
+                : m.GetProperty("media").GetProperty("file_name").GetString())
+            .ToList();
+        return contents.Count >= count ? contents : null;
+    }
+
+    private static async Task<List<string?>> LiveContentsAsync(LiveSocket socket, int count)
+    {
+        List<string?> live = [];
+        for (var i = 0; i < count; i++)
+        {
+            var frame = (await socket.WaitForAsync(f => f.Type == "message.new")).Data;
+            live.Add(frame.GetProperty("content").ValueKind == System.Text.Json.JsonValueKind.String
+                ? frame.GetProperty("content").GetString()
+                : frame.GetProperty("media").GetProperty("file_name").GetString());
+        }
+        return live;
     }
 
     [Fact]
