@@ -85,4 +85,42 @@ public sealed class FaultAndSyncTests
         Assert.Equal(["abc", null], own);
         Assert.Equal(["hi alice", "once", "once"], emulator.Timeline(roomId).Where(e => e.Type == "m.room.message").Select(e => e.Body));
     }
+
+    [Fact]
+    public async Task A_limited_sync_timeline_leaves_a_gap_that_messages_fills_from_prev_batch_to_since()
+    {
+        // Measured on Synapse 1.67.0 (2026-12-02): 3 messages, a sync, 5 more, an incremental sync with a timeline
+        // limit of 2 gave b4, b5 and limited; /messages backwards from its prev_batch to the first sync's next_batch
+        // gave b3, b2 (limit 2) and then b1: the events after `to`, none at or before it.
+        await using var emulator = await HomeserverEmulator.StartAsync(new EmulatorOptions());
+        var human = emulator.CreateUser("human");
+        var roomId = await human.CreateRoomAsync("room");
+        using var http = human.CreateHttpClient();
+        foreach (var i in Enumerable.Range(1, 3))
+        {
+            human.SendText(roomId, $"a{i}");
+        }
+        var since = (string)(await http.GetFromJsonAsync<JsonObject>("_matrix/client/v3/sync"))!["next_batch"]!;
+        foreach (var i in Enumerable.Range(1, 5))
+        {
+            human.SendText(roomId, $"b{i}");
+        }
+
+        var filter = Uri.EscapeDataString("""{"room":{"timeline":{"limit":2}}}""");
+        var sync = (await http.GetFromJsonAsync<JsonObject>($"_matrix/client/v3/sync?since={since}&filter={filter}"))!;
+        var timeline = sync["rooms"]!["join"]![roomId]!["timeline"]!;
+        Assert.True((bool)timeline["limited"]!);
+        Assert.Equal(["b4", "b5"], ((JsonArray)timeline["events"]!).Select(e => (string?)e!["content"]!["body"]));
+
+        async Task<(List<string?> Bodies, string? End)> PageAsync(string from, int limit)
+        {
+            var page = (await http.GetFromJsonAsync<JsonObject>(
+                $"_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/messages?dir=b&limit={limit}&from={Uri.EscapeDataString(from)}&to={Uri.EscapeDataString(since)}"))!;
+            return ([.. ((JsonArray)page["chunk"]!).Select(e => (string?)e!["content"]!["body"])], (string?)page["end"]);
+        }
+        var (first, end) = await PageAsync((string)timeline["prev_batch"]!, 2);
+        Assert.Equal(["b3", "b2"], first);
+        Assert.Equal(["b1"], (await PageAsync(end!, 2)).Bodies);
+        Assert.Equal(["b3", "b2", "b1"], (await PageAsync((string)timeline["prev_batch"]!, 10)).Bodies);
+    }
 }

@@ -236,16 +236,19 @@ internal sealed partial class HomeserverState
 
     // ---- history reads ----
 
-    public JsonObject Messages(Requester requester, string roomId, string? from, string dir, int limit)
+    // `to` bounds the pagination as Synapse's to_token does: backwards it stops after the events following it,
+    // forwards at the events up to it.
+    public JsonObject Messages(Requester requester, string roomId, string? from, string dir, int limit, string? to = null)
     {
         lock (_gate)
         {
             var (room, visibleUpTo) = RoomForReader(requester, roomId);
             var position = from is null ? _streamPosition : ParsePaginationToken(from);
             var backwards = dir == "b";
+            var bound = to is null ? (long?)null : ParsePaginationToken(to);
             var chunk = backwards
-                ? room.Events.Where(e => e.StreamOrdering <= Math.Min(position, visibleUpTo)).Reverse().Take(limit).ToList()
-                : room.Events.Where(e => e.StreamOrdering > position && e.StreamOrdering <= visibleUpTo).Take(limit).ToList();
+                ? room.Events.Where(e => e.StreamOrdering <= Math.Min(position, visibleUpTo) && e.StreamOrdering > (bound ?? long.MinValue)).Reverse().Take(limit).ToList()
+                : room.Events.Where(e => e.StreamOrdering > position && e.StreamOrdering <= Math.Min(visibleUpTo, bound ?? long.MaxValue)).Take(limit).ToList();
             var now = NowMs;
             var response = new JsonObject
             {

@@ -53,7 +53,7 @@ internal static class SyncEndpoints
                 throw Errors.Unknown("Unknown value for dir");
             }
 
-            return WriteJsonAsync(context, state.Messages(requester, Route(context, "roomId"), Query(context, "from"), dir, limit));
+            return WriteJsonAsync(context, state.Messages(requester, Route(context, "roomId"), Query(context, "from"), dir, limit, Query(context, "to")));
         });
     }
 }

@@ -32,6 +32,8 @@ public sealed class MatrixSyncWorker(
         },
     };
 
+    private const int GapPageSize = 500;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var settings = options.Value;
@@ -52,7 +54,7 @@ public sealed class MatrixSyncWorker(
                     query += $"&since={Uri.EscapeDataString(since)}";
                 }
                 var batch = await api.SendAsync(HttpMethod.Get, query, null, null, stoppingToken) as JsonObject;
-                await ApplyAsync(batch, stoppingToken);
+                await ApplyAsync(batch, since, stoppingToken);
                 if ((string?)batch?["next_batch"] is { } next)
                 {
                     since = next;
@@ -103,7 +105,7 @@ public sealed class MatrixSyncWorker(
         }
     }
 
-    private async Task ApplyAsync(JsonObject? batch, CancellationToken cancellationToken)
+    private async Task ApplyAsync(JsonObject? batch, string? since, CancellationToken cancellationToken)
     {
         if ((batch?["rooms"] as JsonObject)?["join"] is not JsonObject joined)
         {
@@ -112,8 +114,15 @@ public sealed class MatrixSyncWorker(
         List<JsonObject> events = [], ephemeral = [];
         foreach (var (roomId, room) in joined)
         {
+            var timeline = (room as JsonObject)?["timeline"] as JsonObject;
+            if (since is not null && timeline?["limited"] is JsonValue limited && limited.TryGetValue<bool>(out var gap) && gap
+                && Json.String(timeline["prev_batch"]) is { } prevBatch)
+            {
+                // More happened in the room since the last sync than one timeline holds (we were down, or slow).
+                events.AddRange(await GapAsync(roomId, prevBatch, since, cancellationToken));
+            }
             // Sync omits room_id inside a room's timeline.
-            foreach (var evt in (((room as JsonObject)?["timeline"] as JsonObject)?["events"] as JsonArray ?? []).OfType<JsonObject>())
+            foreach (var evt in (timeline?["events"] as JsonArray ?? []).OfType<JsonObject>())
             {
                 evt["room_id"] = roomId;
                 events.Add(evt);
@@ -125,6 +134,29 @@ public sealed class MatrixSyncWorker(
             }
         }
         await inbound.HandleBatchAsync(events, ephemeral, cancellationToken);
+    }
+
+    /// <summary>The events a limited timeline left out, between the last sync and its first event, oldest first.</summary>
+    private async Task<List<JsonObject>> GapAsync(string roomId, string prevBatch, string since, CancellationToken cancellationToken)
+    {
+        var missed = new List<JsonObject>();
+        var from = prevBatch;
+        while (true)
+        {
+            var page = await api.SendAsync(HttpMethod.Get,
+                $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/messages?dir=b&limit={GapPageSize}&from={Uri.EscapeDataString(from)}&to={Uri.EscapeDataString(since)}",
+                null, null, cancellationToken);
+            var chunk = (page?["chunk"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+            missed.AddRange(chunk);
+            if (chunk.Count == 0 || Json.String(page?["end"]) is not { } end || end == from)
+            {
+                break;
+            }
+            from = end;
+        }
+        missed.Reverse();
+        logger.LogInformation("Room {RoomId} had {Count} events more than one sync holds; read them from its history", roomId, missed.Count);
+        return missed;
     }
 
     private async Task<string?> LoadSinceAsync(string account, CancellationToken cancellationToken)

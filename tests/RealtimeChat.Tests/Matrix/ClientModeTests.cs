@@ -78,6 +78,37 @@ public sealed class ClientModeTests
     }
 
     [Fact]
+    public async Task After_a_long_stop_a_room_that_had_more_than_one_sync_holds_arrives_whole_and_in_order()
+    {
+        await using var bridge = await BridgeHost.StartAsync("Client");
+        var alice = Guid.NewGuid();
+        var client = bridge.Server.Client(alice);
+        var conversation = await client.CreateGroupAsync("Busy while we were down");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
+        var human = bridge.Homeserver.CreateUser("human", "humanpass");
+        await bridge.Homeserver.LoginAs("@nova-service:localhost").InviteAsync(roomId, human.UserId);
+        await human.JoinAsync(roomId);
+        human.SendText(roomId, "before the stop");
+        await Eventually.Async(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() == 1, "the first message");
+
+        // One sync's timeline holds 100 events: Synapse sends the last ones, "limited", and the rest must be read.
+        await bridge.Server.StopAsync();
+        var missed = Enumerable.Range(1, 250).Select(i => $"while we were down {i}").ToList();
+        foreach (var body in missed)
+        {
+            human.SendText(roomId, body);
+        }
+        await bridge.RestartAsync();
+
+        async Task<List<string?>?> HistoryAsync()
+        {
+            var all = await Synapse.SynapseBridge.MessagesAsync(client, conversation);
+            return all.Count >= 251 ? [.. all.Select(m => m.GetProperty("content").GetString())] : null;
+        }
+        Assert.Equal(["before the stop", .. missed], await Eventually.Async(HistoryAsync, "every message sent while the service was down"));
+    }
+
+    [Fact]
     public async Task A_rejected_access_token_is_a_clear_error_and_a_metric_while_the_chat_keeps_working()
     {
         await using var bridge = await BridgeHost.StartAsync("Client", new() { ["Matrix:AccessToken"] = "revoked-token", ["Matrix:Password"] = null });

@@ -6,7 +6,8 @@ using Xunit.Abstractions;
 namespace RealtimeChat.Tests.Synapse;
 
 /// <summary>Synapse's real failure model, a Synapse of its own per test (b, c's outage and d in both modes): b (restart, then idle),
-/// c (an outage while the app sends; a kill -9 of Synapse, or of the service, in the middle of a burst), d (a malformed relation from a client).</summary>
+/// c (an outage while the app sends; a kill -9 of Synapse, or of the service, in the middle of a burst; Synapse restarted
+/// and killed while humans write), d (a malformed relation from a client).</summary>
 [Collection(SynapseCollection.Name)]
 public sealed class FailureModelTests(ITestOutputHelper output)
 {
@@ -298,6 +299,76 @@ public sealed class FailureModelTests(ITestOutputHelper output)
         {
             await HappyPath.MatrixStateAsync(api, conversation, message.GetProperty("id").GetGuid(), "sent");
         }
+    }
+
+    [SynapseFact]
+    public Task C_synapse_restarted_and_killed_while_humans_write_loses_and_reorders_nothing() => HumansThroughRestartsAsync("Appservice");
+
+    [SynapseFact]
+    public Task C_synapse_restarted_and_killed_while_humans_write_loses_and_reorders_nothing_in_client_mode() => HumansThroughRestartsAsync("Client");
+
+    /// <summary>
+    /// Synapse 1.67 drops, when it stops, what it had queued in memory for the appservice behind the push in flight
+    /// (synapse#11637); with humans writing as fast as it answers, nearly every restart does (RoomTimelines).
+    /// </summary>
+    private async Task HumansThroughRestartsAsync(string mode)
+    {
+        const int writers = 4;
+        await using var bridge = await SynapseBridge.StartAsync(mode);
+        var alice = Guid.NewGuid();
+        var (conversation, roomId, first) = await bridge.BridgedGroupAsync(alice, "Humans through restarts");
+        List<MatrixHttpClient> humans = [first];
+        for (var k = 1; k < writers; k++)
+        {
+            humans.Add(await bridge.HumanInRoomAsync(roomId));
+        }
+        using var done = new CancellationTokenSource();
+        var sent = 0;
+        var writing = humans.Select((human, k) => Task.Run(async () =>
+        {
+            for (var i = 1; !done.IsCancellationRequested; i++)
+            {
+                try
+                {
+                    await human.SendTextAsync(roomId, $"human {k + 1}/{i}");
+                    Interlocked.Increment(ref sent);
+                }
+                catch (Exception) when (!bridge.Homeserver.Running || !done.IsCancellationRequested)
+                {
+                    // Synapse is down (or the send was cut by its stop): whatever reached the room is compared below.
+                    await Task.Delay(200);
+                }
+            }
+        })).ToList();
+
+        var clock = Stopwatch.StartNew();
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await bridge.Homeserver.RestartAsync();
+        output.WriteLine($"restarted Synapse ({sent} sent by {clock.Elapsed.TotalSeconds:F1} s)");
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await bridge.Homeserver.KillAsync();
+        await bridge.Homeserver.StartAgainAsync();
+        output.WriteLine($"killed and started Synapse ({sent} sent by {clock.Elapsed.TotalSeconds:F1} s)");
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await done.CancelAsync();
+        await Task.WhenAll(writing);
+
+        var room = (await first.MessagesAsync(roomId)).Select(e => e.Body).Where(b => b?.StartsWith("human ", StringComparison.Ordinal) == true).ToList();
+        output.WriteLine($"{room.Count} human messages in the room ({sent} sends answered)");
+        List<string?> app = [];
+        try
+        {
+            await SynapseBridge.EventuallyAsync(async () =>
+            {
+                app = await bridge.HistoryAsync(alice, conversation);
+                return app.Count >= room.Count;
+            }, "every human message in the app", TimeSpan.FromSeconds(60));
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"The app has {app.Count} of the room's {room.Count} human messages; missing [{string.Join(", ", room.Except(app))}].");
+        }
+        Assert.Equal(room, app);
     }
 
     [SynapseFact]
