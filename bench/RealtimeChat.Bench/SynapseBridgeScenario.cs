@@ -120,6 +120,17 @@ public static class SynapseBridgeScenario
         await using var watch = await SyncWatch.StartAsync(observer);
         var run = Guid.NewGuid().ToString("N")[..6];
 
+        // Each room's app user on a WebSocket: when a Matrix user's message reaches the app (the inbound phase).
+        var appSeen = new ConcurrentDictionary<long, long>();
+        var sockets = await Common.ParallelAsync(o.Rooms, 4, i => Watcher.ConnectAsync(service.BaseUrl, "/ws", owners[i].Token, (frame, at) =>
+        {
+            if (frame.IndexOf("\"message.new\""u8) >= 0 && Marker.TryParse(frame, out _, out var number))
+            {
+                appSeen.TryAdd(number, at);
+            }
+        }, CancellationToken.None));
+        var inboundNumber = 0L;
+
         // R rooms at once, each room in order: through the app (REST posts, which its bridge sends on) or directly.
         Task PostAsync(string prefix, int messages) => Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
         {
@@ -234,12 +245,79 @@ public static class SynapseBridgeScenario
             return drained;
         }
 
+        // Inbound: the observer, a Matrix user in every bridged room, writes M messages per room, the rooms together at half
+        // the direct client's rate (so Synapse is not the queue), each message's text its send time. Two latencies per
+        // message from that time: until the observer's own /sync shows it (Synapse delivering to a client, the baseline)
+        // and until the app user's WebSocket has it (Synapse pushing to the bridge, the bridge reading the room when
+        // Matrix:ReadRoomTimelines is on, storing and fanning out).
+        async Task<InboundRun> InboundAsync(string name, int messages, double directPerSecond)
+        {
+            var pacing = TimeSpan.FromSeconds(o.Rooms / (0.5 * Math.Max(directPerSecond, 1)));
+            Common.Say(log, $"{name}: {o.Rooms * messages} messages by a Matrix user, each room one every {pacing.TotalMilliseconds:0} ms");
+            var readsBefore = (await api.MetricsAsync()).GetValueOrDefault("matrix_room_timeline_reads_total");
+            var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, postmaster, api);
+            var sent = new ConcurrentBag<(long Number, long At, string Body)>();
+            await Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
+            {
+                var start = Stopwatch.GetTimestamp();
+                for (var m = 0; m < messages; m++)
+                {
+                    if (pacing * (m + (double)i / o.Rooms) - Stopwatch.GetElapsedTime(start) is { Ticks: > 0 } due)
+                    {
+                        await Task.Delay(due);
+                    }
+                    var number = Interlocked.Increment(ref inboundNumber);
+                    var at = Stopwatch.GetTimestamp();
+                    var body = Marker.Make(at, number);
+                    await observer.PutAsync($"/_matrix/client/v3/rooms/{Uri.EscapeDataString(bridgeRooms[i])}/send/m.room.message/in{run}{number}",
+                        new JsonObject { ["msgtype"] = "m.text", ["body"] = body });
+                    sent.Add((number, at, body));
+                }
+            }));
+            for (var waited = Stopwatch.StartNew(); waited.Elapsed < TimeSpan.FromSeconds(60); await Task.Delay(20))
+            {
+                if (sent.All(s => appSeen.ContainsKey(s.Number) && watch.TryFirstSeen(s.Body, out _)))
+                {
+                    break;
+                }
+            }
+            var use = await cpu.StopAsync();
+            var reads = (int)((await api.MetricsAsync()).GetValueOrDefault("matrix_room_timeline_reads_total") - readsBefore);
+            var result = new InboundRun(new Latency(), new Latency(), new Latency(), use, sent.Count, 0, reads);
+            foreach (var (number, at, body) in sent)
+            {
+                var inSync = watch.TryFirstSeen(body, out var synced);
+                var inApp = appSeen.TryGetValue(number, out var arrived);
+                if (inSync)
+                {
+                    result.Synapse.RecordTicks(synced - at);
+                }
+                if (inApp)
+                {
+                    result.App.RecordTicks(arrived - at);
+                    result.Beyond.RecordTicks(Math.Max(0, arrived - (inSync ? synced : at)));
+                }
+                else
+                {
+                    result = result with { Missing = result.Missing + 1 };
+                }
+            }
+            Common.Say(log, $"{name}: app p50 {result.App.PercentileMs(50):0.0} ms, Synapse's own /sync p50 {result.Synapse.PercentileMs(50):0.0} ms");
+            return result;
+        }
+
         // Synapse's pace changes over a run (its store grows, its caches fill, each round's outage empties them, and the
         // disk stalls now and then): the direct client alone did 29-53 events/s in rounds a minute apart. So every phase
         // runs once per round, the three with Synapse up each taking its turn to go first (bridge, direct,
         // paced; then direct, paced, bridge; ...), and a phase's figures pool its rounds. The direct client always runs
         // before the first paced phase, whose pacing it sets.
         var (bridge, direct, paced, backlog) = (new Phase(), new Phase(), new Phase(), new Phase());
+        var inbound = new List<InboundRun>();
+        if (o.WarmupMessages > 0)
+        {
+            // The inbound path is not on the way of the other phases: warm it apart, untimed.
+            await InboundAsync("inbound warm-up", o.WarmupMessages, 40);
+        }
         for (var round = 1; round <= o.Rounds; round++)
         {
             for (var turn = 0; turn < 3; turn++)
@@ -257,7 +335,12 @@ public static class SynapseBridgeScenario
                         break;
                 }
             }
+            inbound.Add(await InboundAsync($"round {round}, inbound", o.Messages, direct.PerSecond));
             backlog.Add(await BacklogAsync(round));
+        }
+        foreach (var socket in sockets)
+        {
+            await socket.DisposeAsync();
         }
 
         var duplicates = watch.Duplicates();
@@ -274,6 +357,32 @@ public static class SynapseBridgeScenario
         report.Row("seconds until all events seen, all rounds (bridge / direct / paced / backlog)", $"{bridge.Seconds:0.0} / {direct.Seconds:0.0} / {paced.Seconds:0.0} / {backlog.Seconds:0.0}");
         report.Row("events seen / expected (bridge, direct, paced, backlog)", $"{bridge.Seen} / {direct.Seen} / {paced.Seen} / {backlog.Seen} of {expected} each");
         report.Row("duplicate events seen", duplicates.Count.ToString(CultureInfo.InvariantCulture));
+        var (inApp, inSync, beyond) = (new Latency(), new Latency(), new Latency());
+        foreach (var r in inbound)
+        {
+            inApp.Add(r.App);
+            inSync.Add(r.Synapse);
+            beyond.Add(r.Beyond);
+        }
+        var (appSummary, syncSummary) = (inApp.Summary(), inSync.Summary());
+        report.Row("inbound: Matrix user's send -> app WebSocket, ms (p50 / p99 / p99.9 / max)", appSummary.ToString(), syncSummary.ToString(),
+            Report.Ratio(appSummary.P50, syncSummary.P50));
+        report.Row("  baseline: the same messages in the sender's own /sync; ratio of p99s", Fmt.N(Report.Ratio(appSummary.P99, syncSummary.P99), "0.00"));
+        report.Row("  app WebSocket after the /sync, per message, ms (p50 / p99 / p99.9 / max)", beyond.Summary().ToString());
+        report.Row("  per round, p50 app / p50 /sync", string.Join(", ", inbound.Select(r => Fmt.N(Report.Ratio(r.App.PercentileMs(50), r.Synapse.PercentileMs(50)), "0.00"))));
+        report.Row("  messages not in the app after 60 s", inbound.Sum(r => r.Missing).ToString(CultureInfo.InvariantCulture));
+        report.Row("  rooms the bridge read from their timeline, per round", string.Join(", ", inbound.Select(r => r.TimelineReads)));
+        var inboundUse = PhaseCpu.Pool(inbound.Select(r => r.Use));
+        var inboundEvents = inbound.Sum(r => r.Sent);
+        report.Row("  CPU cores, inbound", inboundUse.ToString());
+        report.Row("  Synapse CPU per inbound message, ms; service + PostgreSQL + client", $"{Fmt.N(inboundUse.SynapseMsPer(inboundEvents), "0.0")}; {Fmt.N(inboundUse.OthersMsPer(inboundEvents), "0.0")}");
+        report.Figures["inbound_app_ms"] = appSummary.ToJson();
+        report.Figures["inbound_sync_ms"] = syncSummary.ToJson();
+        report.Figures["inbound_missing"] = inbound.Sum(r => r.Missing);
+        report.Figures["inbound_timeline_reads"] = inbound.Sum(r => r.TimelineReads);
+        report.Figures["inbound_synapse_cpu_ms_per_message"] = Fmt.R(inboundUse.SynapseMsPer(inboundEvents), 2);
+        report.Ratios["inbound_app_vs_sync_p50"] = Fmt.R(Report.Ratio(appSummary.P50, syncSummary.P50), 3);
+        report.Ratios["inbound_app_vs_sync_p99"] = Fmt.R(Report.Ratio(appSummary.P99, syncSummary.P99), 3);
         report.Row($"disk flush stalled (> {DiskFlushProbe.StallThreshold.TotalMilliseconds:0} ms), s per s (bridge / direct / paced / backlog)",
             string.Join(" / ", phases.Select(p => Fmt.N(p.DiskStalledShare, "0.00"))));
         report.Row("  worst flush per round, ms (bridge; direct; paced; backlog)",
@@ -393,6 +502,9 @@ public static class SynapseBridgeScenario
     /// <summary>How long the service's JIT has compiled since it started, from its runtime metrics.</summary>
     private static async Task<double> JitSecondsAsync(ChatApi api) =>
         (await api.MetricsAsync()).GetValueOrDefault("system_runtime_dotnet_jit_compilation_time");
+
+    /// <summary>One inbound phase: per message, Synapse's /sync latency, the app's, and the app's beyond the /sync.</summary>
+    private sealed record InboundRun(Latency Synapse, Latency App, Latency Beyond, PhaseCpu Use, int Sent, int Missing, int TimelineReads);
 
     private sealed record Timed(int Seen, double Seconds, double FirstSeconds)
     {
@@ -729,6 +841,8 @@ internal sealed class SyncWatch : IAsyncDisposable
     }
 
     public int Distinct(string prefix) => _firstSeen.Keys.Count(k => k.StartsWith(prefix + ":", StringComparison.Ordinal));
+
+    public bool TryFirstSeen(string body, out long at) => _firstSeen.TryGetValue(body, out at);
 
     /// <summary>Stopwatch timestamps of the first and the last event with the prefix.</summary>
     public (long First, long Last) Span(string prefix)

@@ -13,8 +13,11 @@ namespace RealtimeChat.Matrix;
 /// <summary>What the homeserver delivered at once: one appservice transaction or one /sync response.</summary>
 public sealed class InboundBatch(int maxDeferrals, string? replayOf = null)
 {
-    /// <summary>How many more relations to unknown events this batch may park for later (bounds what one push can store).</summary>
-    public int DeferralsLeft { get; set; } = maxDeferrals;
+    private int _deferralsLeft = maxDeferrals;
+
+    /// <summary>Takes one of the relations to unknown events this batch may park for later (bounds what one push can
+    /// store); false when none is left. A push's rooms are applied in parallel.</summary>
+    public bool TryTakeDeferral() => Interlocked.Decrement(ref _deferralsLeft) >= 0;
 
     /// <summary>
     /// For a deferred event applied again, what it waited for. It may wait again for something else (an event of a room
@@ -69,24 +72,25 @@ public sealed class MatrixInbound(
         }
     }
 
-    public async Task HandleAsync(JsonObject evt, InboundBatch batch, CancellationToken cancellationToken)
+    /// <returns>Whether the event changed the chat now (not before, not refused, not waiting for something).</returns>
+    public async Task<bool> HandleAsync(JsonObject evt, InboundBatch batch, CancellationToken cancellationToken)
     {
         MatrixMetrics.SyncEvents.Inc();
         var (type, roomId, sender, eventId) = (Json.String(evt["type"]), Json.String(evt["room_id"]), Json.String(evt["sender"]), Json.String(evt["event_id"]));
         if (type is null || roomId is null || sender is null || eventId is null)
         {
             BadEvent(eventId, roomId, "it lacks a string type, room_id, sender or event_id", null);
-            return;
+            return false;
         }
         if (ids.IsEcho(sender))
         {
-            return;
+            return false;
         }
         var gate = _roomGates.GetOrAdd(roomId, _ => new SemaphoreSlim(1, 1));
         await gate.WaitAsync(cancellationToken);
         try
         {
-            await ApplyAsync(evt, new EventContext(type, roomId, sender, eventId), batch, cancellationToken);
+            return await ApplyAsync(evt, new EventContext(type, roomId, sender, eventId), batch, cancellationToken);
         }
         finally
         {
@@ -99,7 +103,7 @@ public sealed class MatrixInbound(
         public EventOrigin Origin => EventOrigin.Bridged(EventId);
     }
 
-    private async Task ApplyAsync(JsonObject evt, EventContext e, InboundBatch batch, CancellationToken cancellationToken)
+    private async Task<bool> ApplyAsync(JsonObject evt, EventContext e, InboundBatch batch, CancellationToken cancellationToken)
     {
         try
         {
@@ -109,7 +113,7 @@ public sealed class MatrixInbound(
                 if (await MatrixEvents.AppliedAsync(connection, e.EventId))
                 {
                     MatrixMetrics.InboundEvents.WithLabels("repeated").Inc();
-                    return;
+                    return false;
                 }
                 conversation = await connection.QuerySingleOrDefaultAsync<Guid?>(
                     "SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @RoomId", new { e.RoomId });
@@ -120,10 +124,10 @@ public sealed class MatrixInbound(
                 if (await RoomCreationPendingAsync(cancellationToken))
                 {
                     await DeferAsync(e, RoomKey(e.RoomId), evt, batch, cancellationToken);
-                    return;
+                    return false;
                 }
                 logger.LogDebug("Ignoring {Type} {EventId} in unmapped room {RoomId}", e.Type, e.EventId, e.RoomId);
-                return;
+                return false;
             }
             var content = evt["content"] as JsonObject ?? [];
             switch (e.Type)
@@ -145,6 +149,7 @@ public sealed class MatrixInbound(
                     break;
             }
             MatrixMetrics.InboundEvents.WithLabels("applied").Inc();
+            return true;
         }
         catch (TargetNotYetKnownException waiting)
         {
@@ -164,6 +169,7 @@ public sealed class MatrixInbound(
         {
             BadEvent(e.EventId, e.RoomId, ex.Message, ex);
         }
+        return false;
     }
 
     private void BadEvent(string? eventId, string? roomId, string reason, Exception? exception)
@@ -199,14 +205,13 @@ public sealed class MatrixInbound(
         var parked = batch.ReplayOf is not null;
         if (!parked)
         {
-            if (batch.DeferralsLeft <= 0)
+            if (!batch.TryTakeDeferral())
             {
                 MatrixMetrics.Errors.WithLabels("deferred_overflow").Inc();
                 logger.LogWarning("Matrix event {EventId} in {RoomId} relates to {TargetEventId}, which is unknown; dropped (this delivery parked its limit of relations already)",
                     e.EventId, e.RoomId, targetEventId);
                 return;
             }
-            batch.DeferralsLeft--;
         }
         await using var connection = await database.OpenAsync(cancellationToken);
         await connection.ExecuteAsync(

@@ -16,6 +16,12 @@ public static class MatrixMetrics
 
     public static readonly Counter TransactionsReceived = Metrics.CreateCounter("matrix_appservice_transactions_total", "Appservice transactions received, by outcome.", "outcome");
 
+    public static readonly Counter TimelineReads = Metrics.CreateCounter(
+        "matrix_room_timeline_reads_total", "Rooms read from their timeline, by why: a push after a pause in pushes, or the sweep after a room's last push.", "reason");
+
+    public static readonly Counter TimelineEvents = Metrics.CreateCounter(
+        "matrix_room_timeline_events_total", "Events applied from a room's timeline before any push brought them: what the homeserver dropped, or what a later push would have brought.");
+
     public static readonly Counter FoundOnHomeserver = Metrics.CreateCounter(
         "matrix_actions_found_on_homeserver_total", "Actions whose event was already on the homeserver when they were about to be sent again.");
 

@@ -112,10 +112,15 @@ public sealed class MatrixOptions : IValidatableObject
     public bool RecoverTransactionGaps { get; set; } = true;
 
     /// <summary>
-    /// Appservice mode: a push makes the bridge read its room's timeline from where it stopped, so that the events
-    /// Synapse drops when it stops (those it had queued in memory) still arrive, in order (see RoomTimelines).
+    /// Appservice mode: after a pause in pushes, a room's next push makes the bridge read the room's timeline from where
+    /// it stopped, so that the events Synapse drops when it stops (those it had queued in memory) still arrive, in
+    /// order (see RoomTimelines).
     /// </summary>
     public bool ReadRoomTimelines { get; set; } = true;
+
+    /// <summary>A pause in pushes at least this long (every homeserver restart makes one) has rooms read before their next
+    /// push is applied; zero reads before every push.</summary>
+    public TimeSpan TimelineReadAfterPause { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>How long after a room's last push it is read once more, for events dropped behind that push.</summary>
     public TimeSpan TimelineSweepInterval { get; set; } = TimeSpan.FromSeconds(30);
@@ -152,6 +157,10 @@ public sealed class MatrixOptions : IValidatableObject
         if (Mode == MatrixMode.Client && (AccessToken ?? AccessTokenFile ?? Password ?? PasswordFile) is null)
         {
             yield return new ValidationResult("Client mode needs Matrix:AccessToken (or AccessTokenFile), or Matrix:Password (or PasswordFile).", [nameof(AccessToken)]);
+        }
+        if (TimelineReadAfterPause < TimeSpan.Zero)
+        {
+            yield return new ValidationResult("Matrix:TimelineReadAfterPause must not be negative.", [nameof(TimelineReadAfterPause)]);
         }
         if (TimelineSweepInterval <= TimeSpan.Zero)
         {

@@ -7,26 +7,29 @@ using RealtimeChat.Storage;
 namespace RealtimeChat.Matrix;
 
 /// <summary>
-/// Appservice mode: reads what Matrix users did from each room's timeline, with pushes as the news that a room moved,
-/// so that what Synapse never pushes still arrives, and in its place.
+/// Appservice mode: gets back what Synapse never pushes, from each room's timeline, and applies it in its place.
 /// <para>
 /// Synapse 1.67 (<c>synapse/handlers/appservice.py</c>) hands new events to the appservice scheduler's queue in memory,
 /// records its stream position past them, and stores them as a transaction only after the push in flight is answered.
 /// A stop or crash in between drops them for good (synapse#11637, open upstream): under load, nearly every restart.
-/// They are in the room's timeline all the same. So a push that carries anything from someone other than the bridge
-/// makes its room be read (<c>/messages</c> forwards, as the bot) from where the last read stopped, and what is found is
-/// applied in timeline order, before the pushed events. Then the pushed events themselves, which the read normally
-/// holds already: a federated event placed earlier in the room than the read position is still applied. The position
-/// is saved per room (<c>matrix_room_timelines</c>); a room read for the first time starts with its latest events.
+/// They are in the room's timeline all the same, after the last event pushed from that room. Only a restart drops
+/// them, and a restart takes seconds (stopping, starting Python, opening the store), so pushes pause for at least
+/// that long. After every pause of <see cref="MatrixOptions.TimelineReadAfterPause"/> (1 s; 0 reads before every push),
+/// or a push the homeserver hung up on, each room's first push with something from someone other than the bridge has
+/// the room read first: <c>/messages</c> backwards from now (as the bot) down to the last event pushed from it before,
+/// and what was not pushed is applied in timeline order before what was. Between pauses pushes are applied as they
+/// come: a busy bridge reads nothing.
 /// </para>
 /// <para>
-/// A drop followed by silence in the room has no later push to bring it: rooms that had pushes are read once more
-/// <see cref="MatrixOptions.TimelineSweepInterval"/> after the last one. A dropped event in a room that had no push near
-/// the stop, and then none after, waits for the room's next event (and arrives before it).
+/// A drop followed by silence in the room brings no push at all: rooms that had pushes are read the same way once more
+/// <see cref="MatrixOptions.TimelineSweepInterval"/> after their last one. A dropped event in a room that had no push
+/// near the stop, and then none after, waits for the room's next event (and arrives before it). Which event was pushed
+/// last is kept in memory: the first read of a room after this service starts applies its latest events instead
+/// (<see cref="FirstReadSize"/>; those the chat holds already are skipped).
 /// </para>
 /// <para>
-/// Reads and applies are one at a time per room (and every event is applied at most once, by <see cref="MatrixEvents"/>),
-/// so a push retried while its first attempt still runs reads nothing new.
+/// A push's rooms are applied in parallel, each room one push or read at a time, and every event at most once
+/// (<see cref="MatrixEvents"/>), so a push retried while its first attempt still runs changes nothing.
 /// </para>
 /// </summary>
 public sealed class RoomTimelines(
@@ -38,19 +41,32 @@ public sealed class RoomTimelines(
     TimeProvider time,
     ILogger<RoomTimelines> logger) : BackgroundService
 {
-    private const int PageSize = 500;
+    // After the first page (what was pushed and a few more, which normally reaches the last event handled: Synapse's
+    // cost grows with the events it filters for each page), pages grow.
+    private static readonly int[] LaterPageSizes = [100, 400];
 
-    // Where a room read for the first time starts: its latest events, which cover what its first push carried.
+    // How far back a read goes looking for the last pushed event; what it read is applied if it never finds it.
+    private const int MaxReadBack = 1000;
+
+    // How far back a room's first read after start-up goes.
     private const int FirstReadSize = 100;
 
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _roomGates = new(StringComparer.Ordinal);
 
+    // The last event handled from each room (pushed or read): where a read stops.
+    private readonly ConcurrentDictionary<string, string> _lastEvent = new(StringComparer.Ordinal);
+
     // Rooms pushed to, and when to read them again for what a stop of the homeserver dropped behind that push.
     private readonly ConcurrentDictionary<string, DateTimeOffset> _sweepDue = new(StringComparer.Ordinal);
 
+    // Pauses in pushes counted since start; a room read after the current one is not read again until the next.
+    private readonly ConcurrentDictionary<string, long> _readAfterPause = new(StringComparer.Ordinal);
+    private long _pauses;
+    private long _lastPushOrAnswer = long.MinValue;
+
     private bool Enabled => options.Value is { Mode: MatrixMode.Appservice, ReadRoomTimelines: true };
 
-    /// <summary>Applies a push: each room it names read from its timeline, then the ephemeral events.</summary>
+    /// <summary>Applies a push: rooms in parallel, each read first when its push is its first since a pause, then the ephemeral events.</summary>
     /// <exception cref="Exception">Only transient failures escape: the push must be retried as a whole.</exception>
     public async Task ApplyPushAsync(IReadOnlyList<JsonObject> events, IReadOnlyList<JsonObject> ephemeral, CancellationToken cancellationToken)
     {
@@ -59,37 +75,94 @@ public sealed class RoomTimelines(
             await inbound.HandleBatchAsync(events, ephemeral, cancellationToken);
             return;
         }
-        var batch = inbound.NewBatch();
-        Pushed(events);
-        foreach (var room in events.GroupBy(e => Json.String(e["room_id"])))
+        var (pause, before) = Arrived(events);
+        try
         {
-            if (room.Key is null)
+            var batch = inbound.NewBatch();
+            await Task.WhenAll(events.GroupBy(e => Json.String(e["room_id"])).Select(async room =>
             {
-                // Malformed: the inbound path names and counts it.
-                foreach (var evt in room)
+                if (room.Key is null)
                 {
-                    await inbound.HandleAsync(evt, batch, cancellationToken);
+                    // Malformed: the inbound path names and counts it.
+                    foreach (var evt in room)
+                    {
+                        await inbound.HandleAsync(evt, batch, cancellationToken);
+                    }
+                    return;
                 }
-            }
-            else if (room.Any(e => Json.String(e["sender"]) is not { } sender || !ids.IsEcho(sender)))
-            {
-                await ReadAsync(room.Key, room.ToList(), batch, cancellationToken);
-            }
+                if (room.Any(e => Json.String(e["sender"]) is not { } sender || !ids.IsEcho(sender)))
+                {
+                    await ApplyRoomAsync(room.Key, [.. room], before.GetValueOrDefault(room.Key), pause, batch, cancellationToken);
+                }
+                Handled(room.Key, room);
+            }));
+            await inbound.HandleBatchAsync([], ephemeral, cancellationToken);
         }
-        await inbound.HandleBatchAsync([], ephemeral, cancellationToken);
+        finally
+        {
+            Answered(cancellationToken.IsCancellationRequested);
+        }
     }
 
-    /// <summary>A push that needs no work now (only the bridge's own events) still makes its rooms due for a sweep.</summary>
+    /// <summary>A push that needs no work now (only the bridge's own events): it still counts, and its rooms are due for a sweep.</summary>
     public void Pushed(IEnumerable<JsonObject> events)
     {
-        if (!Enabled)
+        if (Enabled)
         {
-            return;
+            Arrived(events);
+            foreach (var room in events.GroupBy(e => Json.String(e["room_id"])))
+            {
+                if (room.Key is not null)
+                {
+                    Handled(room.Key, room);
+                }
+            }
+            Answered(aborted: false);
+        }
+    }
+
+    // Only what was handled marks where a later read may stop: a push that failed (or is still running when the
+    // homeserver sends it again) must be read again.
+    private void Handled(string roomId, IEnumerable<JsonObject> events)
+    {
+        if (events.Select(e => Json.String(e["event_id"])).LastOrDefault(id => id is not null) is { } last)
+        {
+            _lastEvent[roomId] = last;
+        }
+    }
+
+    // Synapse sends its next push as soon as the last one is answered, so the pause that counts runs from whichever came
+    // last, a push or our answer: a push that took us long to handle is no pause. Returns the pause this push comes
+    // after and, for each of its rooms, the event handled last before it.
+    private (long Pause, Dictionary<string, string> LastBefore) Arrived(IEnumerable<JsonObject> events)
+    {
+        var now = time.GetTimestamp();
+        var last = Interlocked.Exchange(ref _lastPushOrAnswer, now);
+        if (last == long.MinValue || time.GetElapsedTime(last, now) >= options.Value.TimelineReadAfterPause)
+        {
+            Interlocked.Increment(ref _pauses);
         }
         var due = time.GetUtcNow() + options.Value.TimelineSweepInterval;
+        var before = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var roomId in events.Select(e => Json.String(e["room_id"])).OfType<string>().Distinct())
         {
+            if (_lastEvent.TryGetValue(roomId, out var previous))
+            {
+                before[roomId] = previous;
+            }
             _sweepDue[roomId] = due;
+        }
+        return (Interlocked.Read(ref _pauses), before);
+    }
+
+    private void Answered(bool aborted)
+    {
+        Interlocked.Exchange(ref _lastPushOrAnswer, time.GetTimestamp());
+        if (aborted)
+        {
+            // The homeserver hung up before our answer: it stopped (or timed the push out and will send it again).
+            // Whatever comes next comes after a pause we could not see.
+            Interlocked.Increment(ref _pauses);
         }
     }
 
@@ -118,7 +191,8 @@ public sealed class RoomTimelines(
                 }
                 try
                 {
-                    await ReadAsync(roomId, [], inbound.NewBatch(), stoppingToken);
+                    MatrixMetrics.TimelineReads.WithLabels("sweep").Inc();
+                    await ReadAsync(roomId, [], _lastEvent.GetValueOrDefault(roomId), inbound.NewBatch(), stoppingToken);
                     // A push that came during the read set a new time; only the one read for leaves.
                     _sweepDue.TryRemove(KeyValuePair.Create(roomId, due));
                 }
@@ -140,32 +214,70 @@ public sealed class RoomTimelines(
         }
     }
 
-    private async Task ReadAsync(string roomId, IReadOnlyList<JsonObject> pushed, InboundBatch batch, CancellationToken cancellationToken)
+    private async Task ApplyRoomAsync(
+        string roomId, IReadOnlyList<JsonObject> pushed, string? lastBefore, long pause, InboundBatch batch, CancellationToken cancellationToken)
+    {
+        if (_readAfterPause.TryGetValue(roomId, out var readAfter) && readAfter >= pause)
+        {
+            var gate = _roomGates.GetOrAdd(roomId, _ => new SemaphoreSlim(1, 1));
+            await gate.WaitAsync(cancellationToken);
+            try
+            {
+                foreach (var evt in pushed)
+                {
+                    await inbound.HandleAsync(evt, batch, cancellationToken);
+                }
+            }
+            finally
+            {
+                gate.Release();
+            }
+            return;
+        }
+        MatrixMetrics.TimelineReads.WithLabels("pause").Inc();
+        await ReadAsync(roomId, pushed, lastBefore, batch, cancellationToken);
+        _readAfterPause.AddOrUpdate(roomId, pause, (_, earlier) => Math.Max(earlier, pause));
+    }
+
+    /// <summary>
+    /// Reads the room back from now to <paramref name="lastBefore"/> (the event pushed last before; null: its latest
+    /// events) and applies, oldest first, what it finds after that event, then whatever of <paramref name="pushed"/> the
+    /// read did not hold.
+    /// </summary>
+    private async Task ReadAsync(string roomId, IReadOnlyList<JsonObject> pushed, string? lastBefore, InboundBatch batch, CancellationToken cancellationToken)
     {
         var gate = _roomGates.GetOrAdd(roomId, _ => new SemaphoreSlim(1, 1));
         await gate.WaitAsync(cancellationToken);
         try
         {
+            var pushedIds = pushed.Select(e => Json.String(e["event_id"])).OfType<string>().ToHashSet(StringComparer.Ordinal);
             var read = new HashSet<string>(StringComparer.Ordinal);
-            if (await MappedAsync(roomId, cancellationToken))
+            try
             {
-                var token = await TokenAsync(roomId, cancellationToken);
-                try
+                // An unmapped room has nothing to read: the inbound path decides (a room being created waits for its mapping).
+                var events = await MappedAsync(roomId, cancellationToken) ? await ReadBackAsync(roomId, lastBefore, pushed.Count + 4, cancellationToken) : [];
+                foreach (var evt in events)
                 {
-                    var next = await ReadFromAsync(roomId, token, pushed, read, batch, cancellationToken);
-                    if (next is not null && next != token)
+                    var eventId = Json.String(evt["event_id"]);
+                    if (await inbound.HandleAsync(evt, batch, cancellationToken) && (eventId is null || !pushedIds.Contains(eventId)))
                     {
-                        await SaveTokenAsync(roomId, next, cancellationToken);
+                        // New to the chat and not in this push: the homeserver dropped it, or a later push would bring it.
+                        MatrixMetrics.TimelineEvents.Inc();
+                        logger.LogInformation("Matrix event {EventId} in {RoomId} was applied from the room's timeline before any push brought it", eventId, roomId);
+                    }
+                    if (eventId is not null)
+                    {
+                        read.Add(eventId);
+                        _lastEvent[roomId] = eventId;
                     }
                 }
-                catch (MatrixApiException ex) when (ex.Class == FailureClass.Permanent)
-                {
-                    // The bot cannot read the room (it was kicked, or the room is gone): what was pushed is all there is.
-                    MatrixMetrics.Errors.WithLabels("timeline_unreadable").Inc();
-                    logger.LogWarning("Cannot read the timeline of {RoomId} ({Error}); applying what the homeserver pushed only", roomId, ex.Message);
-                }
             }
-            // An unmapped room has nothing to read: the inbound path decides (a room being created waits for its mapping).
+            catch (MatrixApiException ex) when (ex.Class == FailureClass.Permanent)
+            {
+                // The bot cannot read the room (it was kicked, or the room is gone): what was pushed is all there is.
+                MatrixMetrics.Errors.WithLabels("timeline_unreadable").Inc();
+                logger.LogWarning("Cannot read the timeline of {RoomId} ({Error}); applying what the homeserver pushed only", roomId, ex.Message);
+            }
             foreach (var evt in pushed.Where(e => Json.String(e["event_id"]) is not { } id || !read.Contains(id)))
             {
                 await inbound.HandleAsync(evt, batch, cancellationToken);
@@ -177,76 +289,43 @@ public sealed class RoomTimelines(
         }
     }
 
-    /// <summary>Reads and applies the room's events after <paramref name="token"/>; returns where the next read starts.</summary>
-    private async Task<string?> ReadFromAsync(
-        string roomId, string? token, IReadOnlyList<JsonObject> pushed, HashSet<string> read, InboundBatch batch, CancellationToken cancellationToken)
-    {
-        var path = $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/messages";
-        if (token is null)
-        {
-            // First read of this room (a bridge upgraded to reading timelines, or a new room): no position yet. Its latest
-            // events, oldest first; "start" of a backwards read without "from" is the room's position now.
-            var latest = await api.SendAsync(HttpMethod.Get, $"{path}?dir=b&limit={FirstReadSize}", null, null, cancellationToken);
-            await ApplyAsync((latest?["chunk"] as JsonArray ?? []).OfType<JsonObject>().Reverse(), read, batch, cancellationToken);
-            token = Json.String(latest?["start"]);
-            if (token is null)
-            {
-                return null;
-            }
-        }
-        var waitingFor = pushed.Select(e => Json.String(e["event_id"])).OfType<string>().ToHashSet(StringComparer.Ordinal);
-        waitingFor.ExceptWith(read);
-        while (true)
-        {
-            var page = await api.SendAsync(HttpMethod.Get, $"{path}?dir=f&limit={PageSize}&from={Uri.EscapeDataString(token)}", null, null, cancellationToken);
-            var chunk = (page?["chunk"] as JsonArray ?? []).OfType<JsonObject>().ToList();
-            if (chunk.Count == 0)
-            {
-                return token;
-            }
-            await ApplyAsync(chunk, read, batch, cancellationToken);
-            token = Json.String(page?["end"]) ?? token;
-            waitingFor.ExceptWith(read);
-            // Read at least up to what was pushed (nothing before it may be missed); a sweep reads to the end.
-            if (chunk.Count < PageSize && (pushed.Count == 0 || waitingFor.Count == 0))
-            {
-                return token;
-            }
-        }
-    }
-
-    private async Task ApplyAsync(IEnumerable<JsonObject> events, HashSet<string> read, InboundBatch batch, CancellationToken cancellationToken)
-    {
-        foreach (var evt in events)
-        {
-            await inbound.HandleAsync(evt, batch, cancellationToken);
-            if (Json.String(evt["event_id"]) is { } eventId)
-            {
-                read.Add(eventId);
-            }
-        }
-    }
-
     private async Task<bool> MappedAsync(string roomId, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
         return await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_room_mapping WHERE matrix_room_id = @roomId", new { roomId }) == 1;
     }
 
-    private async Task<string?> TokenAsync(string roomId, CancellationToken cancellationToken)
+    /// <summary>The room's events after <paramref name="lastBefore"/>, oldest first (its latest ones when that is null or too far back).</summary>
+    private async Task<List<JsonObject>> ReadBackAsync(string roomId, string? lastBefore, int firstPage, CancellationToken cancellationToken)
     {
-        await using var connection = await database.OpenAsync(cancellationToken);
-        return await connection.QuerySingleOrDefaultAsync<string>("SELECT next_token FROM matrix_room_timelines WHERE matrix_room_id = @roomId", new { roomId });
-    }
-
-    private async Task SaveTokenAsync(string roomId, string nextToken, CancellationToken cancellationToken)
-    {
-        await using var connection = await database.OpenAsync(cancellationToken);
-        await connection.ExecuteAsync(
-            """
-            INSERT INTO matrix_room_timelines (matrix_room_id, next_token, updated_at) VALUES (@roomId, @nextToken, @now)
-            ON CONFLICT (matrix_room_id) DO UPDATE SET next_token = @nextToken, updated_at = @now
-            """,
-            new { roomId, nextToken, now = time.UtcNowMicros() });
+        var path = $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/messages?dir=b";
+        var newestFirst = new List<JsonObject>();
+        string? from = null;
+        for (var page = 0; ; page++)
+        {
+            var limit = lastBefore is null ? FirstReadSize : page == 0 ? firstPage : LaterPageSizes[Math.Min(page - 1, LaterPageSizes.Length - 1)];
+            var answer = await api.SendAsync(HttpMethod.Get, $"{path}&limit={limit}" + (from is null ? "" : $"&from={Uri.EscapeDataString(from)}"), null, null, cancellationToken);
+            var chunk = (answer?["chunk"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+            foreach (var evt in chunk)
+            {
+                if (lastBefore is not null && Json.String(evt["event_id"]) == lastBefore)
+                {
+                    newestFirst.Reverse();
+                    return newestFirst;
+                }
+                newestFirst.Add(evt);
+            }
+            from = Json.String(answer?["end"]);
+            if (lastBefore is null || chunk.Count < limit || from is null || newestFirst.Count >= MaxReadBack)
+            {
+                if (lastBefore is not null)
+                {
+                    logger.LogWarning("Reading {RoomId} back {Count} events did not reach the last event pushed from it ({EventId}); applying those",
+                        roomId, newestFirst.Count, lastBefore);
+                }
+                newestFirst.Reverse();
+                return newestFirst;
+            }
+        }
     }
 }

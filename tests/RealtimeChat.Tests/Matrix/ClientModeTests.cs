@@ -49,16 +49,9 @@ public sealed class ClientModeTests
     [Fact]
     public async Task Sync_resumes_from_the_saved_token_after_a_restart_without_replaying()
     {
-        await using var bridge = await BridgeHost.StartAsync("Client");
-        var alice = Guid.NewGuid();
+        var (bridge, alice, conversation, roomId, human) = await HumanInRoomAsync("Resume", "before restart");
+        await using var _ = bridge;
         var client = bridge.Server.Client(alice);
-        var conversation = await client.CreateGroupAsync("Resume");
-        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
-        var human = bridge.Homeserver.CreateUser("human", "humanpass");
-        await bridge.Homeserver.LoginAs("@nova-service:localhost").InviteAsync(roomId, human.UserId);
-        await human.JoinAsync(roomId);
-        human.SendText(roomId, "before restart");
-        await Eventually.Async(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() == 1, "the first message");
 
         await bridge.Server.StopAsync();
         human.SendText(roomId, "while we were down");
@@ -80,16 +73,9 @@ public sealed class ClientModeTests
     [Fact]
     public async Task After_a_long_stop_a_room_that_had_more_than_one_sync_holds_arrives_whole_and_in_order()
     {
-        await using var bridge = await BridgeHost.StartAsync("Client");
-        var alice = Guid.NewGuid();
+        var (bridge, alice, conversation, roomId, human) = await HumanInRoomAsync("Busy while we were down", "before the stop");
+        await using var _ = bridge;
         var client = bridge.Server.Client(alice);
-        var conversation = await client.CreateGroupAsync("Busy while we were down");
-        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
-        var human = bridge.Homeserver.CreateUser("human", "humanpass");
-        await bridge.Homeserver.LoginAs("@nova-service:localhost").InviteAsync(roomId, human.UserId);
-        await human.JoinAsync(roomId);
-        human.SendText(roomId, "before the stop");
-        await Eventually.Async(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() == 1, "the first message");
 
         // One sync's timeline holds 100 events: Synapse sends the last ones, "limited", and the rest must be read.
         await bridge.Server.StopAsync();
@@ -106,6 +92,22 @@ public sealed class ClientModeTests
             return all.Count >= 251 ? [.. all.Select(m => m.GetProperty("content").GetString())] : null;
         }
         Assert.Equal(["before the stop", .. missed], await Eventually.Async(HistoryAsync, "every message sent while the service was down"));
+    }
+
+    /// <summary>A client-mode bridge with a group whose room has a human in it, whose first message the app has.</summary>
+    private static async Task<(BridgeHost Bridge, Guid Alice, Guid Conversation, string RoomId, MatrixUser Human)> HumanInRoomAsync(string name, string firstMessage)
+    {
+        var bridge = await BridgeHost.StartAsync("Client");
+        var alice = Guid.NewGuid();
+        var client = bridge.Server.Client(alice);
+        var conversation = await client.CreateGroupAsync(name);
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
+        var human = bridge.Homeserver.CreateUser("human", "humanpass");
+        await bridge.Homeserver.LoginAs("@nova-service:localhost").InviteAsync(roomId, human.UserId);
+        await human.JoinAsync(roomId);
+        human.SendText(roomId, firstMessage);
+        await Eventually.Async(async () => (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages").GetArrayLength() == 1, "the first message");
+        return (bridge, alice, conversation, roomId, human);
     }
 
     [Fact]

@@ -324,6 +324,7 @@ public sealed class FailureModelTests(ITestOutputHelper output)
         }
         using var done = new CancellationTokenSource();
         var sent = 0;
+        var readBefore = await bridge.Server.Client().MetricAsync("matrix_room_timeline_events_total");
         var writing = humans.Select((human, k) => Task.Run(async () =>
         {
             for (var i = 1; !done.IsCancellationRequested; i++)
@@ -368,6 +369,8 @@ public sealed class FailureModelTests(ITestOutputHelper output)
         {
             Assert.Fail($"The app has {app.Count} of the room's {room.Count} human messages; missing [{string.Join(", ", room.Except(app))}].");
         }
+        // Process-wide, so other tests running beside this one may add to it.
+        output.WriteLine($"applied from the room's timeline before any push brought them (process-wide counter): {await bridge.Server.Client().MetricAsync("matrix_room_timeline_events_total") - readBefore}");
         Assert.Equal(room, app);
     }
 
