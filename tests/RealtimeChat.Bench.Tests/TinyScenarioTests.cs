@@ -133,6 +133,11 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
             Assert.Equal(2, figures.GetProperty("per_round").GetProperty("disk_worst_flush_ms").GetProperty(phase).GetArrayLength());
             Assert.InRange(figures.GetProperty("disk_stalled_share").GetProperty(phase).GetDouble(), 0, 10);
         }
+        // The inbound phase: every Matrix user's message of the 2 rounds reached the app and the sender's /sync, timed.
+        Assert.Equal(12, figures.GetProperty("inbound_app_ms").GetProperty("count").GetInt64());
+        Assert.Equal(12, figures.GetProperty("inbound_sync_ms").GetProperty("count").GetInt64());
+        Assert.Equal(0, figures.GetProperty("inbound_missing").GetInt32());
+        Assert.True(figures.GetProperty("inbound_synapse_cpu_ms_per_message").GetDouble() > 0);
         // Synapse's access log was found and read: every phase's sends are in it, 2 rooms x 3 messages x 2 rounds.
         foreach (var phase in new[] { "bridge", "direct", "paced", "backlog" })
         {
