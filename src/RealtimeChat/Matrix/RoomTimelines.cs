@@ -14,16 +14,16 @@ namespace RealtimeChat.Matrix;
 /// A stop or crash in between drops them for good (synapse#11637, open upstream): under load, nearly every restart.
 /// They are in the room's timeline all the same, after the last event pushed from that room. Only a restart drops
 /// them, and a restart takes seconds (stopping, starting Python, opening the store), so pushes pause for at least
-/// that long. After every pause of <see cref="MatrixOptions.TimelineReadAfterPause"/> (1 s; 0 reads before every push),
-/// or a push the homeserver hung up on, each room's first push with something from someone other than the bridge has
-/// the room read first: <c>/messages</c> backwards from now (as the bot) down to the last event pushed from it before,
-/// and what was not pushed is applied in timeline order before what was. Between pauses pushes are applied as they
-/// come: a busy bridge reads nothing.
+/// that long. After every pause of <see cref="MatrixOptions.TimelineReadAfterPause"/> (1 s; 0 reads before every push;
+/// counted from the later of the last push and our answer to it), or a push the homeserver hung up on, each room's
+/// first push with something from someone other than the bridge has the room read first: <c>/messages</c> backwards
+/// from now (as the bot) down to the last event handled from it, and what was not pushed is applied in timeline order
+/// before what was. Between pauses pushes are applied as they come: a busy bridge reads nothing.
 /// </para>
 /// <para>
 /// A drop followed by silence in the room brings no push at all: rooms that had pushes are read the same way once more
 /// <see cref="MatrixOptions.TimelineSweepInterval"/> after their last one. A dropped event in a room that had no push
-/// near the stop, and then none after, waits for the room's next event (and arrives before it). Which event was pushed
+/// near the stop, and then none after, waits for the room's next event (and arrives before it). Which event was handled
 /// last is kept in memory: the first read of a room after this service starts applies its latest events instead
 /// (<see cref="FirstReadSize"/>; those the chat holds already are skipped).
 /// </para>
