@@ -60,6 +60,19 @@ public sealed class MatrixEvents(ChatDatabase database, TimeProvider time) : ITr
             rows.Select(r => new { r.EventId, r.ConversationId, r.MessageId, r.MessageSeq, r.ReactionUserId, r.Reaction, now = time.UtcNowMicros() }),
             transaction);
 
+    /// <summary>Which of these events the chat holds: applied from Matrix, or posted by the bridge.</summary>
+    public async Task<HashSet<string>> HeldAsync(IReadOnlyCollection<string> eventIds, CancellationToken cancellationToken)
+    {
+        if (eventIds.Count == 0)
+        {
+            return [];
+        }
+        await using var connection = await database.OpenAsync(cancellationToken);
+        var held = await connection.QueryAsync<string>(
+            $"SELECT event_id FROM matrix_events WHERE {SqlDialect.InList(connection, "event_id", "eventIds")}", new { eventIds = eventIds.ToArray() });
+        return held.ToHashSet(StringComparer.Ordinal);
+    }
+
     /// <summary>Whether <paramref name="connection"/>'s database already holds the change this event made.</summary>
     public static async Task<bool> AppliedAsync(DbConnection connection, string eventId) =>
         await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_events WHERE event_id = @eventId", new { eventId }) == 1;

@@ -24,8 +24,8 @@ namespace RealtimeChat.Matrix;
 /// A drop followed by silence in the room brings no push at all: rooms that had pushes are read the same way once more
 /// <see cref="MatrixOptions.TimelineSweepInterval"/> after their last one. A dropped event in a room that had no push
 /// near the stop, and then none after, waits for the room's next event (and arrives before it). Which event was handled
-/// last is kept in memory: the first read of a room after this service starts applies its latest events instead
-/// (<see cref="FirstReadSize"/>; those the chat holds already are skipped).
+/// last is kept in memory; the first read of a room after this service starts goes back to the newest event the chat
+/// holds instead.
 /// </para>
 /// <para>
 /// A push's rooms are applied in parallel, each room one push or read at a time, and every event at most once
@@ -36,6 +36,7 @@ public sealed class RoomTimelines(
     ChatDatabase database,
     MatrixApi api,
     MatrixInbound inbound,
+    MatrixEvents matrixEvents,
     MatrixIds ids,
     IOptions<MatrixOptions> options,
     TimeProvider time,
@@ -45,11 +46,9 @@ public sealed class RoomTimelines(
     // cost grows with the events it filters for each page), pages grow.
     private static readonly int[] LaterPageSizes = [100, 400];
 
-    // How far back a read goes looking for the last pushed event; what it read is applied if it never finds it.
+    // How far back a read goes looking for where to stop. Beyond it the read is not applied: what came before it in
+    // the room is unknown, and the pushes bring the rest in order.
     private const int MaxReadBack = 1000;
-
-    // How far back a room's first read after start-up goes.
-    private const int FirstReadSize = 100;
 
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _roomGates = new(StringComparer.Ordinal);
 
@@ -295,7 +294,11 @@ public sealed class RoomTimelines(
         return await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_room_mapping WHERE matrix_room_id = @roomId", new { roomId }) == 1;
     }
 
-    /// <summary>The room's events after <paramref name="lastBefore"/>, oldest first (its latest ones when that is null or too far back).</summary>
+    /// <summary>
+    /// The room's events after <paramref name="lastBefore"/>, oldest first; with none (this service started since the room
+    /// was last handled), after the newest event the chat holds. Empty when that is not found within
+    /// <see cref="MaxReadBack"/> events; the whole room when its beginning is reached first.
+    /// </summary>
     private async Task<List<JsonObject>> ReadBackAsync(string roomId, string? lastBefore, int firstPage, CancellationToken cancellationToken)
     {
         var path = $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/messages?dir=b";
@@ -303,12 +306,15 @@ public sealed class RoomTimelines(
         string? from = null;
         for (var page = 0; ; page++)
         {
-            var limit = lastBefore is null ? FirstReadSize : page == 0 ? firstPage : LaterPageSizes[Math.Min(page - 1, LaterPageSizes.Length - 1)];
+            var limit = page == 0 ? firstPage : LaterPageSizes[Math.Min(page - 1, LaterPageSizes.Length - 1)];
             var answer = await api.SendAsync(HttpMethod.Get, $"{path}&limit={limit}" + (from is null ? "" : $"&from={Uri.EscapeDataString(from)}"), null, null, cancellationToken);
             var chunk = (answer?["chunk"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+            var held = lastBefore is null
+                ? await matrixEvents.HeldAsync([.. chunk.Select(e => Json.String(e["event_id"])).OfType<string>()], cancellationToken)
+                : null;
             foreach (var evt in chunk)
             {
-                if (lastBefore is not null && Json.String(evt["event_id"]) == lastBefore)
+                if (Json.String(evt["event_id"]) is { } eventId && (lastBefore is null ? held!.Contains(eventId) : eventId == lastBefore))
                 {
                     newestFirst.Reverse();
                     return newestFirst;
@@ -316,15 +322,17 @@ public sealed class RoomTimelines(
                 newestFirst.Add(evt);
             }
             from = Json.String(answer?["end"]);
-            if (lastBefore is null || chunk.Count < limit || from is null || newestFirst.Count >= MaxReadBack)
+            if (chunk.Count < limit || from is null)
             {
-                if (lastBefore is not null)
-                {
-                    logger.LogWarning("Reading {RoomId} back {Count} events did not reach the last event pushed from it ({EventId}); applying those",
-                        roomId, newestFirst.Count, lastBefore);
-                }
+                // The room's beginning: all of it was read.
                 newestFirst.Reverse();
                 return newestFirst;
+            }
+            if (newestFirst.Count >= MaxReadBack)
+            {
+                logger.LogWarning("Reading {RoomId} back {Count} events did not reach the last event handled from it; applying only what was pushed",
+                    roomId, newestFirst.Count);
+                return [];
             }
         }
     }

@@ -57,6 +57,45 @@ public sealed class FailureModelTests(ITestOutputHelper output)
     }
 
     [SynapseFact]
+    public Task B_what_humans_wrote_while_the_service_was_down_reaches_the_app_whole_and_in_order() => ServiceDownAsync("Appservice");
+
+    [SynapseFact]
+    public Task B_what_humans_wrote_while_the_service_was_down_reaches_the_app_whole_and_in_order_in_client_mode() => ServiceDownAsync("Client");
+
+    /// <summary>More than one /sync timeline holds (100 events): client mode gets a "limited" timeline and must read the rest.</summary>
+    private async Task ServiceDownAsync(string mode)
+    {
+        const int count = 150;
+        await using var bridge = await SynapseBridge.StartAsync(mode);
+        var alice = Guid.NewGuid();
+        var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Busy while the service was down");
+        using var _ = human;
+        await human.SendTextAsync(roomId, "before the stop");
+        await SynapseBridge.EventuallyAsync(async () => (await bridge.HistoryAsync(alice, conversation)).Count == 1, "the first message");
+
+        List<string?> expected = ["before the stop", .. Enumerable.Range(1, count).Select(i => $"while down {i}")];
+        await bridge.WhileServiceStoppedAsync(async () =>
+        {
+            foreach (var body in expected.Skip(1))
+            {
+                await human.SendTextAsync(roomId, body!);
+            }
+        });
+
+        List<string?> history = [];
+        try
+        {
+            await SynapseBridge.EventuallyAsync(async () => (history = await bridge.HistoryAsync(alice, conversation)).Count >= expected.Count,
+                "every message written while the service was down", TimeSpan.FromSeconds(90));
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"The app has {history.Count} of {expected.Count} messages; missing [{string.Join(", ", expected.Except(history).Take(20))}…].");
+        }
+        Assert.Equal(expected, history);
+    }
+
+    [SynapseFact]
     public Task C_messages_sent_during_an_outage_reach_the_room_once_each_in_order() => OutageAsync("Appservice");
 
     [SynapseFact]

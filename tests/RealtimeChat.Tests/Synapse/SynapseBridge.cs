@@ -124,7 +124,10 @@ public sealed class SynapseBridge : IAsyncDisposable
     }
 
     /// <summary>Stops the chat service abruptly and starts it again on the same database, same port.</summary>
-    public async Task RestartServiceAsync(Dictionary<string, string?>? changes = null)
+    public Task RestartServiceAsync(Dictionary<string, string?>? changes = null) => WhileServiceStoppedAsync(() => Task.CompletedTask, changes);
+
+    /// <summary>Stops the chat service abruptly, runs <paramref name="meanwhile"/>, and starts it again on the same database, same port.</summary>
+    public async Task WhileServiceStoppedAsync(Func<Task> meanwhile, Dictionary<string, string?>? changes = null)
     {
         var settings = new Dictionary<string, string?>(Server.Settings);
         foreach (var (key, value) in changes ?? [])
@@ -132,6 +135,7 @@ public sealed class SynapseBridge : IAsyncDisposable
             settings[key] = value;
         }
         await Server.StopAsync();
+        await meanwhile();
         Server = await ChatServer.StartAsync(settings, reuse: Server);
     }
 
