@@ -24,8 +24,8 @@ namespace RealtimeChat.Matrix;
 /// A drop followed by silence in the room brings no push at all: rooms that had pushes are read the same way once more
 /// <see cref="MatrixOptions.TimelineSweepInterval"/> after their last one. A dropped event in a room that had no push
 /// near the stop, and then none after, waits for the room's next event (and arrives before it). Which event was handled
-/// last is kept in memory; the first read of a room after this service starts goes back to the newest event the chat
-/// holds instead.
+/// last is kept in memory; the first read of a room after this service starts goes back to the newest event from someone
+/// other than the bridge that the chat holds instead.
 /// </para>
 /// <para>
 /// A push's rooms are applied in parallel, each room one push or read at a time, and every event at most once
@@ -294,10 +294,14 @@ public sealed class RoomTimelines(
         return await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_room_mapping WHERE matrix_room_id = @roomId", new { roomId }) == 1;
     }
 
+    // The bridge records what it posts when it posts it, whatever the inbound path has seen: only someone else's held event
+    // shows how far the inbound path came.
+    private bool IsOwn(JsonObject evt) => Json.String(evt["sender"]) is { } sender && ids.IsEcho(sender);
+
     /// <summary>
     /// The room's events after <paramref name="lastBefore"/>, oldest first; with none (this service started since the room
-    /// was last handled), after the newest event the chat holds. Empty when that is not found within
-    /// <see cref="MaxReadBack"/> events; the whole room when its beginning is reached first.
+    /// was last handled), after the newest event from someone other than the bridge that the chat holds. Empty when that
+    /// is not found within <see cref="MaxReadBack"/> events; the whole room when its beginning is reached first.
     /// </summary>
     private async Task<List<JsonObject>> ReadBackAsync(string roomId, string? lastBefore, int firstPage, CancellationToken cancellationToken)
     {
@@ -314,7 +318,7 @@ public sealed class RoomTimelines(
                 : null;
             foreach (var evt in chunk)
             {
-                if (Json.String(evt["event_id"]) is { } eventId && (lastBefore is null ? held!.Contains(eventId) : eventId == lastBefore))
+                if (Json.String(evt["event_id"]) is { } eventId && (lastBefore is null ? held!.Contains(eventId) && !IsOwn(evt) : eventId == lastBefore))
                 {
                     newestFirst.Reverse();
                     return newestFirst;
