@@ -326,7 +326,8 @@ public sealed class RoomTimelines(
                 newestFirst.Add(evt);
             }
             from = Json.String(answer?["end"]);
-            if (chunk.Count < limit || from is null)
+            // A short page is not the end (Synapse leaves out what the reader may not see); an empty one, or no "end", is.
+            if (chunk.Count == 0 || from is null)
             {
                 // The room's beginning: all of it was read.
                 newestFirst.Reverse();
