@@ -112,9 +112,9 @@ public sealed class MatrixOptions : IValidatableObject
     public bool RecoverTransactionGaps { get; set; } = true;
 
     /// <summary>
-    /// Appservice mode: after a pause in pushes, a room's next push makes the bridge read the room's timeline from where
-    /// it stopped, so that the events Synapse drops when it stops (those it had queued in memory) still arrive, in
-    /// order (see RoomTimelines).
+    /// Appservice mode: after a pause in pushes, a room's next push makes the bridge read the room's timeline back to the
+    /// last event it handled from it, so that the events Synapse drops when it stops (those it had queued in memory)
+    /// still arrive, in order (see RoomTimelines).
     /// </summary>
     public bool ReadRoomTimelines { get; set; } = true;
 

@@ -21,9 +21,11 @@ namespace RealtimeChat.Matrix;
 /// before what was. Between pauses pushes are applied as they come: a busy bridge reads nothing.
 /// </para>
 /// <para>
-/// A drop followed by silence in the room brings no push at all: rooms that had pushes are read the same way once more
-/// <see cref="MatrixOptions.TimelineSweepInterval"/> after their last one. A dropped event in a room that had no push
-/// near the stop, and then none after, waits for the room's next event (and arrives before it). Which event was handled
+/// A drop followed by silence in the room brings no push at all, and one followed by the bridge's own messages brings
+/// only those (which move where a read stops only once the room was read after the pause): rooms that had pushes are
+/// read the same way once more <see cref="MatrixOptions.TimelineSweepInterval"/> after their last one. A dropped event
+/// in a room that had no push near the stop, and then none after, waits for the room's next event (and arrives before
+/// it): the bot cannot ask which rooms changed, as Synapse 1.67 refuses <c>/sync</c> to an appservice's own user. Which event was handled
 /// last is kept in memory; the first read of a room after this service starts goes back to the newest event from someone
 /// other than the bridge that the chat holds instead.
 /// </para>
@@ -92,8 +94,12 @@ public sealed class RoomTimelines(
                 if (room.Any(e => Json.String(e["sender"]) is not { } sender || !ids.IsEcho(sender)))
                 {
                     await ApplyRoomAsync(room.Key, [.. room], before.GetValueOrDefault(room.Key), pause, batch, cancellationToken);
+                    Handled(room.Key, room);
                 }
-                Handled(room.Key, room);
+                else
+                {
+                    HandledOwn(room.Key, room, pause);
+                }
             }));
             await inbound.HandleBatchAsync([], ephemeral, cancellationToken);
         }
@@ -108,12 +114,12 @@ public sealed class RoomTimelines(
     {
         if (Enabled)
         {
-            Arrived(events);
+            var (pause, _) = Arrived(events);
             foreach (var room in events.GroupBy(e => Json.String(e["room_id"])))
             {
                 if (room.Key is not null)
                 {
-                    Handled(room.Key, room);
+                    HandledOwn(room.Key, room, pause);
                 }
             }
             Answered(aborted: false);
@@ -129,6 +135,20 @@ public sealed class RoomTimelines(
             _lastEvent[roomId] = last;
         }
     }
+
+    // The bridge's own events, pushed back: what Synapse dropped in the room before them is still unread, unless the room
+    // was read since the pause they come after. Moving the stop past them would hide it from every later read.
+    private void HandledOwn(string roomId, IEnumerable<JsonObject> events, long pause)
+    {
+        if (ReadSince(roomId, pause))
+        {
+            Handled(roomId, events);
+        }
+    }
+
+    private bool ReadSince(string roomId, long pause) => _readAfterPause.TryGetValue(roomId, out var read) && read >= pause;
+
+    private void MarkRead(string roomId, long pause) => _readAfterPause.AddOrUpdate(roomId, pause, (_, earlier) => Math.Max(earlier, pause));
 
     // Synapse sends its next push as soon as the last one is answered, so the pause that counts runs from whichever came
     // last, a push or our answer: a push that took us long to handle is no pause. Returns the pause this push comes
@@ -191,7 +211,9 @@ public sealed class RoomTimelines(
                 try
                 {
                     MatrixMetrics.TimelineReads.WithLabels("sweep").Inc();
+                    var pause = Interlocked.Read(ref _pauses);
                     await ReadAsync(roomId, [], _lastEvent.GetValueOrDefault(roomId), inbound.NewBatch(), stoppingToken);
+                    MarkRead(roomId, pause);
                     // A push that came during the read set a new time; only the one read for leaves.
                     _sweepDue.TryRemove(KeyValuePair.Create(roomId, due));
                 }
@@ -216,7 +238,7 @@ public sealed class RoomTimelines(
     private async Task ApplyRoomAsync(
         string roomId, IReadOnlyList<JsonObject> pushed, string? lastBefore, long pause, InboundBatch batch, CancellationToken cancellationToken)
     {
-        if (_readAfterPause.TryGetValue(roomId, out var readAfter) && readAfter >= pause)
+        if (ReadSince(roomId, pause))
         {
             var gate = _roomGates.GetOrAdd(roomId, _ => new SemaphoreSlim(1, 1));
             await gate.WaitAsync(cancellationToken);
@@ -235,7 +257,7 @@ public sealed class RoomTimelines(
         }
         MatrixMetrics.TimelineReads.WithLabels("pause").Inc();
         await ReadAsync(roomId, pushed, lastBefore, batch, cancellationToken);
-        _readAfterPause.AddOrUpdate(roomId, pause, (_, earlier) => Math.Max(earlier, pause));
+        MarkRead(roomId, pause);
     }
 
     /// <summary>

@@ -114,6 +114,8 @@ public sealed class InboundBridgeTests
 
         // Pushes that follow each other closely are applied as they come: the room is not read for them.
         await Eventually.Async(() => bridge.Homeserver.Requests.Count("/messages") > 0 ? "" : null, "the room read after its first push");
+        // That read pages back to the room's beginning; the push is answered once it is done.
+        await bridge.Homeserver.Appservice.WaitUntilIdleAsync(TimeSpan.FromSeconds(10));
         var reads = bridge.Homeserver.Requests.Count("/messages");
         foreach (var i in Enumerable.Range(1, 5))
         {
@@ -150,6 +152,28 @@ public sealed class InboundBridgeTests
         string[] expected = ["voice.ogg", "queued behind"];
         Assert.Equal(expected, await Eventually.Async(() => ContentsAsync(bridge, alice, conversation, 2), "both messages"));
         Assert.Equal(expected, await LiveContentsAsync(socket, 2));
+    }
+
+    [Fact]
+    public async Task What_the_homeserver_drops_before_the_bridge_s_own_next_message_still_arrives()
+    {
+        // The sweep comes after the restart and the app's message, not while the homeserver is down.
+        var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync(settings: new() { ["Matrix:TimelineSweepInterval"] = "00:00:03" });
+        await using var _ = bridge;
+        await using var __ = socket;
+
+        await HoldPushInFlightAsync(bridge, roomId, human);
+        human.SendText(roomId, "queued behind");
+        await bridge.Homeserver.RestartAsync(SynapseRestartTime, kill: true);
+
+        // Only the app speaks after the restart, so the room's next push holds nothing but the bridge's own message.
+        await bridge.Server.Client(alice).SendAsync(conversation, "from the app");
+        await Eventually.Async(() => bridge.Homeserver.Timeline(roomId).Any(e => e.Body == "from the app"), "the app's message in the room");
+        await bridge.Homeserver.Appservice.WaitUntilIdleAsync(TimeSpan.FromSeconds(10));
+
+        var contents = await Eventually.Async(() => ContentsAsync(bridge, alice, conversation, 3), "all three messages");
+        Assert.Equal(["voice.ogg", "queued behind"], contents.Where(c => c != "from the app"));
+        Assert.Contains("from the app", contents);
     }
 
     // The shortest a Synapse restart leaves the appservice without pushes is well over this (stopping, starting Python,
