@@ -255,6 +255,7 @@ public static class SynapseBridgeScenario
             var pacing = TimeSpan.FromSeconds(o.Rooms / (0.5 * Math.Max(directPerSecond, 1)));
             Common.Say(log, $"{name}: {o.Rooms * messages} messages by a Matrix user, each room one every {pacing.TotalMilliseconds:0} ms");
             var readsBefore = (await api.MetricsAsync()).GetValueOrDefault("matrix_room_timeline_reads_total");
+            var pushesBefore = await PushHandlingAsync(api);
             var cpu = await PhaseCpuMeter.StartAsync(synapse.Pid, service.Process.Pid, postmaster, api);
             var sent = new ConcurrentBag<(long Number, long At, string Body)>();
             await Task.WhenAll(Enumerable.Range(0, o.Rooms).Select(async i =>
@@ -283,7 +284,9 @@ public static class SynapseBridgeScenario
             }
             var use = await cpu.StopAsync();
             var reads = (int)((await api.MetricsAsync()).GetValueOrDefault("matrix_room_timeline_reads_total") - readsBefore);
-            var result = new InboundRun(new Latency(), new Latency(), new Latency(), use, sent.Count, 0, reads);
+            var pushesAfter = await PushHandlingAsync(api);
+            var result = new InboundRun(new Latency(), new Latency(), new Latency(), use, sent.Count, 0, reads,
+                (int)(pushesAfter.Count - pushesBefore.Count), pushesAfter.Seconds - pushesBefore.Seconds);
             foreach (var (number, at, body) in sent)
             {
                 var inSync = watch.TryFirstSeen(body, out var synced);
@@ -372,6 +375,11 @@ public static class SynapseBridgeScenario
         report.Row("  per round, p50 app / p50 /sync", string.Join(", ", inbound.Select(r => Fmt.N(Report.Ratio(r.App.PercentileMs(50), r.Synapse.PercentileMs(50)), "0.00"))));
         report.Row("  messages not in the app after 60 s", inbound.Sum(r => r.Missing).ToString(CultureInfo.InvariantCulture));
         report.Row("  rooms the bridge read from their timeline, per round", string.Join(", ", inbound.Select(r => r.TimelineReads)));
+        var (pushes, pushSeconds) = (inbound.Sum(r => r.Pushes), inbound.Sum(r => r.PushSeconds));
+        var pushMs = pushes > 0 ? pushSeconds * 1000 / pushes : double.NaN;
+        report.Row("  pushes Synapse made to the service; mean ms the service took to answer one", $"{pushes}; {Fmt.N(pushMs, "0.0")}");
+        report.Figures["inbound_pushes"] = pushes;
+        report.Figures["inbound_push_handling_ms"] = Fmt.R(pushMs, 2);
         var inboundUse = PhaseCpu.Pool(inbound.Select(r => r.Use));
         var inboundEvents = inbound.Sum(r => r.Sent);
         report.Row("  CPU cores, inbound", inboundUse.ToString());
@@ -504,7 +512,31 @@ public static class SynapseBridgeScenario
         (await api.MetricsAsync()).GetValueOrDefault("system_runtime_dotnet_jit_compilation_time");
 
     /// <summary>One inbound phase: per message, Synapse's /sync latency, the app's, and the app's beyond the /sync.</summary>
-    private sealed record InboundRun(Latency Synapse, Latency App, Latency Beyond, PhaseCpu Use, int Sent, int Missing, int TimelineReads);
+    private sealed record InboundRun(
+        Latency Synapse, Latency App, Latency Beyond, PhaseCpu Use, int Sent, int Missing, int TimelineReads, int Pushes, double PushSeconds);
+
+    /// <summary>The appservice pushes the service answered so far and the seconds it spent on them (its HTTP metrics).</summary>
+    private static async Task<(double Count, double Seconds)> PushHandlingAsync(ChatApi api)
+    {
+        var (count, seconds) = (0.0, 0.0);
+        foreach (var line in (await api.Http.GetStringAsync("/metrics")).Split('\n'))
+        {
+            if (!line.StartsWith("http_request_duration_seconds_", StringComparison.Ordinal) || !line.Contains("/transactions/{txnId}", StringComparison.Ordinal))
+            {
+                continue;
+            }
+            var value = double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
+            if (line.StartsWith("http_request_duration_seconds_count{", StringComparison.Ordinal))
+            {
+                count += value;
+            }
+            else if (line.StartsWith("http_request_duration_seconds_sum{", StringComparison.Ordinal))
+            {
+                seconds += value;
+            }
+        }
+        return (count, seconds);
+    }
 
     private sealed record Timed(int Seen, double Seconds, double FirstSeconds)
     {

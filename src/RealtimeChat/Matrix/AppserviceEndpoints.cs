@@ -61,12 +61,14 @@ public static class AppserviceEndpoints
 
         var events = (body["events"] as JsonArray ?? []).OfType<JsonObject>().ToList();
         var ephemeral = (body["ephemeral"] as JsonArray ?? body["de.sorunome.msc2409.ephemeral"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+        // What the homeserver delivered, once per push (a retried push counts again); events read back from a room's
+        // timeline are counted apart.
+        MatrixMetrics.SyncEvents.Inc(events.Count);
         if (ephemeral.Count == 0 && events.All(e => Json.String(e["sender"]) is { } sender && ids.IsEcho(sender)))
         {
             // Only what the bridge itself posted, coming back (most pushes while the app sends): nothing to apply, so
             // nothing to remember either, and no database work for it.
             timelines.Pushed(events);
-            MatrixMetrics.SyncEvents.Inc(events.Count);
             MatrixMetrics.TransactionsReceived.WithLabels("processed").Inc();
             return Results.Json(new JsonObject());
         }

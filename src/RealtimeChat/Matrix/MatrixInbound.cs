@@ -75,7 +75,6 @@ public sealed class MatrixInbound(
     /// <returns>Whether the event changed the chat now (not before, not refused, not waiting for something).</returns>
     public async Task<bool> HandleAsync(JsonObject evt, InboundBatch batch, CancellationToken cancellationToken)
     {
-        MatrixMetrics.SyncEvents.Inc();
         var (type, roomId, sender, eventId) = (Json.String(evt["type"]), Json.String(evt["room_id"]), Json.String(evt["sender"]), Json.String(evt["event_id"]));
         if (type is null || roomId is null || sender is null || eventId is null)
         {

@@ -133,6 +133,7 @@ public sealed class MatrixSyncWorker(
                 ephemeral.Add(evt);
             }
         }
+        MatrixMetrics.SyncEvents.Inc(events.Count);
         await inbound.HandleBatchAsync(events, ephemeral, cancellationToken);
     }
 

@@ -359,6 +359,11 @@ public sealed class RoomTimelines(
             {
                 logger.LogWarning("Reading {RoomId} back {Count} events did not reach the last event handled from it; applying only what was pushed",
                     roomId, newestFirst.Count);
+                // The next read stops here rather than paging through the same events again.
+                if (Json.String(newestFirst[0]["event_id"]) is { } newest)
+                {
+                    _lastEvent[roomId] = newest;
+                }
                 return [];
             }
         }
