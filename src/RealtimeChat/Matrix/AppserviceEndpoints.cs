@@ -66,9 +66,9 @@ public static class AppserviceEndpoints
         MatrixMetrics.SyncEvents.Inc(events.Count);
         if (ephemeral.Count == 0 && events.All(e => Json.String(e["sender"]) is { } sender && ids.IsEcho(sender)))
         {
-            // Only what the bridge itself posted, coming back (most pushes while the app sends): nothing to apply, so
-            // nothing to remember either, and no database work for it.
-            timelines.Pushed(events);
+            // Only what the bridge itself posted, coming back (most pushes while the app sends): nothing to remember,
+            // and nothing to apply unless a pause before it has its rooms read for what Synapse dropped.
+            await timelines.ApplyPushAsync(events, [], cancellationToken);
             MatrixMetrics.TransactionsReceived.WithLabels("processed").Inc();
             return Results.Json(new JsonObject());
         }

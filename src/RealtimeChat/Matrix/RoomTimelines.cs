@@ -16,16 +16,16 @@ namespace RealtimeChat.Matrix;
 /// them, and a restart takes seconds (stopping, starting Python, opening the store), so pushes pause for at least
 /// that long. After every pause of <see cref="MatrixOptions.TimelineReadAfterPause"/> (1 s; 0 reads before every push;
 /// counted from the later of the last push and our answer to it), or a push the homeserver hung up on, each room's
-/// first push with something from someone other than the bridge has the room read first: <c>/messages</c> backwards
-/// from now (as the bot) down to the last event handled from it, and what was not pushed is applied in timeline order
-/// before what was. Between pauses pushes are applied as they come: a busy bridge reads nothing.
+/// first push has the room read first: <c>/messages</c> backwards from now (as the bot) down to the last event handled
+/// from it, and what was not pushed is applied in timeline order before what was. That holds for a push of nothing but
+/// the bridge's own messages too: what Synapse dropped before them is behind them in the room. Between pauses pushes
+/// are applied as they come: a busy bridge reads nothing.
 /// </para>
 /// <para>
-/// A drop followed by silence in the room brings no push at all, and one followed by the bridge's own messages brings
-/// only those (which move where a read stops only once the room was read after the pause): rooms that had pushes are
-/// read the same way once more <see cref="MatrixOptions.TimelineSweepInterval"/> after their last one. A dropped event
-/// in a room that had no push near the stop, and then none after, waits for the room's next event (and arrives before
-/// it): the bot cannot ask which rooms changed, as Synapse 1.67 refuses <c>/sync</c> to an appservice's own user. Which event was handled
+/// A drop followed by silence in the room brings no push at all: rooms that had pushes are read the same way once more
+/// <see cref="MatrixOptions.TimelineSweepInterval"/> after their last one. A dropped event in a room that had no push
+/// near the stop, and then none after, waits for the room's next event (and arrives before it): the bot cannot ask
+/// which rooms changed, as Synapse 1.67 refuses <c>/sync</c> to an appservice's own user. Which event was handled
 /// last is kept in memory; the first read of a room after this service starts goes back to the newest event from someone
 /// other than the bridge that the chat holds instead.
 /// </para>
@@ -91,38 +91,14 @@ public sealed class RoomTimelines(
                     }
                     return;
                 }
-                if (room.Any(e => Json.String(e["sender"]) is not { } sender || !ids.IsEcho(sender)))
-                {
-                    await ApplyRoomAsync(room.Key, [.. room], before.GetValueOrDefault(room.Key), pause, batch, cancellationToken);
-                    Handled(room.Key, room);
-                }
-                else
-                {
-                    HandledOwn(room.Key, room, pause);
-                }
+                await ApplyRoomAsync(room.Key, [.. room], before.GetValueOrDefault(room.Key), pause, batch, cancellationToken);
+                Handled(room.Key, room);
             }));
             await inbound.HandleBatchAsync([], ephemeral, cancellationToken);
         }
         finally
         {
             Answered(cancellationToken.IsCancellationRequested);
-        }
-    }
-
-    /// <summary>A push that needs no work now (only the bridge's own events): it still counts, and its rooms are due for a sweep.</summary>
-    public void Pushed(IEnumerable<JsonObject> events)
-    {
-        if (Enabled)
-        {
-            var (pause, _) = Arrived(events);
-            foreach (var room in events.GroupBy(e => Json.String(e["room_id"])))
-            {
-                if (room.Key is not null)
-                {
-                    HandledOwn(room.Key, room, pause);
-                }
-            }
-            Answered(aborted: false);
         }
     }
 
@@ -133,16 +109,6 @@ public sealed class RoomTimelines(
         if (events.Select(e => Json.String(e["event_id"])).LastOrDefault(id => id is not null) is { } last)
         {
             _lastEvent[roomId] = last;
-        }
-    }
-
-    // The bridge's own events, pushed back: what Synapse dropped in the room before them is still unread, unless the room
-    // was read since the pause they come after. Moving the stop past them would hide it from every later read.
-    private void HandledOwn(string roomId, IEnumerable<JsonObject> events, long pause)
-    {
-        if (ReadSince(roomId, pause))
-        {
-            Handled(roomId, events);
         }
     }
 

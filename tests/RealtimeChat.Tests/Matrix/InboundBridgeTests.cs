@@ -114,7 +114,9 @@ public sealed class InboundBridgeTests
 
         // Pushes that follow each other closely are applied as they come: the room is not read for them.
         await Eventually.Async(() => bridge.Homeserver.Requests.Count("/messages") > 0 ? "" : null, "the room read after its first push");
-        // That read pages back to the room's beginning; the push is answered once it is done.
+        // Set-up is over when the bridge has nothing left to post and every push of what it posted was answered (each
+        // room's first push after a pause, the bridge's own included, has it read).
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the bridge's set-up posted");
         await bridge.Homeserver.Appservice.WaitUntilIdleAsync(TimeSpan.FromSeconds(10));
         var reads = bridge.Homeserver.Requests.Count("/messages");
         foreach (var i in Enumerable.Range(1, 5))
