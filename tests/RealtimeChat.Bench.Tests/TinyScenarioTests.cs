@@ -138,6 +138,9 @@ public sealed class TinyScenarioTests(ITestOutputHelper output)
         Assert.Equal(12, figures.GetProperty("inbound_sync_ms").GetProperty("count").GetInt64());
         Assert.Equal(0, figures.GetProperty("inbound_missing").GetInt32());
         Assert.True(figures.GetProperty("inbound_synapse_cpu_ms_per_message").GetDouble() > 0);
+        // Read from the service's HTTP metrics: a route or metric name that changed would read 0 here.
+        Assert.True(figures.GetProperty("inbound_pushes").GetInt32() > 0);
+        Assert.True(figures.GetProperty("inbound_push_handling_ms").GetDouble() > 0);
         // Synapse's access log was found and read: every phase's sends are in it, 2 rooms x 3 messages x 2 rounds.
         foreach (var phase in new[] { "bridge", "direct", "paced", "backlog" })
         {
