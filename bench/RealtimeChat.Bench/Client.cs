@@ -133,14 +133,17 @@ public sealed class ChatApi : IDisposable
         }
     }
 
-    /// <summary>Reads the Prometheus text at /metrics into name → value (labels dropped, values of one name summed).</summary>
-    public async Task<Dictionary<string, double>> MetricsAsync(CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Reads the Prometheus text at /metrics into name → value (labels dropped, values of one name summed), only the
+    /// series whose line contains <paramref name="only"/> when given (a label value).
+    /// </summary>
+    public async Task<Dictionary<string, double>> MetricsAsync(string? only = null, CancellationToken cancellationToken = default)
     {
         var text = await Http.GetStringAsync("/metrics", cancellationToken);
         var values = new Dictionary<string, double>();
         foreach (var line in text.Split('\n'))
         {
-            if (line.Length == 0 || line[0] == '#')
+            if (line.Length == 0 || line[0] == '#' || (only is not null && !line.Contains(only, StringComparison.Ordinal)))
             {
                 continue;
             }

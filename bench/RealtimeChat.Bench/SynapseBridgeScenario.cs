@@ -518,24 +518,8 @@ public static class SynapseBridgeScenario
     /// <summary>The appservice pushes the service answered so far and the seconds it spent on them (its HTTP metrics).</summary>
     private static async Task<(double Count, double Seconds)> PushHandlingAsync(ChatApi api)
     {
-        var (count, seconds) = (0.0, 0.0);
-        foreach (var line in (await api.Http.GetStringAsync("/metrics")).Split('\n'))
-        {
-            if (!line.StartsWith("http_request_duration_seconds_", StringComparison.Ordinal) || !line.Contains("/transactions/{txnId}", StringComparison.Ordinal))
-            {
-                continue;
-            }
-            var value = double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
-            if (line.StartsWith("http_request_duration_seconds_count{", StringComparison.Ordinal))
-            {
-                count += value;
-            }
-            else if (line.StartsWith("http_request_duration_seconds_sum{", StringComparison.Ordinal))
-            {
-                seconds += value;
-            }
-        }
-        return (count, seconds);
+        var transactions = await api.MetricsAsync(only: "/transactions/{txnId}");
+        return (transactions.GetValueOrDefault("http_request_duration_seconds_count"), transactions.GetValueOrDefault("http_request_duration_seconds_sum"));
     }
 
     private sealed record Timed(int Seen, double Seconds, double FirstSeconds)

@@ -126,12 +126,7 @@ public sealed class InboundBridgeTests
         await Eventually.Async(() => ContentsAsync(bridge, alice, conversation, 5), "the burst");
         Assert.InRange(bridge.Homeserver.Requests.Count("/messages") - reads, 0, 1);
 
-        // Synapse 1.67 drops, when it stops, what it queued in memory behind the push in flight. A voice message whose
-        // download is slow keeps that push in flight while the next message queues behind it. Synapse takes seconds
-        // to start again (about 5 here).
-        await HoldPushInFlightAsync(bridge, roomId, human);
-        human.SendText(roomId, "queued behind");
-        await bridge.Homeserver.RestartAsync(SynapseRestartTime);
+        await RestartWithAMessageQueuedBehindAPushAsync(bridge, roomId, human, kill: false);
         human.SendText(roomId, "after the restart");
 
         string[] expected = ["burst 1", "burst 2", "burst 3", "burst 4", "burst 5", "voice.ogg", "queued behind", "after the restart"];
@@ -147,9 +142,7 @@ public sealed class InboundBridgeTests
         await using var __ = socket;
 
         // A kill leaves the push in flight pending and not retried (nothing fails after it), and nothing else comes.
-        await HoldPushInFlightAsync(bridge, roomId, human);
-        human.SendText(roomId, "queued behind");
-        await bridge.Homeserver.RestartAsync(SynapseRestartTime, kill: true);
+        await RestartWithAMessageQueuedBehindAPushAsync(bridge, roomId, human, kill: true);
 
         string[] expected = ["voice.ogg", "queued behind"];
         Assert.Equal(expected, await Eventually.Async(() => ContentsAsync(bridge, alice, conversation, 2), "both messages"));
@@ -164,9 +157,7 @@ public sealed class InboundBridgeTests
         await using var _ = bridge;
         await using var __ = socket;
 
-        await HoldPushInFlightAsync(bridge, roomId, human);
-        human.SendText(roomId, "queued behind");
-        await bridge.Homeserver.RestartAsync(SynapseRestartTime, kill: true);
+        await RestartWithAMessageQueuedBehindAPushAsync(bridge, roomId, human, kill: true);
 
         // Only the app speaks after the restart, so the room's next push holds nothing but the bridge's own message.
         await bridge.Server.Client(alice).SendAsync(conversation, "from the app");
@@ -182,8 +173,12 @@ public sealed class InboundBridgeTests
     // opening the store); what matters is that it exceeds Matrix:TimelineReadAfterPause (1 s).
     private static readonly TimeSpan SynapseRestartTime = TimeSpan.FromSeconds(1.5);
 
-    /// <summary>A human sends a voice message whose download is slow; returns while the bridge is fetching it.</summary>
-    private static async Task HoldPushInFlightAsync(BridgeHost bridge, string roomId, MatrixUser human)
+    /// <summary>
+    /// Synapse 1.67 drops, when it stops, what it queued in memory behind the push in flight. A human's voice message
+    /// whose download is slow keeps that push in flight while their next message, "queued behind", waits behind it; then
+    /// the homeserver stops (or is killed) and starts again.
+    /// </summary>
+    private static async Task RestartWithAMessageQueuedBehindAPushAsync(BridgeHost bridge, string roomId, MatrixUser human, bool kill)
     {
         await bridge.Homeserver.Appservice.WaitUntilIdleAsync(TimeSpan.FromSeconds(10));
         var fetching = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -203,6 +198,8 @@ public sealed class InboundBridgeTests
             ["msgtype"] = "m.audio", ["body"] = "voice.ogg", ["url"] = mxc, ["info"] = new JsonObject { ["mimetype"] = "audio/ogg", ["size"] = 1000 },
         });
         await fetching.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        human.SendText(roomId, "queued behind");
+        await bridge.Homeserver.RestartAsync(SynapseRestartTime, kill);
     }
 
     private static async Task<List<string?>?> ContentsAsync(BridgeHost bridge, Guid member, Guid conversation, int count)
