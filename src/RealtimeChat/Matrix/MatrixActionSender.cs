@@ -450,6 +450,10 @@ public sealed class MatrixActionSender(
     public async Task<string?> RoomIdAsync(Guid conversationId, CancellationToken cancellationToken) =>
         _rooms.TryGetValue(conversationId, out var known) ? known : await StoredRoomIdAsync(conversationId, cancellationToken);
 
+    /// <summary>The conversation a Matrix room mirrors; null for a room that is not (or not yet) one of ours.</summary>
+    public static Task<Guid?> ConversationOfRoomAsync(DbConnection connection, string roomId) =>
+        connection.QuerySingleOrDefaultAsync<Guid?>("SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @roomId", new { roomId });
+
     private async Task<string?> StoredRoomIdAsync(Guid conversationId, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);

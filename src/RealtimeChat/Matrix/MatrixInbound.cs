@@ -114,8 +114,7 @@ public sealed class MatrixInbound(
                     MatrixMetrics.InboundEvents.WithLabels("repeated").Inc();
                     return false;
                 }
-                conversation = await connection.QuerySingleOrDefaultAsync<Guid?>(
-                    "SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @RoomId", new { e.RoomId });
+                conversation = await MatrixActionSender.ConversationOfRoomAsync(connection, e.RoomId);
             }
             if (conversation is not { } conversationId)
             {
@@ -252,8 +251,7 @@ public sealed class MatrixInbound(
         Guid conversationId;
         await using (var connection = await database.OpenAsync(cancellationToken))
         {
-            if (await connection.QuerySingleOrDefaultAsync<Guid?>(
-                "SELECT conversation_id FROM matrix_room_mapping WHERE matrix_room_id = @roomId", new { roomId }) is not { } mapped)
+            if (await MatrixActionSender.ConversationOfRoomAsync(connection, roomId) is not { } mapped)
             {
                 return;
             }

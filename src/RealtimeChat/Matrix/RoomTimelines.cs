@@ -279,7 +279,7 @@ public sealed class RoomTimelines(
     private async Task<bool> MappedAsync(string roomId, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
-        return await connection.QuerySingleOrDefaultAsync<int>("SELECT 1 FROM matrix_room_mapping WHERE matrix_room_id = @roomId", new { roomId }) == 1;
+        return await MatrixActionSender.ConversationOfRoomAsync(connection, roomId) is not null;
     }
 
     // The bridge records what it posts when it posts it, whatever the inbound path has seen: only someone else's held event

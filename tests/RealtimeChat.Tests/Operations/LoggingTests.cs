@@ -47,6 +47,8 @@ public sealed partial class LoggingTests
             _ = status == HttpStatusCode.TooManyRequests ? refused++ : accepted++;
         }
         Assert.True(refused > 0);
+        // Browsers put the token in the query (media, /ws): the line has the path only.
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync($"/api/v1/conversations/{id}/messages?limit=3&access_token=query-secret")).StatusCode);
 
         var sends = $"POST /api/v1/conversations/{id}/messages";
         await service.WaitForLineAsync(l => l.Contains("POST /api/v1/conversations ", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
@@ -59,6 +61,8 @@ public sealed partial class LoggingTests
         Assert.Equal(accepted - 1, requestLines.Count);
         Assert.All(requestLines, l => Assert.Contains(" 201 ", l));
         Assert.DoesNotContain(service.Lines, l => l.Contains(" 429 ", StringComparison.Ordinal));
+        Assert.Contains(service.Lines, l => l.Contains($"GET /api/v1/conversations/{id}/messages 200", StringComparison.Ordinal));
+        Assert.DoesNotContain(service.Lines, l => l.Contains("query-secret", StringComparison.Ordinal));
     }
 
     private static async Task<HttpClient> ClientAsync(ServiceProcess service) => ServiceProcess.Client(await service.WaitListeningAsync(), Guid.NewGuid());
