@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
 using Dapper;
 using Microsoft.Extensions.Options;
@@ -53,7 +52,7 @@ public sealed class MatrixInbound(
     TimeProvider time,
     ILogger<MatrixInbound> logger)
 {
-    private readonly ConcurrentDictionary<string, SemaphoreSlim> _roomGates = new(StringComparer.Ordinal);
+    private readonly KeyedGates<string> _roomGates = new(StringComparer.Ordinal);
 
     public InboundBatch NewBatch() => new(options.Value.MaxDeferredPerBatch);
 
@@ -85,15 +84,9 @@ public sealed class MatrixInbound(
         {
             return false;
         }
-        var gate = _roomGates.GetOrAdd(roomId, _ => new SemaphoreSlim(1, 1));
-        await gate.WaitAsync(cancellationToken);
-        try
+        using (await _roomGates.EnterAsync(roomId, cancellationToken))
         {
             return await ApplyAsync(evt, new EventContext(type, roomId, sender, eventId), batch, cancellationToken);
-        }
-        finally
-        {
-            gate.Release();
         }
     }
 

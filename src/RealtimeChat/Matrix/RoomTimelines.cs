@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
 using Dapper;
 using Microsoft.Extensions.Options;
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Storage;
 
 namespace RealtimeChat.Matrix;
@@ -52,17 +53,21 @@ public sealed class RoomTimelines(
     // the room is unknown, and the pushes bring the rest in order.
     private const int MaxReadBack = 1000;
 
-    private readonly ConcurrentDictionary<string, SemaphoreSlim> _roomGates = new(StringComparer.Ordinal);
+    private readonly KeyedGates<string> _roomGates = new(StringComparer.Ordinal);
 
-    // The last event handled from each room (pushed or read): where a read stops.
+    // The last event handled from each room (pushed or read): where a read stops. Kept for every room pushed since start
+    // (a few hundred bytes each): without it the room's next read would page back to the newest event from someone other
+    // than the bridge that the chat holds, up to MaxReadBack events in a room where only the app talks.
     private readonly ConcurrentDictionary<string, string> _lastEvent = new(StringComparer.Ordinal);
 
     // Rooms pushed to, and when to read them again for what a stop of the homeserver dropped behind that push.
     private readonly ConcurrentDictionary<string, DateTimeOffset> _sweepDue = new(StringComparer.Ordinal);
 
     // Pauses in pushes counted since start; a room read after the current one is not read again until the next.
+    // Marks for earlier pauses mean nothing and are dropped at the next sweep tick.
     private readonly ConcurrentDictionary<string, long> _readAfterPause = new(StringComparer.Ordinal);
     private long _pauses;
+    private long _marksPrunedAt;
     private long _lastPushOrAnswer = long.MinValue;
 
     private bool Enabled => options.Value is { Mode: MatrixMode.Appservice, ReadRoomTimelines: true };
@@ -168,6 +173,7 @@ public sealed class RoomTimelines(
             {
                 break;
             }
+            ForgetMarksOfEarlierPauses();
             foreach (var (roomId, due) in _sweepDue)
             {
                 if (due > time.GetUtcNow())
@@ -201,23 +207,36 @@ public sealed class RoomTimelines(
         }
     }
 
+    private void ForgetMarksOfEarlierPauses()
+    {
+        var pause = Interlocked.Read(ref _pauses);
+        if (pause == _marksPrunedAt)
+        {
+            return;
+        }
+        foreach (var (roomId, read) in _readAfterPause)
+        {
+            if (read < pause)
+            {
+                // Only that mark: a room read again meanwhile keeps its newer one. A push still running from before the
+                // current pause then reads its room once more, which costs a read and changes nothing.
+                _readAfterPause.TryRemove(KeyValuePair.Create(roomId, read));
+            }
+        }
+        _marksPrunedAt = pause;
+    }
+
     private async Task ApplyRoomAsync(
         string roomId, IReadOnlyList<JsonObject> pushed, string? lastBefore, long pause, InboundBatch batch, CancellationToken cancellationToken)
     {
         if (ReadSince(roomId, pause))
         {
-            var gate = _roomGates.GetOrAdd(roomId, _ => new SemaphoreSlim(1, 1));
-            await gate.WaitAsync(cancellationToken);
-            try
+            using (await _roomGates.EnterAsync(roomId, cancellationToken))
             {
                 foreach (var evt in pushed)
                 {
                     await inbound.HandleAsync(evt, batch, cancellationToken);
                 }
-            }
-            finally
-            {
-                gate.Release();
             }
             return;
         }
@@ -233,9 +252,7 @@ public sealed class RoomTimelines(
     /// </summary>
     private async Task ReadAsync(string roomId, IReadOnlyList<JsonObject> pushed, string? lastBefore, InboundBatch batch, CancellationToken cancellationToken)
     {
-        var gate = _roomGates.GetOrAdd(roomId, _ => new SemaphoreSlim(1, 1));
-        await gate.WaitAsync(cancellationToken);
-        try
+        using (await _roomGates.EnterAsync(roomId, cancellationToken))
         {
             var pushedIds = pushed.Select(e => Json.String(e["event_id"])).OfType<string>().ToHashSet(StringComparer.Ordinal);
             var read = new HashSet<string>(StringComparer.Ordinal);
@@ -269,10 +286,6 @@ public sealed class RoomTimelines(
             {
                 await inbound.HandleAsync(evt, batch, cancellationToken);
             }
-        }
-        finally
-        {
-            gate.Release();
         }
     }
 
