@@ -20,11 +20,21 @@ public sealed class AuthOptions : IValidatableObject
 
     public bool RequireHttpsMetadata { get; set; } = true;
 
+    /// <summary>
+    /// How long a display name read from the database is used before it is read again: another instance on the same
+    /// database may have stored a newer one (the bridge names ghosts with it).
+    /// </summary>
+    public TimeSpan ProfileCacheLifetime { get; set; } = TimeSpan.FromMinutes(1);
+
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
         if (SigningKey is not null && SigningKey.Length < 32)
         {
             yield return new ValidationResult("Auth:SigningKey must be at least 32 characters.", [nameof(SigningKey)]);
+        }
+        if (ProfileCacheLifetime <= TimeSpan.Zero || ProfileCacheLifetime > TimeSpan.FromDays(1))
+        {
+            yield return new ValidationResult("Auth:ProfileCacheLifetime must be between 00:00:00.001 and 1.00:00:00.", [nameof(ProfileCacheLifetime)]);
         }
     }
 }

@@ -1,18 +1,26 @@
-using System.Collections.Concurrent;
 using System.Security.Claims;
 using Dapper;
+using Microsoft.Extensions.Options;
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Storage;
 
 namespace RealtimeChat.Identity;
 
 /// <summary>
 /// Display names as the identity provider states them in the token's <c>name</c> claim. Stored when they change
-/// (checked against a memory cache, so a request costs no write), read by the Matrix bridge for ghost users.
+/// (checked against a memory cache, so a request costs no write), read by the Matrix bridge for ghost users. A name
+/// this process knows is read again after <see cref="AuthOptions.ProfileCacheLifetime"/>: with several instances on one
+/// database, the user's last request may have gone to another.
 /// </summary>
-public sealed class UserProfiles(ChatDatabase database, TimeProvider time)
+public sealed class UserProfiles(ChatDatabase database, IOptions<AuthOptions> options, TimeProvider time) : IDisposable
 {
     private const int MaxLength = 255;
-    private readonly ConcurrentDictionary<Guid, string?> _names = new();
+
+    // The name each user's tokens last stated here, so that a request stores nothing unless it changed.
+    private readonly RowCache<Guid, string> _observed = new(100_000, TimeSpan.FromHours(1), renewedOnUse: true);
+
+    // Names as read (or stored) here, for the bridge.
+    private readonly RowCache<Guid, string> _names = new(100_000, options.Value.ProfileCacheLifetime, renewedOnUse: false);
 
     public async Task ObserveAsync(ClaimsPrincipal user, CancellationToken cancellationToken)
     {
@@ -22,7 +30,7 @@ public sealed class UserProfiles(ChatDatabase database, TimeProvider time)
             return;
         }
         name = name.Length > MaxLength ? name[..MaxLength] : name;
-        if (_names.TryGetValue(userId, out var known) && known == name)
+        if (_observed.TryGet(userId, out var known) && known == name)
         {
             return;
         }
@@ -33,18 +41,25 @@ public sealed class UserProfiles(ChatDatabase database, TimeProvider time)
             ON CONFLICT (user_id) DO UPDATE SET display_name = @name, updated_at = @now
             """,
             new { userId, name, now = time.UtcNowMicros() });
-        _names[userId] = name;
+        _observed.Set(userId, name);
+        _names.Set(userId, name);
     }
 
     public async Task<string?> DisplayNameAsync(Guid userId, CancellationToken cancellationToken)
     {
-        if (_names.TryGetValue(userId, out var name))
+        if (_names.TryGet(userId, out var name))
         {
             return name;
         }
         await using var connection = await database.OpenAsync(cancellationToken);
         name = await connection.QuerySingleOrDefaultAsync<string>("SELECT display_name FROM user_profiles WHERE user_id = @userId", new { userId });
-        _names[userId] = name;
+        _names.Set(userId, name);
         return name;
+    }
+
+    public void Dispose()
+    {
+        _observed.Dispose();
+        _names.Dispose();
     }
 }

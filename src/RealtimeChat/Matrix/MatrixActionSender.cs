@@ -1,10 +1,10 @@
-using System.Collections.Concurrent;
 using System.Data.Common;
 using System.Net;
 using System.Text.Json.Nodes;
 using Dapper;
 using Microsoft.Extensions.Options;
 using RealtimeChat.Conversations;
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Messages;
 using RealtimeChat.Storage;
 
@@ -23,7 +23,7 @@ public sealed class MatrixActionSender(
     MatrixUsers users,
     IOptions<MatrixOptions> options,
     TimeProvider time,
-    ILogger<MatrixActionSender> logger)
+    ILogger<MatrixActionSender> logger) : IDisposable
 {
     public const string ConversationIdField = "io.nova.conversation_id";
     public const string SenderField = "io.nova.sender";
@@ -31,13 +31,19 @@ public sealed class MatrixActionSender(
     /// <summary>Carried by every event an action posts, so that the action can be recognised on the homeserver.</summary>
     public const string ActionField = "io.nova.txn_id";
 
-    // Ghosts registered by this process, with the display name they were last given.
-    private readonly ConcurrentDictionary<Guid, string?> _ghosts = new();
+    // Ghosts registered (or found) by this process, with the display name they were last given.
+    private readonly RowCache<Guid, string> _ghosts = new(100_000, TimeSpan.FromHours(1), renewedOnUse: true);
 
     // A conversation's room never changes once created (a re-run of create_room finds the same room by its alias).
-    private readonly ConcurrentDictionary<Guid, string> _rooms = new();
+    private readonly RowCache<Guid, string> _rooms = new(100_000, TimeSpan.FromHours(1), renewedOnUse: true);
 
     private bool Appservice => options.Value.Mode == MatrixMode.Appservice;
+
+    public void Dispose()
+    {
+        _ghosts.Dispose();
+        _rooms.Dispose();
+    }
 
     /// <summary>Reads the messages a batch of actions will send, edit or redact (and what they reply to), on the drain's connection.</summary>
     public async Task ReadAheadAsync(DbConnection connection, DispatchTurn turn, IReadOnlyList<OutboxAction> actions, CancellationToken cancellationToken)
@@ -217,7 +223,7 @@ public sealed class MatrixActionSender(
                 """,
                 new { conversationId = conversation.Id, roomId, now });
         }
-        _rooms[conversation.Id] = roomId;
+        _rooms.Set(conversation.Id, roomId);
         recorded.Recorded(MatrixInbound.RoomKey(roomId));
         await JoinMembersAsync(roomId, conversation.Members.Select(m => m.UserId), cancellationToken);
     }
@@ -408,7 +414,7 @@ public sealed class MatrixActionSender(
     private string? As(Guid appUserId) => Appservice ? ids.UserId(appUserId) : null;
 
     /// <summary>Whether this process has registered (or found) the user's ghost.</summary>
-    public bool HasGhost(Guid userId) => _ghosts.ContainsKey(userId);
+    public bool HasGhost(Guid userId) => _ghosts.Contains(userId);
 
     /// <summary>Registers the user's ghost once, and keeps its display name in step with the user's token.</summary>
     private async Task EnsureGhostAsync(Guid userId, CancellationToken cancellationToken)
@@ -418,7 +424,7 @@ public sealed class MatrixActionSender(
             return;
         }
         var displayName = await profiles.DisplayNameAsync(userId, cancellationToken);
-        if (_ghosts.TryGetValue(userId, out var synced) && synced == displayName)
+        if (_ghosts.TryGet(userId, out var synced) && synced == displayName)
         {
             return;
         }
@@ -439,7 +445,7 @@ public sealed class MatrixActionSender(
                 matrixUserId, new JsonObject { ["displayname"] = displayName }, cancellationToken);
             await connection.ExecuteAsync("UPDATE matrix_ghosts SET display_name = @displayName WHERE user_id = @userId", new { displayName, userId });
         }
-        _ghosts[userId] = displayName;
+        _ghosts.Set(userId, displayName);
     }
 
     private sealed class GhostRow
@@ -448,7 +454,7 @@ public sealed class MatrixActionSender(
     }
 
     public async Task<string?> RoomIdAsync(Guid conversationId, CancellationToken cancellationToken) =>
-        _rooms.TryGetValue(conversationId, out var known) ? known : await StoredRoomIdAsync(conversationId, cancellationToken);
+        _rooms.TryGet(conversationId, out var known) && known is not null ? known : await StoredRoomIdAsync(conversationId, cancellationToken);
 
     /// <summary>The conversation a Matrix room mirrors; null for a room that is not (or not yet) one of ours.</summary>
     public static Task<Guid?> ConversationOfRoomAsync(DbConnection connection, string roomId) =>
@@ -461,7 +467,7 @@ public sealed class MatrixActionSender(
             "SELECT matrix_room_id FROM matrix_room_mapping WHERE conversation_id = @conversationId", new { conversationId });
         if (roomId is not null)
         {
-            _rooms[conversationId] = roomId;
+            _rooms.Set(conversationId, roomId);
         }
         return roomId;
     }

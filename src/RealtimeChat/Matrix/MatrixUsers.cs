@@ -3,14 +3,18 @@ using System.Security.Cryptography;
 using System.Text;
 using Dapper;
 using Microsoft.Extensions.Options;
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Storage;
 
 namespace RealtimeChat.Matrix;
 
 /// <summary>Who a Matrix sender is in the app: an app user (seed-style id in client mode) or an external participant.</summary>
-public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<MatrixOptions> options, TimeProvider time) : Conversations.IExternalMembers
+public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<MatrixOptions> options, TimeProvider time) : Conversations.IExternalMembers, IDisposable
 {
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string?> _stored = new();
+    // The display name stored for each Matrix user this process met, so that their events store nothing unless it changed.
+    private readonly RowCache<string, string> _stored = new(100_000, TimeSpan.FromHours(1), renewedOnUse: true);
+
+    public void Dispose() => _stored.Dispose();
 
     /// <summary>
     /// A stable UUID for a Matrix user who is not an app user: the same id gives the same UUID on every install
@@ -47,7 +51,7 @@ public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<M
         }
         var userId = ExternalUserId(matrixUserId);
         // Stored once per user and again only when a new display name arrives, not on every event they send.
-        if (_stored.TryGetValue(matrixUserId, out var storedName) && (displayName is null || displayName == storedName))
+        if (_stored.TryGet(matrixUserId, out var storedName) && (displayName is null || displayName == storedName))
         {
             return userId;
         }
@@ -59,7 +63,7 @@ public sealed class MatrixUsers(ChatDatabase database, MatrixIds ids, IOptions<M
             ON CONFLICT (user_id) DO UPDATE SET display_name = COALESCE(@displayName, matrix_external_users.display_name)
             """,
             new { userId, matrixUserId, displayName, now = time.UtcNowMicros() });
-        _stored[matrixUserId] = displayName ?? storedName;
+        _stored.Set(matrixUserId, displayName ?? storedName);
         return userId;
     }
 

@@ -99,4 +99,24 @@ public sealed class OutboundBridgeTests
         await bridge.Server.Client(alice, name: "Alice L.").SendAsync(conversation, "I changed my name");
         await Eventually.Async(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice L.", "the renamed ghost");
     }
+
+    [Fact]
+    public async Task A_name_that_reached_another_instance_renames_the_ghost_sent_from_this_one()
+    {
+        await using var bridge = await BridgeHost.StartAsync(settings: new() { ["Auth:ProfileCacheLifetime"] = "00:00:01" });
+        // Another instance on the same database that does not bridge, so that this one sends everything.
+        await using var other = await ChatServer.StartAsync(
+            new Dictionary<string, string?>(bridge.Server.Settings) { ["urls"] = "http://127.0.0.1:0", ["Matrix:Enabled"] = "false" }, reuse: bridge.Server);
+        var alice = Guid.NewGuid();
+        var conversation = await bridge.Server.Client(alice, name: "Alice Liddell").CreateGroupAsync("Names");
+        await Eventually.Async(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice Liddell", "the ghost's display name");
+
+        // Her next token names her anew, and its first request goes to the other instance.
+        Assert.True((await other.Client(alice, name: "Alice L.").GetAsync("/api/v1/conversations")).IsSuccessStatusCode);
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        // A token without a name states none: what this instance knows decides.
+        await bridge.Server.Client(alice).SendAsync(conversation, "sent here");
+
+        await Eventually.Async(() => bridge.Homeserver.DisplayName(bridge.Ghost(alice)) == "Alice L.", "the name stored by the other instance");
+    }
 }

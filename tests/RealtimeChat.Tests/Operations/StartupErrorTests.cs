@@ -47,6 +47,13 @@ public sealed class StartupErrorTests
     }
 
     [Fact]
+    public async Task A_profile_cache_lifetime_of_zero_is_one_line_naming_the_setting()
+    {
+        var line = await FailingStartAsync(await ServiceProcess.StartAsync("--urls=http://127.0.0.1:0", "--Auth:ProfileCacheLifetime=00:00:00"));
+        Assert.Contains("Auth:ProfileCacheLifetime", line);
+    }
+
+    [Fact]
     public async Task An_unreadable_content_keys_file_is_one_line_naming_the_setting()
     {
         var keys = Path.GetTempFileName();
