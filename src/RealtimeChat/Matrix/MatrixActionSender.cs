@@ -413,8 +413,22 @@ public sealed class MatrixActionSender(
 
     private string? As(Guid appUserId) => Appservice ? ids.UserId(appUserId) : null;
 
-    /// <summary>Whether this process has registered (or found) the user's ghost.</summary>
-    public bool HasGhost(Guid userId) => _ghosts.Contains(userId);
+    /// <summary>Whether the user's ghost is registered (by this process or another, before or since a restart).</summary>
+    public async Task<bool> HasGhostAsync(Guid userId, CancellationToken cancellationToken)
+    {
+        if (_ghosts.Contains(userId))
+        {
+            return true;
+        }
+        await using var connection = await database.OpenAsync(cancellationToken);
+        if (await StoredGhostAsync(connection, userId) is not { } ghost)
+        {
+            return false;
+        }
+        // The row holds the name last given to the ghost, whoever gave it.
+        _ghosts.Set(userId, ghost.DisplayName);
+        return true;
+    }
 
     /// <summary>Registers the user's ghost once, and keeps its display name in step with the user's token.</summary>
     private async Task EnsureGhostAsync(Guid userId, CancellationToken cancellationToken)
@@ -429,8 +443,7 @@ public sealed class MatrixActionSender(
             return;
         }
         await using var connection = await database.OpenAsync(cancellationToken);
-        var ghost = await connection.QuerySingleOrDefaultAsync<GhostRow>(
-            "SELECT display_name FROM matrix_ghosts WHERE user_id = @userId", new { userId });
+        var ghost = await StoredGhostAsync(connection, userId);
         if (ghost is null)
         {
             await api.RegisterGhostAsync(ids.GhostLocalpart(userId), cancellationToken);
@@ -447,6 +460,9 @@ public sealed class MatrixActionSender(
         }
         _ghosts.Set(userId, displayName);
     }
+
+    private static Task<GhostRow?> StoredGhostAsync(DbConnection connection, Guid userId) =>
+        connection.QuerySingleOrDefaultAsync<GhostRow?>("SELECT display_name FROM matrix_ghosts WHERE user_id = @userId", new { userId });
 
     private sealed class GhostRow
     {

@@ -33,7 +33,7 @@ public sealed class MatrixTypingRelay(
             try
             {
                 // Only rooms that exist, and only people whose ghost is in them (set up by the portal, in order).
-                if (await sender.RoomIdAsync(conversationId, stoppingToken) is { } roomId && sender.HasGhost(userId))
+                if (await sender.RoomIdAsync(conversationId, stoppingToken) is { } roomId && await sender.HasGhostAsync(userId, stoppingToken))
                 {
                     await api.TypingAsync(roomId, ids.UserId(userId), TypingFor, stoppingToken);
                 }

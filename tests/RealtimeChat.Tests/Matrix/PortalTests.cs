@@ -252,6 +252,22 @@ public sealed class PortalTests
     }
 
     [Fact]
+    public async Task After_a_restart_typing_reaches_the_room_before_the_user_sends_anything()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("typing after restart");
+        var owner = await ScalarAsync<Guid>(bridge.Server, "SELECT created_by FROM conversations WHERE id = @conversation", new { conversation });
+        await BridgeHost.MatrixStateAsync(alice, conversation, (await alice.SendAsync(conversation, "hi")).GetProperty("id").GetGuid(), "sent");
+
+        await bridge.RestartAsync();
+        await using var socket = await bridge.Server.ConnectAsync(owner);
+        await socket.SendAsync(new { type = "typing", conversation_id = conversation });
+
+        await Eventually.Async(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "PUT"
+            && r.Path.Contains($"/rooms/{roomId}/typing/{bridge.Ghost(owner)}", StringComparison.Ordinal) && r.Status == 200), "the ghost typing");
+    }
+
+    [Fact]
     public async Task A_room_whose_mapping_was_lost_is_found_again_by_its_alias_not_made_twice()
     {
         await using var bridge = await BridgeHost.StartAsync();
