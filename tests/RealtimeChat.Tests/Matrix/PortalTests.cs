@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using System.Text.Json.Nodes;
 using Dapper;
 using MatrixEmulator;
 using Microsoft.Extensions.DependencyInjection;
@@ -240,31 +241,56 @@ public sealed class PortalTests
     public async Task An_app_users_typing_shows_in_the_room_as_their_ghost_and_matrix_typing_does_not_come_back()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("typing");
-        var owner = await ScalarAsync<Guid>(bridge.Server, "SELECT created_by FROM conversations WHERE id = @conversation", new { conversation });
-        await BridgeHost.MatrixStateAsync(alice, conversation, (await alice.SendAsync(conversation, "hi")).GetProperty("id").GetGuid(), "sent");
-        await using var socket = await bridge.Server.ConnectAsync(owner);
+        var (conversation, roomId, owner, member) = await TypingRoomAsync(bridge, "typing");
 
-        await socket.SendAsync(new { type = "typing", conversation_id = conversation });
-
-        await Eventually.Async(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "PUT"
-            && r.Path.Contains($"/rooms/{roomId}/typing/{bridge.Ghost(owner)}", StringComparison.Ordinal) && r.Status == 200), "the ghost typing");
+        await TypingShowsAsTheGhostOnceAsync(bridge, conversation, roomId, owner, member);
     }
 
     [Fact]
     public async Task After_a_restart_typing_reaches_the_room_before_the_user_sends_anything()
     {
         await using var bridge = await BridgeHost.StartAsync();
-        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("typing after restart");
-        var owner = await ScalarAsync<Guid>(bridge.Server, "SELECT created_by FROM conversations WHERE id = @conversation", new { conversation });
-        await BridgeHost.MatrixStateAsync(alice, conversation, (await alice.SendAsync(conversation, "hi")).GetProperty("id").GetGuid(), "sent");
+        var (conversation, roomId, owner, member) = await TypingRoomAsync(bridge, "typing after restart");
 
         await bridge.RestartAsync();
-        await using var socket = await bridge.Server.ConnectAsync(owner);
-        await socket.SendAsync(new { type = "typing", conversation_id = conversation });
+
+        await TypingShowsAsTheGhostOnceAsync(bridge, conversation, roomId, owner, member);
+    }
+
+    // A bridged two-member conversation whose owner has sent a message (so their ghost is in the room).
+    private static async Task<(Guid Conversation, string RoomId, Guid Owner, Guid Member)> TypingRoomAsync(BridgeHost bridge, string name)
+    {
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync(name);
+        var owner = await ScalarAsync<Guid>(bridge.Server, "SELECT created_by FROM conversations WHERE id = @conversation", new { conversation });
+        var member = (await alice.GetJsonAsync($"/api/v1/conversations/{conversation}/members")).EnumerateArray()
+            .Select(m => m.GetProperty("user_id").GetGuid()).Single(id => id != owner);
+        await BridgeHost.MatrixStateAsync(alice, conversation, (await alice.SendAsync(conversation, "hi")).GetProperty("id").GetGuid(), "sent");
+        return (conversation, roomId, owner, member);
+    }
+
+    // The typist types on a WebSocket: the room shows their ghost typing, the other member sees it once, and the
+    // homeserver's typing notice naming that ghost, pushed back to the bridge, is not shown again.
+    private static async Task TypingShowsAsTheGhostOnceAsync(BridgeHost bridge, Guid conversation, string roomId, Guid typist, Guid watcher)
+    {
+        await using var typing = await bridge.Server.ConnectAsync(typist);
+        await using var watching = await bridge.Server.ConnectAsync(watcher);
+        await typing.SendAsync(new { type = "typing", conversation_id = conversation });
 
         await Eventually.Async(() => bridge.Homeserver.Requests.All.Any(r => r.Method == "PUT"
-            && r.Path.Contains($"/rooms/{roomId}/typing/{bridge.Ghost(owner)}", StringComparison.Ordinal) && r.Status == 200), "the ghost typing");
+            && r.Path.Contains($"/rooms/{roomId}/typing/{bridge.Ghost(typist)}", StringComparison.Ordinal) && r.Status == 200), "the ghost typing");
+        await watching.WaitForAsync(f => f.Type == "typing");
+
+        await using var transactions = new TransactionClient(bridge);
+        var echo = await transactions.PutAsync($"typing-echo-{Guid.NewGuid():N}", new JsonObject
+        {
+            ["events"] = new JsonArray(),
+            ["ephemeral"] = new JsonArray(new JsonObject
+            {
+                ["type"] = "m.typing", ["room_id"] = roomId, ["content"] = new JsonObject { ["user_ids"] = new JsonArray(bridge.Ghost(typist)) },
+            }),
+        });
+        Assert.Equal(HttpStatusCode.OK, echo.StatusCode);
+        Assert.DoesNotContain(await watching.CollectAsync(TimeSpan.FromSeconds(1)), f => f.Type == "typing");
     }
 
     [Fact]
