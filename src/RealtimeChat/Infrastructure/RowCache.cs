@@ -12,7 +12,8 @@ public sealed class RowCache<TKey, TValue> : IDisposable where TKey : notnull
     private readonly MemoryCache _cache;
     private readonly MemoryCacheEntryOptions _entry;
 
-    /// <param name="capacity">Entries kept at most; past it the least used are dropped.</param>
+    /// <param name="capacity">Entries kept at most: past it the cache is compacted, the least recently used first, and an
+    /// entry set before that is done may not be kept.</param>
     /// <param name="lifetime">How long an entry is trusted.</param>
     /// <param name="renewedOnUse">Whether each use starts its lifetime again (rows no one else changes).</param>
     public RowCache(int capacity, TimeSpan lifetime, bool renewedOnUse)
