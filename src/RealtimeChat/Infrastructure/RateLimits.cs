@@ -68,9 +68,10 @@ public sealed class RateLimitOptions : IValidatableObject
     public TimeSpan RejectionDelay { get; set; } = TimeSpan.FromMilliseconds(250);
 
     /// <summary>
-    /// Writes (every class but reads) of one user processed at once; more wait their turn. A burst that the budgets
-    /// allow (30 edits at once) then reaches the database a few at a time instead of taking every core and connection
-    /// while other users' sends wait behind it.
+    /// Writes of one class (every class but reads) of one user processed at once; more wait their turn. A burst that
+    /// the budgets allow (30 edits at once) then reaches the database a few at a time instead of taking every core and
+    /// connection while other users' sends wait behind it. Per class, so that uploads crawling over a slow link do not
+    /// hold up the same user's messages.
     /// </summary>
     [Range(1, 1000)]
     public int ConcurrentWrites { get; set; } = 4;
@@ -111,7 +112,8 @@ public sealed class ChatRateLimits
     // accepted at once, so only a client keeping hundreds of writes in flight gets here.
     private const int MaxQueuedWrites = 256;
     private readonly TimeSpan _rejectionDelay;
-    private readonly PartitionedRateLimiter<Guid> _writeTurns;
+    private readonly PartitionedRateLimiter<PartitionKey> _buckets;
+    private readonly PartitionedRateLimiter<PartitionKey> _writeTurns;
     private readonly int _concurrentWrites;
     private int _held;
 
@@ -130,23 +132,24 @@ public sealed class ChatRateLimits
             [RateLimitClass.Reads] = limits.Reads,
         };
         _concurrentWrites = limits.ConcurrentWrites;
-        _writeTurns = PartitionedRateLimiter.Create<Guid, Guid>(user => RateLimitPartition.GetConcurrencyLimiter(user, _ => new ConcurrencyLimiterOptions
+        _writeTurns = PartitionedRateLimiter.Create<PartitionKey, PartitionKey>(key => RateLimitPartition.GetConcurrencyLimiter(key, _ => new ConcurrencyLimiterOptions
         {
             PermitLimit = _concurrentWrites,
             QueueLimit = MaxQueuedWrites,
             QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
         }));
-        Limiter = PartitionedRateLimiter.Create<HttpContext, PartitionKey>(context =>
-            Classify(context) is { } key
-                ? RateLimitPartition.GetTokenBucketLimiter(key, k => BucketOptions(_rules[k.Class]))
-                : RateLimitPartition.GetNoLimiter(PartitionKey.None));
+        _buckets = PartitionedRateLimiter.Create<PartitionKey, PartitionKey>(key => key == PartitionKey.None
+            ? RateLimitPartition.GetNoLimiter(key)
+            : RateLimitPartition.GetTokenBucketLimiter(key, k => BucketOptions(_rules[k.Class])));
+        Limiter = _buckets.WithTranslatedKey<HttpContext>(context => Classify(context) ?? PartitionKey.None, leaveOpen: true);
     }
 
     public PartitionedRateLimiter<HttpContext> Limiter { get; }
 
     /// <summary>
     /// Adds the headers to the answer of a request the limiter let through: how many remain and when the bucket is
-    /// full. Set as the answer starts, so error answers (whose headers the exception handler clears) carry them too.
+    /// full. Set as the answer starts, so error answers (whose headers the exception handler clears) carry them too;
+    /// by then the exception handler has also cleared the endpoint, so the bucket is the one classified now.
     /// </summary>
     public void AddHeaders(HttpContext context)
     {
@@ -156,7 +159,7 @@ public sealed class ChatRateLimits
         }
         context.Response.OnStarting(() =>
         {
-            SetHeaders(context.Response.Headers, _rules[key.Class], Limiter.GetStatistics(context)?.CurrentAvailablePermits ?? 0);
+            SetHeaders(context.Response.Headers, _rules[key.Class], _buckets.GetStatistics(key)?.CurrentAvailablePermits ?? 0);
             return Task.CompletedTask;
         });
     }
@@ -173,13 +176,14 @@ public sealed class ChatRateLimits
         {
             return null;
         }
-        return await _writeTurns.AcquireAsync(key.User, 1, context.RequestAborted);
+        return await _writeTurns.AcquireAsync(key, 1, context.RequestAborted);
     }
 
-    /// <summary>How many of the user's write turns are taken now (tests wait on it to know who holds a turn).</summary>
-    internal long WriteTurnsTaken(Guid user) => _writeTurns.GetStatistics(user) is { } statistics
-        ? _concurrentWrites - statistics.CurrentAvailablePermits
-        : 0;
+    /// <summary>How many of the user's write turns are taken now, all classes (tests wait on it to know who holds a turn).</summary>
+    internal long WriteTurnsTaken(Guid user) => Enum.GetValues<RateLimitClass>()
+        .Sum(limitClass => _writeTurns.GetStatistics(new PartitionKey(limitClass, user)) is { } statistics
+            ? _concurrentWrites - statistics.CurrentAvailablePermits
+            : 0);
 
     public async Task RejectWriteAsync(HttpContext context)
     {
@@ -204,8 +208,8 @@ public sealed class ChatRateLimits
             return null;
         }
         var rule = _rules[key.Class];
-        using var lease = Limiter.AttemptAcquire(context, Math.Min(permits, rule.Burst));
-        SetHeaders(context.Response.Headers, rule, Limiter.GetStatistics(context)?.CurrentAvailablePermits ?? 0);
+        using var lease = _buckets.AttemptAcquire(key, Math.Min(permits, rule.Burst));
+        SetHeaders(context.Response.Headers, rule, _buckets.GetStatistics(key)?.CurrentAvailablePermits ?? 0);
         if (lease.IsAcquired)
         {
             return null;

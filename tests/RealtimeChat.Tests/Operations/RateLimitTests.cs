@@ -227,6 +227,52 @@ public sealed class RateLimitTests
         Assert.Equal(257, await MessageCountAsync(server, id));
     }
 
+    [Fact]
+    public async Task A_slow_upload_does_not_hold_up_the_users_other_writes()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["RateLimits:ConcurrentWrites"] = "1" });
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var client = server.Client(alice);
+        var id = await client.CreateGroupAsync("slow link", bob);
+        var url = $"/api/v1/conversations/{id}";
+
+        // A voice message on a slow link: its body takes as long as it takes, holding the user's only upload turn.
+        var body = new StalledJson("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.ogg\"\r\n\r\nx\r\n--b--\r\n");
+        body.Headers.ContentType = new("multipart/form-data") { Parameters = { new("boundary", "b") } };
+        using var slowClient = server.Client(alice);
+        var slow = slowClient.PostAsync($"{url}/media", body);
+        await body.Started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await HoldsTheTurnAsync(server, alice);
+
+        // Her chat goes on meanwhile.
+        var sent = await client.PostJsonAsync($"{url}/messages", new { content = "typed while the upload crawls" }).WaitAsync(TimeSpan.FromSeconds(5));
+        await sent.JsonAsync(HttpStatusCode.Created);
+        await (await client.PutJsonAsync($"{url}/read", new { seq = 1 }).WaitAsync(TimeSpan.FromSeconds(5))).JsonAsync(HttpStatusCode.OK);
+
+        body.Finish();
+        (await slow).Dispose();
+    }
+
+    [Fact]
+    public async Task A_refused_write_says_how_much_of_its_budget_is_left()
+    {
+        await using var server = await ChatServer.StartAsync(SmallBudgets(burst: 3));
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var client = server.Client(alice);
+        var id = await client.CreateGroupAsync("errors", bob);
+        var url = $"/api/v1/conversations/{id}";
+
+        var empty = await client.PostJsonAsync($"{url}/messages", new { content = "" });
+        await empty.ProblemAsync(HttpStatusCode.BadRequest, "content_required");
+        AssertHeaders(empty, limit: 3, remaining: 2);
+        var notMine = await client.PutAsync($"{url}/messages/{Guid.NewGuid()}/reactions/{Uri.EscapeDataString("👍")}", null);
+        Assert.Equal(HttpStatusCode.NotFound, notMine.StatusCode);
+        AssertHeaders(notMine, limit: 3, remaining: 2);
+        var elsewhere = await client.PostJsonAsync($"/api/v1/conversations/{Guid.NewGuid()}/messages", new { content = "x" });
+        await elsewhere.ProblemAsync(HttpStatusCode.NotFound, "conversation_not_found");
+        AssertHeaders(elsewhere, limit: 3, remaining: 1);
+    }
+
     // The body's first bytes having left the client does not mean the server has given the write its turn yet: a
     // write sent now could overtake it, take the turn and be answered at once (CI saw a 201 where 429 was due).
     private static Task HoldsTheTurnAsync(ChatServer server, Guid user)
