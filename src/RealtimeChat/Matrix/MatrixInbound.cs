@@ -479,10 +479,15 @@ public sealed class MatrixInbound(
     }
 }
 
-/// <summary>Reading event JSON from anyone (federation brings any shape): a value of the wrong type is absent.</summary>
+/// <summary>
+/// Reading event JSON from anyone (federation brings any shape): a value of the wrong type is absent, and U+0000 is
+/// dropped from text, as PostgreSQL text cannot hold it (the write would fail on every retry) and it shows as nothing.
+/// </summary>
 public static class Json
 {
-    public static string? String(JsonNode? node) => node is JsonValue value && value.TryGetValue<string>(out var text) ? text : null;
+    public static string? String(JsonNode? node) => node is JsonValue value && value.TryGetValue<string>(out var text)
+        ? text.Contains('\0') ? text.Replace("\0", "", StringComparison.Ordinal) : text
+        : null;
 }
 
 /// <summary>Rich reply fallbacks (spec 11.19.2.1): quoted lines ahead of the reply in <c>body</c>, which we neither keep nor show.</summary>

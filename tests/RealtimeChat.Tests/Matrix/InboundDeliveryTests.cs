@@ -147,6 +147,38 @@ public sealed class InboundDeliveryTests
     }
 
     [Fact]
+    public async Task Text_with_nul_characters_from_matrix_is_stored_without_them_and_blocks_nothing()
+    {
+        // PostgreSQL text cannot hold U+0000; JSON can, and federation brings whatever JSON a server sends.
+        var (bridge, conversation, roomId, alice, client, transactions) = await SetUpAsync();
+        await using var _ = bridge;
+        await using var __ = transactions;
+        await using var socket = await bridge.Server.ConnectAsync(alice);
+
+        var response = await transactions.PutAsync("nul", Transaction(
+            new JsonObject
+            {
+                ["type"] = "m.room.member", ["room_id"] = roomId, ["sender"] = "@nul:localhost", ["state_key"] = "@nul:localhost",
+                ["event_id"] = "$join-nul", ["content"] = new JsonObject { ["membership"] = "join", ["displayname"] = "Nu\u0000ll" },
+            },
+            Text("$body-nul", roomId, "@nul:localhost", "a\u0000b"),
+            new JsonObject
+            {
+                ["type"] = "m.room.name", ["room_id"] = roomId, ["sender"] = "@nul:localhost", ["state_key"] = "",
+                ["event_id"] = "$name-nul", ["content"] = new JsonObject { ["name"] = "Ro\u0000om" },
+            },
+            Text("$id-nul\u0000", roomId, "@nul:localhost", "an event id no server makes"),
+            Text("$after", roomId, "@nul:localhost", "after")));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(["ab", "an event id no server makes", "after"], await ContentsAsync(client, conversation));
+        var members = await client.GetJsonAsync($"/api/v1/conversations/{conversation}/members");
+        Assert.Contains(members.EnumerateArray(), m => m.TryGetProperty("display_name", out var name) && name.GetString() == "Null");
+        Assert.Equal("Room", (await client.GetJsonAsync($"/api/v1/conversations/{conversation}")).GetProperty("name").GetString());
+        await socket.WaitForAsync(f => f.Type == "message.new" && f.Data.GetProperty("content").GetString() == "after");
+    }
+
+    [Fact]
     public async Task A_reply_from_matrix_arrives_without_its_quoted_fallback()
     {
         var (bridge, conversation, roomId, alice, client, transactions) = await SetUpAsync();
