@@ -1,3 +1,4 @@
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Tests.Infrastructure;
 
 namespace RealtimeChat.Tests.Operations;
@@ -69,6 +70,48 @@ public sealed class StartupErrorTests
             File.Delete(keys);
         }
     }
+
+    // The mistakes a QA probe made: each had printed the framework's exception with its stack trace.
+    [Theory]
+    [InlineData("RateLimits:Edits:PerSecond", "'abc' is not a number", "--RateLimits:Edits:PerSecond=abc")]
+    [InlineData("Realtime:MaxConnectionsPerUser", "'abc' is not a whole number", "--Realtime:MaxConnectionsPerUser=abc")]
+    [InlineData("RateLimits:RejectionDelay", "'xyz' is not a duration", "--RateLimits:RejectionDelay=xyz")]
+    [InlineData("Database:Provider", "'Oracle' is not one of Sqlite, Postgres", "--Database:Provider=Oracle")]
+    [InlineData("Media:Provider", "'Foo' is not one of Local, S3", "--Media:Provider=Foo")]
+    [InlineData("Logging:Requests", "'maybe' is not true or false", "--Logging:Requests=maybe")]
+    [InlineData("Database:MigrateOnStartup", "'maybe' is not true or false", "--Database:MigrateOnStartup=maybe")]
+    [InlineData("`urls`", "'garbage'", "--urls=garbage")]
+    [InlineData("Storage:DataDirectory", "'/proc/qa9'", "--Storage:DataDirectory=/proc/qa9")]
+    [InlineData("Database:ConnectionString", "'bogus'", "--Database:Provider=Postgres", "--Database:ConnectionString=Host=127.0.0.1;Bogus=1")]
+    public async Task A_setting_that_cannot_be_used_is_one_line_naming_it(string setting, string problem, params string[] arguments)
+    {
+        var line = await FailingStartAsync(await ServiceProcess.StartAsync(WithUrls(arguments)));
+        Assert.Contains(setting, line);
+        Assert.Contains(problem, line);
+    }
+
+    [Theory]
+    [InlineData("Realtime:MaxConnectionsPerUser must be between 1 and 100000", "--Realtime:MaxConnectionsPerUser=0")]
+    [InlineData("Media:MaxUploadBytes must be between 1 and", "--Media:MaxUploadBytes=0")]
+    [InlineData("Messages:SendsPerSecond must be between 0.001 and", "--Messages:SendsPerSecond=0")]
+    public async Task A_value_out_of_range_is_one_line_naming_the_full_key(string expected, string argument)
+    {
+        var line = await FailingStartAsync(await ServiceProcess.StartAsync(WithUrls([argument])));
+        Assert.Contains(expected, line);
+    }
+
+    [Fact]
+    public void A_failure_that_is_a_bug_keeps_its_full_exception()
+    {
+        Assert.Null(StartupErrors.Describe(new NullReferenceException()));
+        Assert.Null(StartupErrors.Describe(new InvalidOperationException("Sequence contains no elements")));
+        Assert.Null(StartupErrors.Describe(new FormatException("Invalid url: 'garbage'")));
+        Assert.Null(StartupErrors.Describe(new ArgumentException("Couldn't set bogus", "bogus")));
+        Assert.Null(StartupErrors.Describe(new IOException("Could not find file '/proc/qa9'.")));
+    }
+
+    private static string[] WithUrls(string[] arguments) =>
+        arguments.Any(a => a.StartsWith("--urls=", StringComparison.Ordinal)) ? arguments : ["--urls=http://127.0.0.1:0", .. arguments];
 
     private static async Task<string> FailingStartAsync(ServiceProcess service)
     {
