@@ -46,7 +46,7 @@ public static class SigningKeys
         var path = Path.Combine(storage.DataDirectory, "jwt-signing.key");
         if (!File.Exists(path))
         {
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+            StartupErrors.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!, "Storage:DataDirectory");
             SecretFiles.WriteOwnerOnly(path, Convert.ToBase64String(RandomNumberGenerator.GetBytes(48)));
             logger?.LogWarning(
                 "No Auth:SigningKey or Auth:Authority configured: generated a development signing key into {Path}. " +

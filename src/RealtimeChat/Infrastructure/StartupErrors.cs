@@ -78,6 +78,19 @@ public static partial class StartupErrors
         }
     }
 
+    /// <summary>Creates a directory that a setting names, so that failing to is reported as that setting.</summary>
+    public static void CreateDirectory(string path, string setting)
+    {
+        try
+        {
+            Directory.CreateDirectory(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new StartupException($"{setting}: cannot create the directory '{path}': {OneLine(ex.Message)}", ex);
+        }
+    }
+
     /// <summary>
     /// Data annotations name the property ("The field MaxConnectionsPerUser must be …"); an operator sets
     /// "Realtime:MaxConnectionsPerUser". The options classes bound from configuration hold their section in <c>Section</c>.

@@ -13,7 +13,7 @@ public sealed class LocalMediaStore : IMediaStore
     public LocalMediaStore(IOptions<MediaOptions> options, IOptions<StorageOptions> storage)
     {
         _root = Path.GetFullPath(options.Value.LocalDirectory ?? Path.Combine(storage.Value.DataDirectory, "media"));
-        Directory.CreateDirectory(_root);
+        Infrastructure.StartupErrors.CreateDirectory(_root, options.Value.LocalDirectory is null ? "Storage:DataDirectory" : "Media:LocalDirectory");
     }
 
     public async Task WriteAsync(string storageKey, Func<Stream, CancellationToken, Task> writeContent, CancellationToken cancellationToken)

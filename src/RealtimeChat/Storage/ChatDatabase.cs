@@ -137,7 +137,7 @@ public sealed class ChatDatabase : IAsyncDisposable
         var directory = Path.GetDirectoryName(Path.GetFullPath(builder.DataSource));
         if (directory is not null)
         {
-            Directory.CreateDirectory(directory);
+            Infrastructure.StartupErrors.CreateDirectory(directory, db.ConnectionString is null ? "Storage:DataDirectory" : "Database:ConnectionString");
         }
         return builder.ToString();
     }

@@ -182,7 +182,7 @@ public sealed class ContentCipher
     {
         var id = $"local-{DateTime.UtcNow:yyyyMMdd}";
         var file = new KeyFile(id, new Dictionary<string, string> { [id] = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)) });
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        StartupErrors.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!, "Storage:DataDirectory");
         SecretFiles.WriteOwnerOnly(path, JsonSerializer.Serialize(file, ChatJson.Options));
         logger.LogWarning(
             "No encryption key configured: generated content key {KeyId} into {Path}. Back it up; messages cannot be read without it.",
