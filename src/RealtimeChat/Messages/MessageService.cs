@@ -221,11 +221,13 @@ public sealed class MessageService(
     private async Task ChangeReactionAsync(
         Guid userId, Guid conversationId, Guid messageId, string reaction, bool add, EventOrigin origin, CancellationToken cancellationToken)
     {
-        if (!ReactionText.IsAcceptable(reaction, MaxReactionLength))
+        // Only additions are refused up front: a reaction these rules refuse may have been stored by a version with
+        // looser ones (before this one, or beside it during a rolling update), and its owner, or the Matrix redaction of
+        // it, must still be able to remove it.
+        var acceptable = ReactionText.IsAcceptable(reaction, MaxReactionLength);
+        if (!acceptable && add)
         {
-            throw ApiException.BadRequest("invalid_reaction",
-                $"A reaction is 1 to {MaxReactionLength} UTF-16 units of visible text or emoji; bidi controls, invisible characters and " +
-                "joiners or variation selectors with nothing to join or select are refused.");
+            throw InvalidReaction();
         }
         await using var write = await database.BeginWriteAsync(conversationId, events, cancellationToken, origin);
         await write.Connection.RequireMemberAsync(conversationId, userId, write.Transaction);
@@ -247,6 +249,10 @@ public sealed class MessageService(
                 new { messageId, userId, reaction });
         if (changed == 0)
         {
+            if (!acceptable)
+            {
+                throw InvalidReaction();
+            }
             return;
         }
         var seq = await write.NextSequenceAsync(conversationId, now);
@@ -255,6 +261,11 @@ public sealed class MessageService(
             new ReactionChanged(messageId, userId, reaction), messageId: messageId);
         await write.CommitAsync(cancellationToken);
     }
+
+    private static ApiException InvalidReaction() => ApiException.BadRequest("invalid_reaction",
+        $"A reaction is 1 to {MaxReactionLength} UTF-16 units of visible text or emoji; bidi controls, invisible or blank characters, " +
+        $"joiners, variation selectors, tags or combining marks with nothing to attach to (or more than {ReactionText.MaxMarksPerBase} marks " +
+        "on one character), noncharacters and private use characters are refused.");
 
     /// <summary>Moves the caller's read marker forward (never back) to <paramref name="request"/>'s seq.</summary>
     public async Task<long> MarkReadAsync(
