@@ -1,7 +1,10 @@
 using System.Buffers;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
+using System.Text.Unicode;
 using Microsoft.AspNetCore.Http.Features;
+using RealtimeChat.Infrastructure;
 
 namespace RealtimeChat.Messages;
 
@@ -143,8 +146,10 @@ internal static class ReactionText
 
     /// <summary>
     /// The reaction path segment decoded exactly once. Kestrel decodes the path except <c>%2F</c>, which stays
-    /// encoded in route values, so "¯\_(ツ)_/¯" would otherwise be stored as "¯\_(ツ)_%2F¯".
+    /// encoded in route values, so "¯\_(ツ)_/¯" would otherwise be stored as "¯\_(ツ)_%2F¯"; hence the raw segment.
     /// </summary>
+    /// <exception cref="ApiException"><c>invalid_reaction</c>: the segment is not percent-encoded UTF-8, or it is not
+    /// the segment the route matched.</exception>
     public static string FromPath(HttpContext context, string routeValue)
     {
         var raw = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
@@ -154,6 +159,66 @@ internal static class ReactionText
         }
         var end = raw.IndexOfAny(['?', '#']);
         var path = end >= 0 ? raw[..end] : raw;
-        return Uri.UnescapeDataString(path[(path.LastIndexOf('/') + 1)..]);
+        var segment = path[(path.LastIndexOf('/') + 1)..];
+        if (!TryDecode(segment, out var reaction, out var asRouted))
+        {
+            throw ApiException.BadRequest("invalid_reaction", "The reaction segment is not percent-encoded UTF-8.");
+        }
+        // The router matched the path after removing dot segments ("👍/." routes as "👍"), the raw target has them:
+        // storing or deleting its last segment would act on a reaction other than the one routed to.
+        if (asRouted != routeValue)
+        {
+            throw ApiException.BadRequest("invalid_reaction", "The reaction must be the path's last segment (no \".\" or \"..\" segments after it).");
+        }
+        return reaction;
+    }
+
+    /// <summary>
+    /// Strict percent-decoding: every escape is two hex digits and the bytes are UTF-8 (no overlong forms, no
+    /// surrogates). Lenient decoders leave bad escapes as text, storing "%FF" for a segment that meant no text at all.
+    /// </summary>
+    /// <param name="asRouted">The segment as Kestrel decodes paths, <c>%2F</c> left encoded: what routing saw.</param>
+    private static bool TryDecode(string segment, out string decoded, out string asRouted)
+    {
+        (decoded, asRouted) = (string.Empty, string.Empty);
+        var bytes = new List<byte>(segment.Length);
+        var routed = new List<byte>(segment.Length);
+        for (var index = 0; index < segment.Length; index++)
+        {
+            var c = segment[index];
+            // A request target is ASCII (Kestrel refuses others before this); text beyond it arrives percent-encoded.
+            if (c > 0x7F)
+            {
+                return false;
+            }
+            if (c != '%')
+            {
+                bytes.Add((byte)c);
+                routed.Add((byte)c);
+                continue;
+            }
+            if (index + 2 >= segment.Length
+                || !byte.TryParse(segment.AsSpan(index + 1, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var b))
+            {
+                return false;
+            }
+            bytes.Add(b);
+            if (b == '/')
+            {
+                routed.AddRange([(byte)'%', (byte)segment[index + 1], (byte)segment[index + 2]]);
+            }
+            else
+            {
+                routed.Add(b);
+            }
+            index += 2;
+        }
+        if (!Utf8.IsValid(CollectionsMarshal.AsSpan(bytes)))
+        {
+            return false;
+        }
+        decoded = Encoding.UTF8.GetString(CollectionsMarshal.AsSpan(bytes));
+        asRouted = Encoding.UTF8.GetString(CollectionsMarshal.AsSpan(routed));
+        return true;
     }
 }

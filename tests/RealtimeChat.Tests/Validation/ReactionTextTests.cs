@@ -119,6 +119,66 @@ public sealed class ReactionTextTests(ServerFixture fixture) : IClassFixture<Ser
         await (await client.DeleteAsync(Raw(path))).ProblemAsync(HttpStatusCode.BadRequest, "invalid_reaction");
     }
 
+    [Theory]
+    [InlineData("%F0%9F%91%8D/.")]
+    [InlineData("%F0%9F%91%8D/%2E")]
+    [InlineData("%F0%9F%91%8D/x/..")]
+    [InlineData("%E2%80%AE/x/..")]
+    [InlineData("%E2%80%AE/x/%2E%2E")]
+    [InlineData("%F0%9F%91%8D/")]
+    public async Task A_path_whose_last_segment_is_not_the_reaction_it_routes_to_is_refused(string segments)
+    {
+        var (url, client) = await MessageAsync();
+        await (await client.PutAsync(Raw($"{url}/reactions/{segments}"), null)).ProblemAsync(HttpStatusCode.BadRequest, "invalid_reaction");
+        Assert.Empty(await ReactionsAsync(client, url));
+
+        // Written the same way, a removal must not reach another reaction of the caller's.
+        Assert.Equal(HttpStatusCode.NoContent, (await client.PutAsync(Raw($"{url}/reactions/%F0%9F%91%8D"), null)).StatusCode);
+        await (await client.DeleteAsync(Raw($"{url}/reactions/{segments}"))).ProblemAsync(HttpStatusCode.BadRequest, "invalid_reaction");
+        Assert.Equal(["👍"], await ReactionsAsync(client, url));
+    }
+
+    [Fact]
+    public async Task Dot_segments_before_the_reaction_route_and_store_the_same_reaction()
+    {
+        var (url, client) = await MessageAsync();
+        Assert.Equal(HttpStatusCode.NoContent, (await client.PutAsync(Raw($"{url}/x/../reactions/%F0%9F%91%8D"), null)).StatusCode);
+        Assert.Equal(["👍"], await ReactionsAsync(client, url));
+    }
+
+    [Theory]
+    [InlineData("%FF")]                          // not UTF-8
+    [InlineData("%C0%AF")]                       // overlong "/"
+    [InlineData("%ED%A0%80")]                    // a UTF-16 surrogate
+    [InlineData("%F0%9F%91")]                    // a truncated emoji
+    [InlineData("a%F0%9F%91%8Db%80")]            // a stray continuation byte after valid text
+    [InlineData("%")]                            // escapes that are not two hex digits
+    [InlineData("%4")]
+    [InlineData("%G0")]
+    [InlineData("100%")]
+    public async Task A_segment_that_is_not_percent_encoded_UTF_8_is_refused(string segment)
+    {
+        var (url, client) = await MessageAsync();
+        await (await client.PutAsync(Raw($"{url}/reactions/{segment}"), null)).ProblemAsync(HttpStatusCode.BadRequest, "invalid_reaction");
+        await (await client.DeleteAsync(Raw($"{url}/reactions/{segment}"))).ProblemAsync(HttpStatusCode.BadRequest, "invalid_reaction");
+        Assert.Empty(await ReactionsAsync(client, url));
+    }
+
+    [Theory]
+    [InlineData("%2525", "%25")]                 // decoded once: what remains is text
+    [InlineData("%252F", "%2F")]
+    [InlineData("a%2Fb", "a/b")]                 // "/" inside a reaction
+    [InlineData("a%2fb", "a/b")]
+    [InlineData("%C2%AF%5C_(%E3%83%84)_%2F%C2%AF", @"¯\_(ツ)_/¯")]
+    public async Task A_segment_is_decoded_exactly_once(string segment, string stored)
+    {
+        var (url, client) = await MessageAsync();
+        Assert.Equal(HttpStatusCode.NoContent, (await client.PutAsync(Raw($"{url}/reactions/{segment}"), null)).StatusCode);
+        Assert.Equal([stored], await ReactionsAsync(client, url));
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync(Raw($"{url}/reactions/{segment}"))).StatusCode);
+        Assert.Empty(await ReactionsAsync(client, url));
+    }
+
     /// <summary>The path exactly as written, on this server (no dot-segment removal or re-escaping by the client).</summary>
     private Uri Raw(string path) =>
         new($"{_server.BaseAddress.GetLeftPart(UriPartial.Authority)}{path}", new UriCreationOptions { DangerousDisablePathAndQueryCanonicalization = true });
