@@ -256,36 +256,49 @@ public sealed class RoomTimelines(
         {
             var pushedIds = pushed.Select(e => Json.String(e["event_id"])).OfType<string>().ToHashSet(StringComparer.Ordinal);
             var read = new HashSet<string>(StringComparer.Ordinal);
-            try
+            // An unmapped room has nothing to read: the inbound path decides (a room being created waits for its mapping).
+            var events = await MappedAsync(roomId, cancellationToken) ? await TryReadBackAsync(roomId, lastBefore, pushed.Count + 4, cancellationToken) : [];
+            foreach (var evt in events)
             {
-                // An unmapped room has nothing to read: the inbound path decides (a room being created waits for its mapping).
-                var events = await MappedAsync(roomId, cancellationToken) ? await ReadBackAsync(roomId, lastBefore, pushed.Count + 4, cancellationToken) : [];
-                foreach (var evt in events)
+                var eventId = Json.String(evt["event_id"]);
+                if (await inbound.HandleAsync(evt, batch, cancellationToken) && (eventId is null || !pushedIds.Contains(eventId)))
                 {
-                    var eventId = Json.String(evt["event_id"]);
-                    if (await inbound.HandleAsync(evt, batch, cancellationToken) && (eventId is null || !pushedIds.Contains(eventId)))
-                    {
-                        // New to the chat and not in this push: the homeserver dropped it, or a later push would bring it.
-                        MatrixMetrics.TimelineEvents.Inc();
-                        logger.LogInformation("Matrix event {EventId} in {RoomId} was applied from the room's timeline before any push brought it", eventId, roomId);
-                    }
-                    if (eventId is not null)
-                    {
-                        read.Add(eventId);
-                        _lastEvent[roomId] = eventId;
-                    }
+                    // New to the chat and not in this push: the homeserver dropped it, or a later push would bring it.
+                    MatrixMetrics.TimelineEvents.Inc();
+                    logger.LogInformation("Matrix event {EventId} in {RoomId} was applied from the room's timeline before any push brought it", eventId, roomId);
                 }
-            }
-            catch (MatrixApiException ex) when (ex.Class == FailureClass.Permanent)
-            {
-                // The bot cannot read the room (it was kicked, or the room is gone): what was pushed is all there is.
-                MatrixMetrics.Errors.WithLabels("timeline_unreadable").Inc();
-                logger.LogWarning("Cannot read the timeline of {RoomId} ({Error}); applying what the homeserver pushed only", roomId, ex.Message);
+                if (eventId is not null)
+                {
+                    read.Add(eventId);
+                    _lastEvent[roomId] = eventId;
+                }
             }
             foreach (var evt in pushed.Where(e => Json.String(e["event_id"]) is not { } id || !read.Contains(id)))
             {
                 await inbound.HandleAsync(evt, batch, cancellationToken);
             }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="ReadBackAsync"/>, or nothing when the room cannot be read: reading is a remedy for what a restart
+    /// dropped, and must not hold up what was pushed. The homeserver pushes one transaction at a time, so a push answered
+    /// 500 because one room cannot be read would stop every room's events for as long as that room stays unreadable. It
+    /// can for good: Synapse 1.67 answers <c>/messages</c> 500 for a room holding an edit whose <c>m.new_content</c> is
+    /// not an object (its <c>_apply_edit</c> fails), an edit it accepts from any client; and the bot may have been kicked.
+    /// Only a homeserver that does not answer at all fails the push (it is retried once the homeserver is back).
+    /// </summary>
+    private async Task<List<JsonObject>> TryReadBackAsync(string roomId, string? lastBefore, int firstPage, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ReadBackAsync(roomId, lastBefore, firstPage, cancellationToken);
+        }
+        catch (MatrixApiException ex) when (!ex.HomeserverDown && !cancellationToken.IsCancellationRequested)
+        {
+            MatrixMetrics.Errors.WithLabels("timeline_unreadable").Inc();
+            logger.LogWarning("Cannot read the timeline of {RoomId} ({Error}); applying what the homeserver pushed only", roomId, ex.Message);
+            return [];
         }
     }
 

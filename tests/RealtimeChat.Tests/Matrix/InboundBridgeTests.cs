@@ -135,6 +135,41 @@ public sealed class InboundBridgeTests
     }
 
     [Fact]
+    public async Task A_room_the_homeserver_cannot_read_back_holds_up_neither_its_pushes_nor_other_rooms()
+    {
+        // Synapse 1.67 answers /messages 500 for a room holding an edit whose m.new_content is not an object (its
+        // _apply_edit fails); it accepts such an edit from any client. Its pushes are one transaction at a time, so a push
+        // answered 500 for good would stop every room's.
+        var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync(
+            settings: new() { ["Matrix:TimelineReadAfterPause"] = "00:00:00", ["Matrix:TimelineSweepInterval"] = "00:00:00.200" });
+        await using var _ = bridge;
+        await using var __ = socket;
+        var other = await bridge.Server.Client(alice).CreateGroupAsync("Other room");
+        var otherRoom = await Eventually.Async(() => bridge.RoomOf(other), "the other room");
+        await bridge.Homeserver.LoginAs($"@nova-bridge:{bridge.Homeserver.ServerName}").InviteAsync(otherRoom, human.UserId);
+        await human.JoinAsync(otherRoom);
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the bridge's set-up posted");
+        var client = bridge.Server.Client();
+        var unreadable = await client.MetricAsync("matrix_errors_total{error=\"timeline_unreadable\"}");
+
+        using (bridge.Homeserver.Faults.Inject(Fault.ServerError().Where(r => r.Method == "GET" && (r.PathBase + r.Path).Value!.Contains(roomId) && r.Path.Value!.EndsWith("/messages"))))
+        {
+            human.SendText(roomId, "one");
+            human.SendText(otherRoom, "elsewhere");
+            human.SendText(roomId, "two");
+            Assert.Equal(["one", "two"], await Eventually.Async(() => ContentsAsync(bridge, alice, conversation, 2), "the unreadable room's messages"));
+            Assert.Equal(["elsewhere"], await Eventually.Async(() => ContentsAsync(bridge, alice, other, 1), "the other room's message"));
+            Assert.True(await client.MetricAsync("matrix_errors_total{error=\"timeline_unreadable\"}") > unreadable, "the failed read is counted");
+
+            // The sweep after the last push gives up on the room too, rather than asking again every tick.
+            await Task.Delay(TimeSpan.FromMilliseconds(600));
+            var reads = bridge.Homeserver.Requests.Count("/messages");
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            Assert.Equal(reads, bridge.Homeserver.Requests.Count("/messages"));
+        }
+    }
+
+    [Fact]
     public async Task What_the_homeserver_drops_when_it_is_killed_before_the_room_goes_quiet_arrives_after_a_sweep()
     {
         var (bridge, conversation, roomId, alice, human, socket) = await SetUpAsync(settings: new() { ["Matrix:TimelineSweepInterval"] = "00:00:00.300" });
