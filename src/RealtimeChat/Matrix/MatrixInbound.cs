@@ -120,7 +120,12 @@ public sealed class MatrixInbound(
                 logger.LogDebug("Ignoring {Type} {EventId} in unmapped room {RoomId}", e.Type, e.EventId, e.RoomId);
                 return false;
             }
-            var content = evt["content"] as JsonObject ?? [];
+            var content = evt["content"] as JsonObject ?? throw new MalformedEventException("its content is not an object");
+            if (content.Count == 0 && e.Type is "m.room.message" or "m.reaction")
+            {
+                // Redacted: a room's timeline read back shows a message or reaction removed since as an empty shell.
+                return false;
+            }
             switch (e.Type)
             {
                 case "m.room.message":
@@ -130,13 +135,20 @@ public sealed class MatrixInbound(
                     await ReactionAsync(conversationId, e, content, cancellationToken);
                     break;
                 case "m.room.redaction":
-                    await RedactionAsync(conversationId, e, Json.String(evt["redacts"]) ?? Json.String(content["redacts"]), cancellationToken);
+                    await RedactionAsync(conversationId, e,
+                        Json.String(evt["redacts"]) ?? Json.String(content["redacts"]) ?? throw new MalformedEventException("redacts is not an event id"),
+                        cancellationToken);
                     break;
                 case "m.room.member":
-                    await MembershipAsync(conversationId, e, Json.String(evt["state_key"]), content, cancellationToken);
+                    await MembershipAsync(conversationId, e, Json.String(evt["state_key"]) ?? throw new MalformedEventException("its state_key is not a user id"),
+                        content, cancellationToken);
                     break;
-                case "m.room.name" when Json.String(content["name"]) is { Length: > 0 } name:
-                    await conversations.RenameAsync(await users.AppUserIdAsync(e.Sender, null, cancellationToken), conversationId, new UpdateConversationRequest(name), cancellationToken, e.Origin);
+                case "m.room.name":
+                    // An empty name (or none) takes the room's name away; the conversation keeps its own.
+                    if (RequiredString(content, "name", allowAbsent: true) is { Length: > 0 } name)
+                    {
+                        await conversations.RenameAsync(await users.AppUserIdAsync(e.Sender, null, cancellationToken), conversationId, new UpdateConversationRequest(name), cancellationToken, e.Origin);
+                    }
                     break;
             }
             MatrixMetrics.InboundEvents.WithLabels("applied").Inc();
@@ -145,6 +157,10 @@ public sealed class MatrixInbound(
         catch (TargetNotYetKnownException waiting)
         {
             await DeferAsync(e, waiting.TargetEventId, evt, batch, cancellationToken);
+        }
+        catch (MalformedEventException malformed)
+        {
+            BadEvent(e.EventId, e.RoomId, malformed.Message, null);
         }
         catch (ApiException ex)
         {
@@ -305,12 +321,12 @@ public sealed class MatrixInbound(
         var relation = content["m.relates_to"] as JsonObject;
         if (Json.String(relation?["rel_type"]) == "m.replace")
         {
-            await EditAsync(conversationId, e, Json.String(relation!["event_id"]), content, cancellationToken);
+            await EditAsync(conversationId, e, RequiredString(relation!, "event_id")!, content, cancellationToken);
             return;
         }
 
         var msgtype = Json.String(content["msgtype"]);
-        var body = Json.String(content["body"]) ?? "";
+        var body = RequiredString(content, "body")!;
         var parentEventId = Json.String((relation?["m.in_reply_to"] as JsonObject)?["event_id"]);
         if (parentEventId is not null)
         {
@@ -362,16 +378,14 @@ public sealed class MatrixInbound(
         await mediaFiles.ImportFromMatrixAsync(userId, conversationId, stream, contentType, Path.GetFileName(fileName), duration, caption, replyTo, e.Origin, cancellationToken);
     }
 
-    private async Task EditAsync(Guid conversationId, EventContext e, string? originalEventId, JsonObject content, CancellationToken cancellationToken)
+    private async Task EditAsync(Guid conversationId, EventContext e, string originalEventId, JsonObject content, CancellationToken cancellationToken)
     {
-        if (originalEventId is null)
-        {
-            return;
-        }
+        // The replacement is m.new_content (spec 11.37.1); the body beside it is a fallback for clients without edits.
+        var newContent = content["m.new_content"] as JsonObject ?? throw new MalformedEventException("the edit's m.new_content is not an object");
+        var newBody = RequiredString(newContent, "body");
         var original = await MessageByEventAsync(conversationId, originalEventId, cancellationToken)
             ?? throw new TargetNotYetKnownException(originalEventId);
         var editor = await users.AppUserIdAsync(e.Sender, null, cancellationToken);
-        var newBody = Json.String((content["m.new_content"] as JsonObject)?["body"]) ?? Json.String(content["body"])?.TrimStart('*', ' ');
         try
         {
             await messages.EditAsync(editor, conversationId, original.MessageId, new EditMessageRequest(newBody), cancellationToken, e.Origin);
@@ -386,21 +400,18 @@ public sealed class MatrixInbound(
     private async Task ReactionAsync(Guid conversationId, EventContext e, JsonObject content, CancellationToken cancellationToken)
     {
         var relation = content["m.relates_to"] as JsonObject;
-        if (Json.String(relation?["rel_type"]) != "m.annotation" || Json.String(relation!["key"]) is not { } key || Json.String(relation["event_id"]) is not { } target)
+        if (Json.String(relation?["rel_type"]) != "m.annotation")
         {
-            return;
+            throw new MalformedEventException("the reaction's m.relates_to is not an m.annotation");
         }
+        var (key, target) = (RequiredString(relation!, "key")!, RequiredString(relation!, "event_id")!);
         var message = await MessageByEventAsync(conversationId, target, cancellationToken) ?? throw new TargetNotYetKnownException(target);
         var userId = await MemberAsync(conversationId, e.Sender, cancellationToken);
         await messages.AddReactionAsync(userId, conversationId, message.MessageId, key, cancellationToken, e.Origin);
     }
 
-    private async Task RedactionAsync(Guid conversationId, EventContext e, string? redacts, CancellationToken cancellationToken)
+    private async Task RedactionAsync(Guid conversationId, EventContext e, string redacts, CancellationToken cancellationToken)
     {
-        if (redacts is null)
-        {
-            return;
-        }
         var redactor = await users.AppUserIdAsync(e.Sender, null, cancellationToken);
         if (await MessageByEventAsync(conversationId, redacts, cancellationToken) is { } message)
         {
@@ -414,14 +425,15 @@ public sealed class MatrixInbound(
         }
     }
 
-    private async Task MembershipAsync(Guid conversationId, EventContext e, string? target, JsonObject content, CancellationToken cancellationToken)
+    private async Task MembershipAsync(Guid conversationId, EventContext e, string target, JsonObject content, CancellationToken cancellationToken)
     {
-        if (target is null || ids.IsEcho(target))
+        var membership = RequiredString(content, "membership");
+        if (ids.IsEcho(target))
         {
             return;
         }
         var displayName = Json.String(content["displayname"]);
-        switch (Json.String(content["membership"]))
+        switch (membership)
         {
             case "join":
                 var userId = await users.AppUserIdAsync(target, displayName, cancellationToken);
@@ -470,6 +482,10 @@ public sealed class MatrixInbound(
     private static string? ExternalId(string matrixUserId, Guid userId) =>
         userId == MatrixUsers.ExternalUserId(matrixUserId) ? matrixUserId : null;
 
+    /// <summary>A field the event cannot be applied without; absent or of another type, the event is malformed.</summary>
+    private static string? RequiredString(JsonObject json, string field, bool allowAbsent = false) =>
+        Json.String(json[field]) ?? (allowAbsent && json[field] is null ? null : throw new MalformedEventException($"{field} is not a string"));
+
     private Task<MessageEvent?> MessageByEventAsync(Guid conversationId, string eventId, CancellationToken cancellationToken) =>
         matrixEvents.MessageAsync(conversationId, eventId, cancellationToken);
 
@@ -478,6 +494,9 @@ public sealed class MatrixInbound(
         public string TargetEventId { get; } = targetEventId;
     }
 }
+
+/// <summary>An event with a field the bridge needs missing or of the wrong type: skipped and counted, never retried.</summary>
+internal sealed class MalformedEventException(string reason) : Exception(reason);
 
 /// <summary>
 /// Reading event JSON from anyone (federation brings any shape): a value of the wrong type is absent, and U+0000 is
