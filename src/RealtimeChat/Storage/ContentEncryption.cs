@@ -180,7 +180,9 @@ public sealed class ContentCipher
 
     private static KeyFile GenerateKeyFile(string path, ILogger logger)
     {
-        var id = $"local-{DateTime.UtcNow:yyyyMMdd}";
+        // Unique, not just dated: another instance generating its own key on the same day must not pass for this one in
+        // VerifyAgainstStoredDataAsync (it would start, and neither could read what the other wrote).
+        var id = $"local-{DateTime.UtcNow:yyyyMMdd}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4))}";
         var file = new KeyFile(id, new Dictionary<string, string> { [id] = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)) });
         StartupErrors.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!, "Storage:DataDirectory");
         SecretFiles.WriteOwnerOnly(path, JsonSerializer.Serialize(file, ChatJson.Options));

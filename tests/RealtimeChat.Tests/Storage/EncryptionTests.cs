@@ -57,6 +57,32 @@ public sealed class EncryptionTests
     }
 
     [Fact]
+    public async Task A_second_instance_that_generated_its_own_key_refuses_to_start_on_the_same_database()
+    {
+        // A rolling update whose new pod has neither the old pod's data volume nor a configured key: on the same day it
+        // generated a key of the same id, passed the check, and neither could read what the other wrote.
+        await using var first = await ChatServer.StartAsync();
+        var alice = Guid.NewGuid();
+        await first.Client(alice).SendAsync(await first.Client(alice).CreateGroupAsync("one key"), "written with the first key");
+        var otherDataDirectory = Directory.CreateTempSubdirectory("chat-test-").FullName;
+        try
+        {
+            var settings = new Dictionary<string, string?> { ["Storage:DataDirectory"] = otherDataDirectory };
+            if (first.Settings["Database:Provider"] == "Sqlite")
+            {
+                // The same database file, which is otherwise in the data directory.
+                settings["Database:ConnectionString"] = $"Data Source={Path.Combine(first.DataDirectory, "chat.db")}";
+            }
+            var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => ChatServer.StartAsync(settings, reuse: first));
+            Assert.Contains("Encryption:Keys", refused.Message);
+        }
+        finally
+        {
+            Directory.Delete(otherDataDirectory, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Rotation_keeps_old_messages_readable_and_refuses_to_start_without_a_used_key()
     {
         var (key1, key2) = (NewKey(), NewKey());
