@@ -20,6 +20,9 @@ public static class RequestLogging
             {
                 ["Logging:LogLevel:Default"] = "Information",
                 ["Logging:LogLevel:Microsoft.AspNetCore"] = "Warning",
+                // Four lines per request to the homeserver (start, send, answer, end) would be most of a bridge's log;
+                // the bridge logs what fails itself.
+                ["Logging:LogLevel:System.Net.Http.HttpClient"] = "Warning",
                 // Its only Error is "Hosting failed to start" with a stack trace; Program prints that failure as one
                 // line naming the setting. A crashed background service is still logged, at Critical.
                 ["Logging:LogLevel:Microsoft.Extensions.Hosting.Internal.Host"] = "Critical",

@@ -65,6 +65,28 @@ public sealed partial class LoggingTests
         Assert.DoesNotContain(service.Lines, l => l.Contains("query-secret", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task By_default_the_bridge_s_requests_to_the_homeserver_write_no_log_lines()
+    {
+        await using var homeserver = await MatrixEmulator.HomeserverEmulator.StartAsync(new MatrixEmulator.EmulatorOptions
+        {
+            Appservice = MatrixEmulator.AppserviceRegistration.NovaChat(new Uri("http://127.0.0.1:9")),
+        });
+        var registration = homeserver.Options.Appservice!;
+        await using var service = await ServiceProcess.StartAsync(
+            "--urls=http://127.0.0.1:0", "--Matrix:Enabled=true", "--Matrix:Mode=Appservice", $"--Matrix:HomeserverUrl={homeserver.BaseUrl}",
+            $"--Matrix:ServerName={homeserver.ServerName}", "--Matrix:AppserviceUrl=http://127.0.0.1:9",
+            $"--Matrix:AsToken={registration.AsToken}", $"--Matrix:HsToken={registration.HsToken}");
+        var client = await ClientAsync(service);
+        var id = await client.CreateGroupAsync("bridged quietly");
+        await client.SendAsync(id, "to matrix");
+        await Eventually.Async(() => homeserver.Requests.Count("/send/") > 0 ? "" : null, "the message sent to the homeserver");
+        await Task.Delay(TimeSpan.FromMilliseconds(500));
+
+        // HttpClient's own lines (four per request at Information) would be most of a bridge's log.
+        Assert.DoesNotContain(service.Lines, l => l.Contains("System.Net.Http.HttpClient", StringComparison.Ordinal));
+    }
+
     private static async Task<HttpClient> ClientAsync(ServiceProcess service) => ServiceProcess.Client(await service.WaitListeningAsync(), Guid.NewGuid());
 
     // The simple console formatter's first line of an entry: "<timestamp> info: Category[id]".
