@@ -82,10 +82,20 @@ public sealed class MatrixApi(HttpClient http, IOptions<MatrixOptions> options, 
     /// <param name="timestamp">When it happened in the app: an appservice may set the event's origin_server_ts (<c>ts</c>),
     /// so that a send delayed by an outage or a backfill shows its real time.</param>
     public async Task<string> SendEventAsync(
-        string roomId, string eventType, string txnId, JsonObject content, string? asUser, DateTimeOffset? timestamp, CancellationToken cancellationToken) =>
-        (await SendAsync(HttpMethod.Put,
+        string roomId, string eventType, string txnId, JsonObject content, string? asUser, DateTimeOffset? timestamp, CancellationToken cancellationToken)
+    {
+        if (timestamp is { } original && Settings.Mode != MatrixMode.Appservice)
+        {
+            // Only an appservice may date an event; a client's is dated when sent, so the original time travels in the content.
+            content[CreatedAtField] = original.ToUnixTimeMilliseconds();
+        }
+        return (await SendAsync(HttpMethod.Put,
             $"/_matrix/client/v3/rooms/{Uri.EscapeDataString(roomId)}/send/{Uri.EscapeDataString(eventType)}/{Uri.EscapeDataString(txnId)}{Timestamp(timestamp)}",
             asUser, content, cancellationToken))!["event_id"]!.GetValue<string>();
+    }
+
+    /// <summary>In client mode, when the app said what an event carries (milliseconds since the epoch).</summary>
+    public const string CreatedAtField = "io.nova.created_at";
 
     public async Task<string> RedactAsync(
         string roomId, string eventId, string txnId, JsonObject content, string? asUser, DateTimeOffset? timestamp, CancellationToken cancellationToken) =>

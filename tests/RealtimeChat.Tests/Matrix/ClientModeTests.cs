@@ -126,6 +126,29 @@ public sealed class ClientModeTests
     }
 
     [Fact]
+    public async Task A_message_delayed_by_an_outage_carries_its_original_time_in_its_content()
+    {
+        // Only appservices may set an event's time (the ts parameter); a client's events are dated when sent.
+        await using var bridge = await BridgeHost.StartAsync("Client");
+        var alice = Guid.NewGuid();
+        var client = bridge.Server.Client(alice);
+        var conversation = await client.CreateGroupAsync("Outage");
+        var roomId = await Eventually.Async(() => bridge.RoomOf(conversation), "the room");
+        await Eventually.Async(async () => await bridge.PendingActionsAsync() == 0, "the room set-up");
+
+        DateTimeOffset createdAt;
+        using (bridge.Homeserver.Faults.Inject(Fault.Down()))
+        {
+            createdAt = (await client.SendAsync(conversation, "said during the outage")).GetProperty("created_at").GetDateTimeOffset();
+            await Task.Delay(TimeSpan.FromSeconds(1));
+        }
+        var evt = await Eventually.Async(() => bridge.Homeserver.Timeline(roomId)
+            .FirstOrDefault(e => ((string?)e.Content["body"])?.EndsWith("said during the outage", StringComparison.Ordinal) == true), "the delayed message");
+        Assert.True(evt.Content["io.nova.created_at"] is not null, "the event does not say when the message was sent");
+        Assert.Equal(createdAt.ToUnixTimeMilliseconds(), (long)evt.Content["io.nova.created_at"]!);
+    }
+
+    [Fact]
     public async Task Edits_deletes_and_audio_are_mirrored_by_the_service_account()
     {
         await using var bridge = await BridgeHost.StartAsync("Client");
