@@ -127,6 +127,8 @@ public static class ChatApp
             await next(context);
         });
 
+        app.UseRequestCharsets();
+
         // JSON endpoints take small bodies; media uploads set their own limit.
         app.Use((context, next) =>
         {
