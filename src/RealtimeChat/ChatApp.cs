@@ -93,7 +93,7 @@ public static class ChatApp
         services.AddChatAuthentication(configuration);
         services.AddChatRateLimits(configuration);
 
-        services.Configure<JsonOptions>(json => ChatJson.Configure(json.SerializerOptions));
+        services.Configure<JsonOptions>(json => ChatJson.ConfigureApi(json.SerializerOptions));
         services.Configure<RouteHandlerOptions>(routes => routes.ThrowOnBadRequest = true);
         services.AddProblemDetails(problems => problems.CustomizeProblemDetails = context =>
         {
@@ -102,7 +102,7 @@ public static class ChatApp
         });
         services.AddExceptionHandler<ChatExceptionHandler>();
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
-        services.AddOpenApi(openApi => openApi.AddEnumNames());
+        services.AddOpenApi(openApi => openApi.AddEnumNames().AddStringTypes());
     }
 
     private static void MapEndpoints(WebApplication app)

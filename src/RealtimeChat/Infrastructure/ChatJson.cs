@@ -1,6 +1,7 @@
 using System.Collections.Frozen;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using RealtimeChat.Infrastructure;
 
 namespace RealtimeChat;
 
@@ -15,6 +16,17 @@ public static class ChatJson
         options.DictionaryKeyPolicy = null;
         options.DefaultIgnoreCondition = JsonIgnoreCondition.Never;
         options.Converters.Add(new StrictEnumConverterFactory(JsonNamingPolicy.SnakeCaseLower));
+        return options;
+    }
+
+    /// <summary>
+    /// The HTTP API's options: the wire format, and the rules for text clients send (<see cref="RequestTextConverter"/>).
+    /// Not <see cref="Options"/>, which also reads what this service stored earlier.
+    /// </summary>
+    public static JsonSerializerOptions ConfigureApi(JsonSerializerOptions options)
+    {
+        Configure(options);
+        options.Converters.Add(new RequestTextConverter());
         return options;
     }
 }

@@ -19,6 +19,8 @@ public sealed class ChatExceptionHandler(ILogger<ChatExceptionHandler> logger) :
                 (413, "payload_too_large", "The request body is too large."),
             BadHttpRequestException { InnerException: InvalidEnumValueException invalid } =>
                 (400, "invalid_enum_value", $"{FieldName(invalid.Path)}: {invalid.Message}"),
+            BadHttpRequestException { InnerException: InvalidTextException invalid } =>
+                (400, RequestText.Code, RequestText.Detail(FieldName(invalid.Path))),
             BadHttpRequestException { InnerException: JsonException } =>
                 (400, "malformed_json", "The request body is not valid JSON of the expected shape."),
             BadHttpRequestException bad when bad.Message.Contains("Failed to bind parameter", StringComparison.Ordinal) =>

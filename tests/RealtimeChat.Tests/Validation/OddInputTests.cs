@@ -52,6 +52,62 @@ public sealed class OddInputTests(ServerFixture fixture) : IClassFixture<ServerF
         Assert.Equal("grüße", message.GetProperty("content").GetString());
     }
 
+    [Theory]
+    [InlineData("messages", "{\"content\":\"x\",\"client_message_id\":\"a\\u0000b\"}", "client_message_id")]
+    [InlineData("messages", "{\"content\":\"a\\u0000b\"}", "content")]
+    [InlineData("messages", "{\"content\":\"\\u0000\"}", "content")]
+    public async Task U0000_in_a_json_field_is_400_invalid_text_naming_the_field(string path, string json, string field)
+    {
+        var errors = RecordErrors();
+        var (client, conversation) = await ConversationAsync();
+
+        var response = await client.PostAsync($"/api/v1/conversations/{conversation}/{path}", Body(json));
+        var problem = await response.ProblemAsync(HttpStatusCode.BadRequest, "invalid_text");
+        Assert.StartsWith($"{field}:", problem.GetProperty("detail").GetString());
+
+        Assert.Empty(errors);
+        Assert.Equal(["anchor"], await ContentsAsync(client, conversation));
+    }
+
+    [Fact]
+    public async Task U0000_in_names_and_edits_is_400_invalid_text()
+    {
+        var (client, conversation) = await ConversationAsync();
+        var anchor = (await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages")).GetProperty("messages")[0].GetProperty("id").GetGuid();
+
+        await (await client.PostAsync("/api/v1/conversations", Body("{\"kind\":\"group\",\"name\":\"Ro\\u0000om\"}")))
+            .ProblemAsync(HttpStatusCode.BadRequest, "invalid_text");
+        await (await client.PatchAsync($"/api/v1/conversations/{conversation}", Body("{\"name\":\"Ro\\u0000om\"}")))
+            .ProblemAsync(HttpStatusCode.BadRequest, "invalid_text");
+        await (await client.PatchAsync($"/api/v1/conversations/{conversation}/messages/{anchor}", Body("{\"content\":\"ed\\u0000it\"}")))
+            .ProblemAsync(HttpStatusCode.BadRequest, "invalid_text");
+
+        Assert.Equal("odd input", (await client.GetJsonAsync($"/api/v1/conversations/{conversation}")).GetProperty("name").GetString());
+        Assert.Equal(["anchor"], await ContentsAsync(client, conversation));
+    }
+
+    [Fact]
+    public async Task Development_sign_in_refuses_U0000_in_the_display_name()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["Auth:SigningKey"] = null });
+        using var client = server.Client();
+
+        var response = await client.PostAsync("/api/v1/web/dev-token", Body($"{{\"user_id\":\"{Guid.NewGuid()}\",\"display_name\":\"a\\u0000b\"}}"));
+        var problem = await response.ProblemAsync(HttpStatusCode.BadRequest, "invalid_text");
+        Assert.StartsWith("display_name:", problem.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task The_api_document_still_says_which_fields_are_strings()
+    {
+        var document = System.Text.Json.JsonDocument.Parse(await _server.Client().GetStringAsync("/openapi/v1.json")).RootElement;
+        var properties = document.GetProperty("components").GetProperty("schemas").GetProperty("SendMessageRequest").GetProperty("properties");
+        Assert.Equal(["null", "string"], properties.GetProperty("content").GetProperty("type").EnumerateArray().Select(t => t.GetString()));
+        Assert.Equal(["null", "string"], properties.GetProperty("client_message_id").GetProperty("type").EnumerateArray().Select(t => t.GetString()));
+        var message = document.GetProperty("components").GetProperty("schemas").GetProperty("MessageDto").GetProperty("properties");
+        Assert.Equal("string", message.GetProperty("type").GetProperty("type").GetString());
+    }
+
     private async Task<(HttpClient Client, Guid Conversation)> ConversationAsync()
     {
         var client = _server.Client(Guid.NewGuid());
