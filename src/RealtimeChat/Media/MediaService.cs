@@ -76,15 +76,15 @@ public sealed class MediaService(
                         form.Caption = await ReadCaptionAsync(section, cancellationToken);
                         break;
                     case "duration_ms":
-                        form.DurationMs = int.TryParse(await ReadFieldAsync(section, "invalid_duration", cancellationToken), NumberStyles.None, CultureInfo.InvariantCulture, out var duration)
+                        form.DurationMs = int.TryParse(await ReadFieldAsync(section, name, "invalid_duration", cancellationToken), NumberStyles.None, CultureInfo.InvariantCulture, out var duration)
                             ? duration
                             : throw ApiException.BadRequest("invalid_duration", "duration_ms must be a whole number of milliseconds, 0 or more.");
                         break;
                     case "client_message_id":
-                        form.ClientMessageId = await ReadFieldAsync(section, "invalid_client_message_id", cancellationToken);
+                        form.ClientMessageId = await ReadFieldAsync(section, name, "invalid_client_message_id", cancellationToken);
                         break;
                     case "reply_to":
-                        form.ReplyTo = Guid.TryParse(await ReadFieldAsync(section, "invalid_reply_to", cancellationToken), out var replyTo)
+                        form.ReplyTo = Guid.TryParse(await ReadFieldAsync(section, name, "invalid_reply_to", cancellationToken), out var replyTo)
                             ? replyTo
                             : throw ApiException.BadRequest("invalid_reply_to", "reply_to must be a message id.");
                         break;
@@ -194,6 +194,10 @@ public sealed class MediaService(
 
     private string AcceptedContentType(string? header, bool audioOnly)
     {
+        if (header is not null)
+        {
+            RequestText.Require(header, "the file's Content-Type");
+        }
         if (!MediaTypeHeaderValue.TryParse(header ?? DefaultContentType, out var parsed) ||
             parsed.MediaType.Value is not { } mediaType || !mediaType.Contains('/') || parsed.ToString().Length > MaxContentTypeLength)
         {
@@ -215,14 +219,15 @@ public sealed class MediaService(
     private async Task<string?> ReadCaptionAsync(MultipartSection section, CancellationToken cancellationToken)
     {
         var max = messageOptions.Value.MaxContentBytes;
-        var caption = await ReadTextAsync(section, max, "caption_too_long", $"caption is longer than {max} bytes.", cancellationToken);
+        var caption = await ReadTextAsync(section, "caption", max, "caption_too_long", $"caption is longer than {max} bytes.", cancellationToken);
         return string.IsNullOrWhiteSpace(caption) ? null : caption;
     }
 
-    private static Task<string> ReadFieldAsync(MultipartSection section, string code, CancellationToken cancellationToken) =>
-        ReadTextAsync(section, MaxFieldBytes, code, $"The field is longer than {MaxFieldBytes} bytes.", cancellationToken);
+    private static Task<string> ReadFieldAsync(MultipartSection section, string field, string code, CancellationToken cancellationToken) =>
+        ReadTextAsync(section, field, MaxFieldBytes, code, $"The field is longer than {MaxFieldBytes} bytes.", cancellationToken);
 
-    private static async Task<string> ReadTextAsync(MultipartSection section, int maxBytes, string code, string tooLong, CancellationToken cancellationToken)
+    private static async Task<string> ReadTextAsync(
+        MultipartSection section, string field, int maxBytes, string code, string tooLong, CancellationToken cancellationToken)
     {
         var buffer = new byte[maxBytes + 1];
         var read = await FromBody(() => section.Body.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, cancellationToken).AsTask());
@@ -230,14 +235,16 @@ public sealed class MediaService(
         {
             throw ApiException.BadRequest(code, tooLong);
         }
+        string text;
         try
         {
-            return StrictUtf8.GetString(buffer, 0, read);
+            text = StrictUtf8.GetString(buffer, 0, read);
         }
         catch (DecoderFallbackException)
         {
             throw ApiException.BadRequest(code, "The field is not valid UTF-8 text.");
         }
+        return RequestText.Require(text, field);
     }
 
     private static Task<int> ReadChunkAsync(Stream body, byte[] chunk, CancellationToken cancellationToken) =>
@@ -293,10 +300,12 @@ public sealed class MediaService(
         {
             return null;
         }
+        RequestText.Require(raw, "the file name");
         var name = new string(raw[(raw.LastIndexOfAny(['/', '\\']) + 1)..].Where(c => !char.IsControl(c)).ToArray()).Trim();
+        // Refused rather than cut, as a caption is: a cut name can lose its extension, or become another file's name.
         if (name.Length > MaxFileNameLength)
         {
-            name = name[..(char.IsHighSurrogate(name[MaxFileNameLength - 1]) ? MaxFileNameLength - 1 : MaxFileNameLength)];
+            throw ApiException.BadRequest("file_name_too_long", $"The file name is longer than {MaxFileNameLength} characters.");
         }
         return name.Length == 0 ? null : name;
     }

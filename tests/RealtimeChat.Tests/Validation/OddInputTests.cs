@@ -86,6 +86,57 @@ public sealed class OddInputTests(ServerFixture fixture) : IClassFixture<ServerF
         Assert.Equal(["anchor"], await ContentsAsync(client, conversation));
     }
 
+    [Theory]
+    [InlineData("client_message_id", "a\0b")]
+    [InlineData("caption", "cap\0tion")]
+    public async Task U0000_in_a_multipart_field_is_400_invalid_text(string field, string value)
+    {
+        var errors = RecordErrors();
+        var (client, conversation) = await ConversationAsync();
+
+        var response = await client.PostAsync($"/api/v1/conversations/{conversation}/media",
+            Multipart(("file", "a.ogg", "audio/ogg", "OggS data"u8.ToArray()), (field, null, null, Encoding.UTF8.GetBytes(value))));
+        var problem = await response.ProblemAsync(HttpStatusCode.BadRequest, "invalid_text");
+        Assert.StartsWith($"{field}:", problem.GetProperty("detail").GetString());
+
+        Assert.Empty(errors);
+        Assert.Equal(["anchor"], await ContentsAsync(client, conversation));
+    }
+
+    [Theory]
+    [InlineData("form-data; name=\"file\"; filename*=UTF-8''a%00b.ogg", "audio/ogg", "file name")]
+    [InlineData("form-data; name=\"file\"; filename=\"a\0b.ogg\"", "audio/ogg", "file name")]
+    [InlineData("form-data; name=\"file\"; filename=\"a.ogg\"", "audio/ogg; x=\"a\0b\"", "Content-Type")]
+    public async Task U0000_in_a_file_name_or_content_type_is_400_invalid_text(string disposition, string contentType, string field)
+    {
+        var errors = RecordErrors();
+        var (client, conversation) = await ConversationAsync();
+
+        var response = await client.PostAsync($"/api/v1/conversations/{conversation}/media", RawMultipart(disposition, contentType, "OggS data"));
+        var problem = await response.ProblemAsync(HttpStatusCode.BadRequest, "invalid_text");
+        Assert.Contains(field, problem.GetProperty("detail").GetString());
+
+        Assert.Empty(errors);
+        Assert.Equal(["anchor"], await ContentsAsync(client, conversation));
+    }
+
+    [Fact]
+    public async Task A_file_name_longer_than_255_characters_is_400_file_name_too_long()
+    {
+        var (client, conversation) = await ConversationAsync();
+        var url = $"/api/v1/conversations/{conversation}/media";
+
+        var response = await client.PostAsync(url, Multipart(("file", new string('n', 10_000) + ".ogg", "audio/ogg", "OggS data"u8.ToArray())));
+        await response.ProblemAsync(HttpStatusCode.BadRequest, "file_name_too_long");
+        Assert.Equal(["anchor"], await ContentsAsync(client, conversation));
+
+        // Exactly 255 is fine, and so is a long directory part, which is not kept.
+        var longest = new string('n', 251) + ".ogg";
+        var stored = await (await client.PostAsync(url, Multipart(("file", new string('d', 1000) + "/" + longest, "audio/ogg", "OggS data"u8.ToArray()))))
+            .JsonAsync(HttpStatusCode.Created);
+        Assert.Equal(longest, stored.GetProperty("media").GetProperty("file_name").GetString());
+    }
+
     [Fact]
     public async Task Development_sign_in_refuses_U0000_in_the_display_name()
     {
