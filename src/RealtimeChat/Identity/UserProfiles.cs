@@ -24,12 +24,11 @@ public sealed class UserProfiles(ChatDatabase database, IOptions<AuthOptions> op
 
     public async Task ObserveAsync(ClaimsPrincipal user, CancellationToken cancellationToken)
     {
-        var name = user.FindFirstValue("name")?.Trim();
-        if (string.IsNullOrEmpty(name) || !Guid.TryParse(user.FindFirstValue("sub"), out var userId))
+        var name = DisplayName(user.FindFirstValue("name"));
+        if (name is null || !Guid.TryParse(user.FindFirstValue("sub"), out var userId))
         {
             return;
         }
-        name = name.Length > MaxLength ? name[..MaxLength] : name;
         if (_observed.TryGet(userId, out var known) && known == name)
         {
             return;
@@ -43,6 +42,28 @@ public sealed class UserProfiles(ChatDatabase database, IOptions<AuthOptions> op
             new { userId, name, now = time.UtcNowMicros() });
         _observed.Set(userId, name);
         _names.Set(userId, name);
+    }
+
+    /// <summary>
+    /// The name as shown, without control characters: the claim is the identity provider's, so what cannot be shown
+    /// (or stored: PostgreSQL text holds no U+0000) is dropped rather than refused, which would lock the user out of
+    /// every request.
+    /// </summary>
+    internal static string? DisplayName(string? claim)
+    {
+        if (claim is null)
+        {
+            return null;
+        }
+        // A tab or line break between two words still separates them.
+        var name = (claim.Any(char.IsControl)
+            ? new string([.. claim.Where(c => !char.IsControl(c) || char.IsWhiteSpace(c)).Select(c => char.IsControl(c) ? ' ' : c)])
+            : claim).Trim();
+        if (name.Length > MaxLength)
+        {
+            name = name[..(char.IsHighSurrogate(name[MaxLength - 1]) ? MaxLength - 1 : MaxLength)];
+        }
+        return name.Length == 0 ? null : name;
     }
 
     public async Task<string?> DisplayNameAsync(Guid userId, CancellationToken cancellationToken)

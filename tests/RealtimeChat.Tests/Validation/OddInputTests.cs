@@ -137,6 +137,24 @@ public sealed class OddInputTests(ServerFixture fixture) : IClassFixture<ServerF
         Assert.Equal(longest, stored.GetProperty("media").GetProperty("file_name").GetString());
     }
 
+    [Theory]
+    [InlineData("Nu\u0000ll", "Null")]
+    [InlineData("\u0000", null)]
+    [InlineData("a\u0001b\u001Fc\u007F", "abc")]
+    [InlineData("  Tab\tName\r\n", "Tab Name")]
+    public async Task A_name_claim_with_control_characters_does_not_lock_the_user_out(string claim, string? shown)
+    {
+        var (user, other) = (Guid.NewGuid(), Guid.NewGuid());
+        using var client = _server.Client(user, name: claim);
+
+        await (await client.GetAsync("/api/v1/conversations")).JsonAsync(HttpStatusCode.OK);
+        var created = await (await client.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "named", member_ids = new[] { other } }))
+            .JsonAsync(HttpStatusCode.Created);
+        var members = await client.GetJsonAsync($"/api/v1/conversations/{created.GetProperty("id").GetGuid()}/members");
+        var me = members.EnumerateArray().Single(m => m.GetProperty("user_id").GetGuid() == user);
+        Assert.Equal(shown, me.GetProperty("display_name").GetString());
+    }
+
     [Fact]
     public async Task Development_sign_in_refuses_U0000_in_the_display_name()
     {
