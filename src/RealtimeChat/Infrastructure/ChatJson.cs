@@ -15,6 +15,9 @@ public static class ChatJson
         options.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
         options.DictionaryKeyPolicy = null;
         options.DefaultIgnoreCondition = JsonIgnoreCondition.Never;
+        // JsonSerializerDefaults.Web reads numbers from strings ({"seq":"1"}); the API documents numbers, and
+        // everything this service writes has them as numbers.
+        options.NumberHandling = JsonNumberHandling.Strict;
         options.Converters.Add(new StrictEnumConverterFactory(JsonNamingPolicy.SnakeCaseLower));
         return options;
     }

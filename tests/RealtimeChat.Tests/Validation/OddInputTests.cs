@@ -156,6 +156,18 @@ public sealed class OddInputTests(ServerFixture fixture) : IClassFixture<ServerF
     }
 
     [Fact]
+    public async Task Numbers_must_be_json_numbers()
+    {
+        var (client, conversation) = await ConversationAsync();
+        var url = $"/api/v1/conversations/{conversation}/read";
+
+        await (await client.PutAsync(url, Body("{\"seq\":\"1\"}"))).ProblemAsync(HttpStatusCode.BadRequest, "malformed_json");
+        await (await client.PutAsync(url, Body("{\"seq\":\"0x1\"}"))).ProblemAsync(HttpStatusCode.BadRequest, "malformed_json");
+        var read = await (await client.PutAsync(url, Body("{\"seq\":1}"))).JsonAsync(HttpStatusCode.OK);
+        Assert.Equal(1, read.GetProperty("last_read_seq").GetInt64());
+    }
+
+    [Fact]
     public async Task Development_sign_in_refuses_U0000_in_the_display_name()
     {
         await using var server = await ChatServer.StartAsync(new() { ["Auth:SigningKey"] = null });
