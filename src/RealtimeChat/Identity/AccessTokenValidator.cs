@@ -26,7 +26,7 @@ public sealed class AccessTokenValidator(IOptionsMonitor<JwtBearerOptions> monit
         foreach (var handler in jwt.TokenHandlers)
         {
             var result = await handler.ValidateTokenAsync(token, parameters);
-            if (result.IsValid && Guid.TryParse(result.ClaimsIdentity?.FindFirst("sub")?.Value, out var userId))
+            if (result.IsValid && AuthenticationSetup.IsUserId(result.ClaimsIdentity?.FindFirst("sub")?.Value, out var userId))
             {
                 return (userId, new DateTimeOffset(DateTime.SpecifyKind(result.SecurityToken.ValidTo, DateTimeKind.Utc)));
             }

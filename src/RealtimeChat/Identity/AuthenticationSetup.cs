@@ -50,9 +50,9 @@ public static class AuthenticationSetup
                     },
                     OnTokenValidated = context =>
                     {
-                        if (!Guid.TryParse(context.Principal?.FindFirstValue("sub"), out _))
+                        if (!IsUserId(context.Principal?.FindFirstValue("sub"), out _))
                         {
-                            context.Fail("The token's sub claim is not a UUID.");
+                            context.Fail("The token's sub claim is not a user id.");
                         }
                         return Task.CompletedTask;
                     },
@@ -73,4 +73,10 @@ public static class AuthenticationSetup
     }
 
     public static Guid UserId(this ClaimsPrincipal user) => Guid.Parse(user.FindFirstValue("sub")!);
+
+    /// <summary>
+    /// A token's <c>sub</c> names a user if it is a UUID other than the all-zero one, which the API refuses as a user id
+    /// elsewhere (a member_id, a dev-token's user_id): a token for it would make a user nobody can add or name.
+    /// </summary>
+    public static bool IsUserId(string? sub, out Guid userId) => Guid.TryParse(sub, out userId) && userId != Guid.Empty;
 }

@@ -168,6 +168,19 @@ public sealed class OddInputTests(ServerFixture fixture) : IClassFixture<ServerF
     }
 
     [Fact]
+    public async Task A_token_for_the_all_zero_user_is_401()
+    {
+        using var client = _server.Client(Guid.Empty);
+        await (await client.GetAsync("/api/v1/conversations")).ProblemAsync(HttpStatusCode.Unauthorized, "unauthorized");
+        await (await client.PostJsonAsync("/api/v1/conversations", new { kind = "group", name = "zero", member_ids = new[] { Guid.NewGuid() } }))
+            .ProblemAsync(HttpStatusCode.Unauthorized, "unauthorized");
+
+        var validated = await _server.Services.GetRequiredService<AccessTokenValidator>().ValidateAsync(_server.TokenFor(Guid.Empty), CancellationToken.None);
+        Assert.Null(validated);
+        Assert.NotNull(await _server.Services.GetRequiredService<AccessTokenValidator>().ValidateAsync(_server.TokenFor(Guid.NewGuid()), CancellationToken.None));
+    }
+
+    [Fact]
     public async Task Development_sign_in_refuses_U0000_in_the_display_name()
     {
         await using var server = await ChatServer.StartAsync(new() { ["Auth:SigningKey"] = null });
