@@ -154,7 +154,9 @@ public sealed class RealtimeSession(
             // keeps the one it has.
             logger.LogWarning(ex, "Could not validate a WebSocket auth frame's token");
         }
-        if (validated is not { } fresh)
+        // Validation allows a clock skew, so that a handshake from a client whose clock runs behind still succeeds. A
+        // renewal must not: a token past its exp would move the connection's end into the past and close it at once.
+        if (validated is not { } fresh || fresh.ExpiresAt <= time.GetUtcNow())
         {
             connection.Send(OutboundFrame.Control(new ErrorFrame("invalid_token", "The token is invalid or expired; the connection keeps its current token.")));
             return true;
