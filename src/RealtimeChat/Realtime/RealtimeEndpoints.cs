@@ -228,6 +228,13 @@ public sealed class RealtimeSession(
             {
                 return;
             }
+            if (result.MessageType == WebSocketMessageType.Binary)
+            {
+                // The protocol is JSON in text frames; answering binary ones would make them a second, unspecified
+                // protocol clients come to rely on.
+                connection.Close("binary_frame");
+                return;
+            }
             var buffer = ArrayPool<byte>.Shared.Rent(maxFrameBytes);
             ClientFrame? frame;
             bool malformed;
@@ -353,6 +360,7 @@ public sealed class RealtimeSession(
         var status = reason switch
         {
             "frame_too_large" => WebSocketCloseStatus.MessageTooBig,
+            "binary_frame" => WebSocketCloseStatus.InvalidMessageType,
             "token_expired" => (WebSocketCloseStatus)CloseCodes.TokenExpired,
             "token_refused" => (WebSocketCloseStatus)CloseCodes.TokenRefused,
             "too_many_connections" => (WebSocketCloseStatus)CloseCodes.TooManyConnections,

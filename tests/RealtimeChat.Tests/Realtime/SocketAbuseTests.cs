@@ -36,6 +36,19 @@ public sealed class SocketAbuseTests(ServerFixture fixture) : IClassFixture<Serv
         Assert.NotEqual(TokenExpired, (int?)socket.CloseStatus);
     }
 
+    [Fact]
+    public async Task A_binary_frame_closes_the_socket_with_1003()
+    {
+        await using var socket = await _server.ConnectAsync(Guid.NewGuid());
+
+        await socket.Socket.SendAsync(Encoding.UTF8.GetBytes("""{"type":"ping"}"""), WebSocketMessageType.Binary, true, CancellationToken.None);
+
+        await socket.WaitClosedAsync();
+        Assert.Equal(WebSocketCloseStatus.InvalidMessageType, socket.CloseStatus);
+        Assert.Equal("binary_frame", socket.Socket.CloseStatusDescription);
+        Assert.DoesNotContain(await socket.CollectAsync(TimeSpan.FromMilliseconds(100)), f => f.Type == "pong");
+    }
+
     /// <summary>A token for <paramref name="user"/> whose <c>exp</c> passed <paramref name="ago"/> ago.</summary>
     private static string TokenExpiredAgo(ChatServer server, Guid user, TimeSpan ago)
     {
