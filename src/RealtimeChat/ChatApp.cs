@@ -78,6 +78,7 @@ public static class ChatApp
         services.AddSingleton<ChatEventPipeline>();
         services.AddSingleton<EventReplayer>();
         services.AddSingleton<RealtimeSession>();
+        services.AddSingleton<TypingThrottle>();
         services.AddSingleton<MessageRenderer>();
         services.AddSingleton<UserProfiles>();
         services.AddSingleton<ConversationService>();

@@ -34,7 +34,8 @@ public static class RealtimeEndpoints
 
 /// <summary>Runs one accepted WebSocket: subscriptions, the writer, and the client's frames (resume, typing, ping, auth).</summary>
 public sealed class RealtimeSession(
-    RealtimeHub hub, EventReplayer replayer, AccessTokenValidator tokens, TimeProvider time, IOptions<RealtimeOptions> options, ILogger<RealtimeSession> logger)
+    RealtimeHub hub, EventReplayer replayer, AccessTokenValidator tokens, TypingThrottle typingThrottle, TimeProvider time,
+    IOptions<RealtimeOptions> options, ILogger<RealtimeSession> logger)
 {
     // How long a closing session waits for a send in progress before it aborts the socket.
     private static readonly TimeSpan WriterStopTimeout = TimeSpan.FromSeconds(2);
@@ -218,7 +219,6 @@ public sealed class RealtimeSession(
     private async Task ReadAsync(ChatConnection connection, TokenLifetime lifetime, CancellationToken aborted)
     {
         var maxFrameBytes = options.Value.MaxClientFrameBytes;
-        Dictionary<Guid, long>? lastTyping = null;
         while (true)
         {
             // Wait for the next message with no buffer at all, and borrow one only while a message is read: an idle
@@ -282,7 +282,7 @@ public sealed class RealtimeSession(
                 }
                 continue;
             }
-            Handle(connection, frame, ref lastTyping);
+            Handle(connection, frame);
         }
     }
 
@@ -298,7 +298,7 @@ public sealed class RealtimeSession(
         }
     }
 
-    private void Handle(ChatConnection connection, ClientFrame? frame, ref Dictionary<Guid, long>? lastTyping)
+    private void Handle(ChatConnection connection, ClientFrame? frame)
     {
         switch (frame?.Type)
         {
@@ -311,11 +311,8 @@ public sealed class RealtimeSession(
                     connection.Send(OutboundFrame.Control(new ErrorFrame("conversation_not_found", "No such conversation.", conversationId)));
                     break;
                 }
-                var now = Environment.TickCount64;
-                lastTyping ??= [];
-                if (!lastTyping.TryGetValue(conversationId, out var last) || now - last >= options.Value.TypingThrottle.TotalMilliseconds)
+                if (typingThrottle.TryPass(connection.UserId, conversationId))
                 {
-                    lastTyping[conversationId] = now;
                     hub.Typing(connection.UserId, conversationId);
                 }
                 break;

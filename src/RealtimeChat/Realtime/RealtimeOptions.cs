@@ -23,6 +23,7 @@ public sealed class RealtimeOptions
     [Range(1024, 1_048_576)]
     public int MaxClientFrameBytes { get; set; } = 16 * 1024;
 
+    /// <summary>A user's typing notices for one conversation are relayed at most once per this, from all their sockets together.</summary>
     public TimeSpan TypingThrottle { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>

@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using Microsoft.IdentityModel.Tokens;
 using RealtimeChat.Identity;
+using RealtimeChat.Realtime;
 using RealtimeChat.Tests.Infrastructure;
 
 namespace RealtimeChat.Tests.Realtime;
@@ -37,6 +38,102 @@ public sealed class SocketAbuseTests(ServerFixture fixture) : IClassFixture<Serv
     }
 
     [Fact]
+    public async Task Typing_from_many_sockets_of_one_user_reaches_the_others_once_per_interval()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["Realtime:TypingThrottle"] = "00:00:30" });
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var id = await server.Client(alice).CreateGroupAsync("typing flood", bob);
+        var other = await server.Client(alice).CreateGroupAsync("elsewhere", bob);
+        await using var bobSocket = await server.ConnectAsync(bob);
+
+        var sockets = new List<LiveSocket>();
+        try
+        {
+            for (var i = 0; i < 15; i++)
+            {
+                sockets.Add(await server.ConnectAsync(alice));
+            }
+            await Task.WhenAll(sockets.Select(async socket =>
+            {
+                for (var n = 0; n < 5; n++)
+                {
+                    await socket.SendAsync(new { type = "typing", conversation_id = id });
+                }
+            }));
+            // Each socket's typing frames are handled before its ping, so every one has been seen after the pongs.
+            foreach (var socket in sockets)
+            {
+                await socket.SendAsync(new { type = "ping" });
+                await socket.WaitForAsync(f => f.Type == "pong");
+            }
+            var relayed = (await bobSocket.CollectAsync(TimeSpan.FromSeconds(1))).Where(f => f.Type == "typing").ToList();
+            var notice = Assert.Single(relayed);
+            Assert.Equal(id, notice.ConversationId);
+            Assert.Equal(alice, notice.Json.GetProperty("user_id").GetGuid());
+
+            // The throttle is per conversation: another one is not held back.
+            await sockets[0].SendAsync(new { type = "typing", conversation_id = other });
+            Assert.Equal(other, (await bobSocket.WaitForAsync(f => f.Type == "typing")).ConversationId);
+        }
+        finally
+        {
+            foreach (var socket in sockets)
+            {
+                await socket.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Typing_from_sockets_opened_and_closed_one_after_another_reaches_the_others_once_per_interval()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["Realtime:TypingThrottle"] = "00:00:30" });
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var id = await server.Client(alice).CreateGroupAsync("typing cycles", bob);
+        await using var bobSocket = await server.ConnectAsync(bob);
+
+        for (var i = 0; i < 30; i++)
+        {
+            await using var socket = await server.ConnectAsync(alice);
+            await socket.SendAsync(new { type = "typing", conversation_id = id });
+            await socket.SendAsync(new { type = "ping" });
+            await socket.WaitForAsync(f => f.Type == "pong");
+        }
+
+        var relayed = (await bobSocket.CollectAsync(TimeSpan.FromSeconds(1.5))).Where(f => f.Type == "typing").ToList();
+        Assert.Single(relayed);
+    }
+
+    [Fact]
+    public void The_typing_throttle_forgets_what_can_no_longer_hold_a_notice_back()
+    {
+        var time = new ManualTime();
+        var throttle = new TypingThrottle(time, Options.Create(new RealtimeOptions { TypingThrottle = TimeSpan.FromSeconds(2) }));
+        var (alice, conversation) = (Guid.NewGuid(), Guid.NewGuid());
+
+        time.Advance(TimeSpan.FromSeconds(1.5));
+        Assert.True(throttle.TryPass(alice, conversation));
+        Assert.True(throttle.TryPass(alice, Guid.NewGuid()));
+        Assert.True(throttle.TryPass(Guid.NewGuid(), conversation));
+        // A new generation has started since: the notice is still held back until its interval is over.
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.False(throttle.TryPass(alice, conversation));
+        time.Advance(TimeSpan.FromSeconds(0.9));
+        Assert.False(throttle.TryPass(alice, conversation));
+        time.Advance(TimeSpan.FromSeconds(0.1));
+        Assert.True(throttle.TryPass(alice, conversation));
+
+        for (var i = 0; i < 10_000; i++)
+        {
+            throttle.TryPass(Guid.NewGuid(), conversation);
+        }
+        Assert.True(throttle.Count > 10_000);
+        time.Advance(TimeSpan.FromSeconds(4));
+        Assert.True(throttle.TryPass(alice, conversation));
+        Assert.Equal(1, throttle.Count);
+    }
+
+    [Fact]
     public async Task A_binary_frame_closes_the_socket_with_1003()
     {
         await using var socket = await _server.ConnectAsync(Guid.NewGuid());
@@ -61,6 +158,17 @@ public sealed class SocketAbuseTests(ServerFixture fixture) : IClassFixture<Serv
             notBefore: now - ago - TimeSpan.FromMinutes(2),
             expires: now - ago,
             signingCredentials: new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(ChatServer.SigningKey)), SecurityAlgorithms.HmacSha256)));
+    }
+
+    private sealed class ManualTime : TimeProvider
+    {
+        private long _ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => _ticks;
+
+        public void Advance(TimeSpan by) => _ticks += by.Ticks;
     }
 
     private static async Task<LiveSocket> ConnectAsync(ChatServer server, string token)
