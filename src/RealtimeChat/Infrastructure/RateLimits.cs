@@ -222,6 +222,25 @@ public sealed class ChatRateLimits
             $"Too many {Describe(key.Class)}; retry after the Retry-After delay ({seconds} s).");
     }
 
+    /// <summary>
+    /// Takes permits of a user's budget for work that arrives outside a request of its own (a WebSocket frame that
+    /// reads the database), so that it shares the budget of the REST calls of its class instead of going round it.
+    /// </summary>
+    /// <param name="retryAfter">When refused, how long until the permits may be there.</param>
+    /// <returns>False over budget; counted in <c>chat_rate_limited_total</c> as a 429 is.</returns>
+    public bool TryTake(Guid user, RateLimitClass limitClass, int permits, out TimeSpan retryAfter)
+    {
+        using var lease = _buckets.AttemptAcquire(new PartitionKey(limitClass, user), Math.Clamp(permits, 1, _rules[limitClass].Burst));
+        if (lease.IsAcquired)
+        {
+            retryAfter = TimeSpan.Zero;
+            return true;
+        }
+        Rejected.WithLabels(Label(limitClass)).Inc();
+        retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromSeconds(1);
+        return false;
+    }
+
     public async ValueTask OnRejectedAsync(OnRejectedContext rejected, CancellationToken cancellationToken)
     {
         var context = rejected.HttpContext;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 
 namespace RealtimeChat.Realtime;
 
@@ -33,7 +34,10 @@ public sealed record ResumedFrame(Guid ConversationId, long FromSeq, int Replaye
     public string Type => "resumed";
 }
 
-public sealed record ErrorFrame(string Code, string Detail, Guid? ConversationId = null)
+/// <param name="RetryAfterMs">With <c>rate_limited</c>: how long to wait before sending the refused frame again.</param>
+public sealed record ErrorFrame(
+    string Code, string Detail, Guid? ConversationId = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? RetryAfterMs = null)
 {
     public string Type => "error";
 }

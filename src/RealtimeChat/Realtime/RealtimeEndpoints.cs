@@ -34,8 +34,8 @@ public static class RealtimeEndpoints
 
 /// <summary>Runs one accepted WebSocket: subscriptions, the writer, and the client's frames (resume, typing, ping, auth).</summary>
 public sealed class RealtimeSession(
-    RealtimeHub hub, EventReplayer replayer, AccessTokenValidator tokens, TypingThrottle typingThrottle, TimeProvider time,
-    IOptions<RealtimeOptions> options, ILogger<RealtimeSession> logger)
+    RealtimeHub hub, EventReplayer replayer, AccessTokenValidator tokens, TypingThrottle typingThrottle, ChatRateLimits rateLimits,
+    TimeProvider time, IOptions<RealtimeOptions> options, ILogger<RealtimeSession> logger)
 {
     // How long a closing session waits for a send in progress before it aborts the socket.
     private static readonly TimeSpan WriterStopTimeout = TimeSpan.FromSeconds(2);
@@ -268,6 +268,10 @@ public sealed class RealtimeSession(
             }
             if (frame is { Type: "resume", Conversations: { } conversations })
             {
+                if (!TryChargeResume(connection, conversations.Count))
+                {
+                    continue;
+                }
                 foreach (var (conversationId, afterSeq) in conversations)
                 {
                     await ResumeAsync(connection, conversationId, Math.Max(0, afterSeq), aborted);
@@ -320,6 +324,25 @@ public sealed class RealtimeSession(
                 connection.Send(OutboundFrame.Control(new ErrorFrame("unknown_frame", "Known frames: resume, typing, ping, auth.")));
                 break;
         }
+    }
+
+    /// <summary>
+    /// A resume runs a replay query per conversation, as paging history over REST does, so it draws on the same reads
+    /// budget: otherwise a resume loop is an unmetered way to make the database work. One unit per 100 conversations
+    /// (at least one), so that a reconnect resuming all of a user's conversations fits the burst.
+    /// </summary>
+    /// <returns>False when refused: the error frame is sent and nothing of the frame is replayed.</returns>
+    private bool TryChargeResume(ChatConnection connection, int conversations)
+    {
+        var permits = Math.Max(1, (conversations + 99) / 100);
+        if (rateLimits.TryTake(connection.UserId, RateLimitClass.Reads, permits, out var retryAfter))
+        {
+            return true;
+        }
+        var retryAfterMs = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalMilliseconds));
+        connection.Send(OutboundFrame.Control(new ErrorFrame(
+            "rate_limited", $"Too many reads; send the resume again after retry_after_ms ({retryAfterMs} ms).", RetryAfterMs: retryAfterMs)));
+        return false;
     }
 
     private async Task ResumeAsync(ChatConnection connection, Guid conversationId, long afterSeq, CancellationToken cancellationToken)

@@ -134,6 +134,70 @@ public sealed class SocketAbuseTests(ServerFixture fixture) : IClassFixture<Serv
     }
 
     [Fact]
+    public async Task Resume_frames_draw_on_the_users_reads_budget()
+    {
+        // One token back every 1,000 s: nothing refills during the test.
+        await using var server = await ChatServer.StartAsync(new()
+        {
+            ["RateLimits:Reads:Burst"] = "5",
+            ["RateLimits:Reads:PerSecond"] = "0.001",
+        });
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var id = await server.Client(alice).CreateGroupAsync("resume flood", bob);
+        await server.Client(alice).SendAsync(id, "one");
+        await using var socket = await server.ConnectAsync(bob); // the connect takes one of the five
+
+        for (var i = 0; i < 10; i++)
+        {
+            await socket.SendAsync(new { type = "resume", conversations = new Dictionary<Guid, long> { [id] = 0 } });
+        }
+        var answers = new List<LiveFrame>();
+        while (answers.Count < 10)
+        {
+            answers.Add(await socket.WaitForAsync(f => f.Type is "resumed" or "resync" or "error"));
+        }
+
+        Assert.Equal(4, answers.Count(f => f.Type == "resumed"));
+        var refused = answers.Where(f => f.Type == "error").ToList();
+        Assert.Equal(6, refused.Count);
+        Assert.All(refused, f =>
+        {
+            Assert.Equal("rate_limited", f.Json.GetProperty("code").GetString());
+            Assert.True(f.Json.GetProperty("retry_after_ms").GetInt64() > 0);
+        });
+        // The same budget as REST reads: it is spent now.
+        var list = await server.Client(bob).GetAsync("/api/v1/conversations");
+        Assert.Equal(HttpStatusCode.TooManyRequests, list.StatusCode);
+
+        // The socket carries on.
+        await socket.SendAsync(new { type = "ping" });
+        await socket.WaitForAsync(f => f.Type == "pong");
+    }
+
+    [Fact]
+    public async Task A_resume_of_many_conversations_costs_a_unit_per_hundred()
+    {
+        await using var server = await ChatServer.StartAsync(new()
+        {
+            ["RateLimits:Reads:Burst"] = "5",
+            ["RateLimits:Reads:PerSecond"] = "0.001",
+        });
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var id = await server.Client(alice).CreateGroupAsync("wide resume", bob);
+        await using var socket = await server.ConnectAsync(bob);
+
+        // 301 conversations: four units, the rest of the burst after the connect's.
+        var conversations = Enumerable.Range(0, 300).ToDictionary(_ => Guid.NewGuid(), _ => 0L);
+        conversations[id] = 0;
+        await socket.SendAsync(new { type = "resume", conversations });
+        Assert.Equal(id, (await socket.WaitForAsync(f => f.Type == "resumed")).ConversationId);
+
+        await socket.SendAsync(new { type = "resume", conversations = new Dictionary<Guid, long> { [id] = 0 } });
+        var refused = await socket.WaitForAsync(f => f.Type == "resumed" || (f.Type == "error" && f.Json.GetProperty("code").GetString() == "rate_limited"));
+        Assert.Equal("error", refused.Type);
+    }
+
+    [Fact]
     public async Task A_binary_frame_closes_the_socket_with_1003()
     {
         await using var socket = await _server.ConnectAsync(Guid.NewGuid());
