@@ -20,10 +20,11 @@ public sealed class TypingThrottle(TimeProvider time, IOptions<RealtimeOptions> 
     /// <returns>True when the notice is to be relayed; false within the interval after the last one relayed.</returns>
     public bool TryPass(Guid userId, Guid conversationId)
     {
-        var now = time.GetTimestamp();
         var key = (userId, conversationId);
         lock (_lock)
         {
+            // Read under the lock, so that no thread stores a time older than the generation's start.
+            var now = time.GetTimestamp();
             var age = time.GetElapsedTime(_generationStarted, now);
             if (age >= _interval)
             {
