@@ -673,6 +673,16 @@ function onFrame(frame) {
     case 'typing': onTyping(frame); return;
     case 'resync': state.resuming.delete(frame.conversation_id); resync(frame.conversation_id, frame.latest_seq); return;
     case 'error':
+      if (frame.code === 'rate_limited' && frame.retry_after_ms != null) {
+        // The user's reads budget refused the resume as a whole: ask again for what is still unanswered.
+        setTimeout(() => {
+          const ids = [...state.resuming];
+          if (ids.length && state.socketOpen) {
+            state.socket.send(JSON.stringify({ type: 'resume', conversations: Object.fromEntries(ids.map(id => [id, state.lastSeq.get(id)])) }));
+          }
+        }, frame.retry_after_ms);
+        return;
+      }
       // A refused resume (e.g. for a conversation this socket is not subscribed to yet) is answered too.
       if (frame.conversation_id) state.resuming.delete(frame.conversation_id);
       console.warn('server:', frame.code, frame.detail);
