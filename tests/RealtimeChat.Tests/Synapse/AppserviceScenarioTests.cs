@@ -6,7 +6,7 @@ using RealtimeChat.Tests.Infrastructure;
 namespace RealtimeChat.Tests.Synapse;
 
 /// <summary>Appservice mode against a real Synapse, scenarios that share one Synapse and one service:
-/// a (happy path), e (a human's reply), f (a human joins a direct room), g (media both ways).</summary>
+/// a (happy path), e (a human's reply), f (a human joins a direct room), g (media both ways), h (an edit Synapse cannot serve back).</summary>
 [Collection(SynapseCollection.Name)]
 public sealed class AppserviceScenarioTests(AppserviceSynapseFixture fixture) : IClassFixture<AppserviceSynapseFixture>
 {
@@ -117,6 +117,37 @@ public sealed class AppserviceScenarioTests(AppserviceSynapseFixture fixture) : 
         var media = frame.Data.GetProperty("media");
         Assert.Equal("audio/ogg", media.GetProperty("content_type").GetString());
         Assert.Equal(reply, await client.GetByteArrayAsync(media.GetProperty("url").GetString()));
+    }
+
+    [SynapseFact]
+    public async Task H_an_edit_synapse_cannot_serve_back_holds_up_neither_its_room_nor_another()
+    {
+        var bridge = await fixture.BridgeAsync();
+        var alice = Guid.NewGuid();
+        var (conversation, roomId, human) = await bridge.BridgedGroupAsync(alice, "Bad edit");
+        using var _ = human;
+        var (other, otherRoom, bystander) = await bridge.BridgedGroupAsync(alice, "Bystander");
+        using var __ = bystander;
+        await using var socket = await bridge.Server.ConnectAsync(alice);
+        var target = await human.SendTextAsync(roomId, "to be edited");
+        await socket.WaitForAsync(f => f.Type == "message.new" && f.Content() == "to be edited", HappyPath.Wait);
+
+        // Synapse 1.67 accepts this edit (200), then answers /messages 500 for any page holding its target: its
+        // _apply_edit fails on the string. Its pushes go one transaction at a time.
+        await human.SendAsync(roomId, "m.room.message", new JsonObject
+        {
+            ["msgtype"] = "m.text", ["body"] = "* y", ["m.new_content"] = "str",
+            ["m.relates_to"] = new JsonObject { ["rel_type"] = "m.replace", ["event_id"] = target },
+        });
+        // After a pause in pushes (Matrix:TimelineReadAfterPause, 1 s) the bridge reads a room back before applying its push.
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await human.SendTextAsync(roomId, "after the bad edit");
+        await bystander.SendTextAsync(otherRoom, "in another room");
+
+        await socket.WaitForAsync(f => f.Type == "message.new" && f.Content() == "after the bad edit", HappyPath.Wait);
+        await socket.WaitForAsync(f => f.Type == "message.new" && f.Content() == "in another room", HappyPath.Wait);
+        Assert.Equal(["to be edited", "after the bad edit"], (await bridge.MessagesAsync(alice, conversation)).Select(m => m.GetProperty("content").GetString()));
+        Assert.Equal(["in another room"], (await bridge.MessagesAsync(alice, other)).Select(m => m.GetProperty("content").GetString()));
     }
 }
 
