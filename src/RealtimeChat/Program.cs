@@ -30,7 +30,7 @@ var token = new Command("token", "Print a development access token signed with t
     userOption, hoursOption, nameOption,
 };
 token.TreatUnmatchedTokensAsErrors = false;
-token.SetAction(parse =>
+token.SetAction(async (parse, _) => await StartupErrors.RunAsync(() =>
 {
     var app = ChatApp.Build([.. parse.UnmatchedTokens]);
     var auth = app.Services.GetRequiredService<IOptions<AuthOptions>>().Value;
@@ -38,11 +38,11 @@ token.SetAction(parse =>
     if (key is null)
     {
         Console.Error.WriteLine("Auth:Authority is configured: tokens come from that identity provider, not from this command.");
-        return 1;
+        return Task.FromResult(1);
     }
     Console.WriteLine(DevelopmentTokens.Mint(key, parse.GetValue(userOption), TimeSpan.FromHours(parse.GetValue(hoursOption)), auth, parse.GetValue(nameOption)));
-    return 0;
-});
+    return Task.FromResult(0);
+}));
 
 serve.Subcommands.Add(migrate);
 serve.Subcommands.Add(MatrixCommands.Registration());

@@ -61,12 +61,18 @@ public static partial class StartupErrors
     }
 
     /// <summary>Runs a command; a configuration failure is printed as its lines on stderr and exits 1.</summary>
-    public static async Task<int> RunAsync(Func<Task> command)
+    public static Task<int> RunAsync(Func<Task> command) => RunAsync(async () =>
+    {
+        await command();
+        return 0;
+    });
+
+    /// <summary>Runs a command that sets its own exit code; a configuration failure is printed as its lines on stderr and exits 1.</summary>
+    public static async Task<int> RunAsync(Func<Task<int>> command)
     {
         try
         {
-            await command();
-            return 0;
+            return await command();
         }
         catch (Exception ex) when (Describe(ex) is { } lines)
         {

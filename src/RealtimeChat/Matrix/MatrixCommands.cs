@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Dapper;
+using RealtimeChat.Infrastructure;
 using RealtimeChat.Storage;
 
 namespace RealtimeChat.Matrix;
@@ -13,7 +14,7 @@ public static class MatrixCommands
         {
             TreatUnmatchedTokensAsErrors = false,
         };
-        registration.SetAction(parse =>
+        registration.SetAction(async (parse, _) => await StartupErrors.RunAsync(() =>
         {
             var app = ChatApp.Build([.. parse.UnmatchedTokens]);
             // Read without validation: the point may be to generate the tokens that validation would ask for.
@@ -25,7 +26,8 @@ public static class MatrixCommands
                 Console.Error.WriteLine("Matrix:AsToken / Matrix:HsToken are not configured: the tokens above were generated now. " +
                     "Configure the service with the same values (MATRIX_AS_TOKEN / MATRIX_HS_TOKEN, or Matrix__AsToken / Matrix__HsToken).");
             }
-        });
+            return Task.CompletedTask;
+        }));
         return registration;
     }
 
@@ -34,7 +36,7 @@ public static class MatrixCommands
         var conversation = new Option<Guid?>("--conversation") { Description = "Only this conversation's parked actions." };
         var retry = new Command("retry", "Send parked (failed) Matrix actions again, in their order, from the next dispatch on.") { conversation };
         retry.TreatUnmatchedTokensAsErrors = false;
-        retry.SetAction(async (parse, cancellationToken) =>
+        retry.SetAction(async (parse, cancellationToken) => await StartupErrors.RunAsync(async () =>
         {
             var app = ChatApp.Build([.. parse.UnmatchedTokens]);
             var database = app.Services.GetRequiredService<ChatDatabase>();
@@ -49,8 +51,7 @@ public static class MatrixCommands
                 """,
                 new { now = time.UtcNowMicros(), conversationId });
             Console.WriteLine($"{count} parked Matrix action(s) queued again{(conversationId is null ? "" : $" for conversation {conversationId}")}.");
-            return 0;
-        });
+        }));
         return new Command("matrix", "Operate the Matrix bridge.") { retry };
     }
 }

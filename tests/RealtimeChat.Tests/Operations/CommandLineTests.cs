@@ -30,6 +30,26 @@ public sealed class CommandLineTests
         Assert.NotEqual(0, exitCode);
     }
 
+    [Theory]
+    [InlineData("Auth:ProfileCacheLifetime", "token", "--user", "9b2f0c1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "--Auth:ProfileCacheLifetime=abc")]
+    [InlineData("Matrix:MaxAttempts", "registration", "--Matrix:ServerName=example.org", "--Matrix:MaxAttempts=abc")]
+    [InlineData("Database:Provider", "matrix", "retry", "--Database:Provider=Oracle")]
+    public async Task A_command_given_a_setting_it_cannot_read_says_so_in_one_line(string key, params string[] args)
+    {
+        var dataDirectory = Directory.CreateTempSubdirectory("chat-command-").FullName;
+        try
+        {
+            var (exitCode, _, error) = await RunAsync([.. args, $"--Storage:DataDirectory={dataDirectory}"]);
+            Assert.Equal(1, exitCode);
+            var line = Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            Assert.Contains(key, line);
+        }
+        finally
+        {
+            Directory.Delete(dataDirectory, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task Migrate_command_creates_the_schema_and_exits()
     {
