@@ -23,8 +23,14 @@ public static class MediaEndpoints
             .RateLimited(RateLimitClass.Uploads)
             .WithSummary("Send a voice message: as /media, but only audio/* files");
 
-        routes.MapGet("/api/v1/media/{mediaId}", async (Guid mediaId, ClaimsPrincipal user, MediaReader media, HttpResponse response, CancellationToken ct) =>
+        routes.MapMethods("/api/v1/media/{mediaId}", [HttpMethods.Get, HttpMethods.Head], async (
+                Guid mediaId, ClaimsPrincipal user, MediaReader media, HttpRequest request, HttpResponse response, CancellationToken ct) =>
             {
+                // The framework serves "items=0-1" as if it were bytes; RFC 9110 (14.2) has a server ignore a unit it does not know.
+                if (RangeHeaderValue.TryParse(request.Headers.Range.ToString(), out var range) && !"bytes".Equals(range.Unit.Value, StringComparison.OrdinalIgnoreCase))
+                {
+                    request.Headers.Range = default;
+                }
                 var download = await media.OpenAsync(user.UserId(), mediaId, ct);
                 var disposition = new ContentDispositionHeaderValue("inline");
                 if (download.FileName is not null)

@@ -131,6 +131,30 @@ public sealed class MediaTests(ServerFixture fixture) : IClassFixture<ServerFixt
     }
 
     [Fact]
+    public async Task A_range_in_another_unit_is_ignored_and_head_answers_the_headers_alone()
+    {
+        var (alice, bob) = (Guid.NewGuid(), Guid.NewGuid());
+        var conversation = await _server.Client(alice).CreateGroupAsync("units", bob);
+        var bytes = RandomNumberGenerator.GetBytes(Chunk + 100);
+        var mediaId = await UploadAsync(_server.Client(alice), conversation, bytes, "audio/mpeg");
+        var bobClient = _server.Client(bob);
+
+        // RFC 9110 14.2: a range unit the server does not know is ignored; the whole file is the answer.
+        using (var items = await GetRangeAsync(bobClient, mediaId, "items=0-1"))
+        {
+            Assert.Equal(HttpStatusCode.OK, items.StatusCode);
+            Assert.Equal(bytes, await items.Content.ReadAsByteArrayAsync());
+        }
+
+        using var head = await bobClient.SendAsync(new HttpRequestMessage(HttpMethod.Head, $"/api/v1/media/{mediaId}"));
+        Assert.Equal(HttpStatusCode.OK, head.StatusCode);
+        Assert.Equal(bytes.Length, head.Content.Headers.ContentLength);
+        Assert.Equal("audio/mpeg", head.Content.Headers.ContentType?.MediaType);
+        Assert.Contains("bytes", head.Headers.AcceptRanges);
+        Assert.Empty(await head.Content.ReadAsByteArrayAsync());
+    }
+
+    [Fact]
     public async Task Non_members_can_neither_upload_nor_download()
     {
         var (alice, bob, mallory) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
