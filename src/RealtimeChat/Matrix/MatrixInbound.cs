@@ -145,7 +145,7 @@ public sealed class MatrixInbound(
                     break;
                 case "m.room.name":
                     // An empty name (or none) takes the room's name away; the conversation keeps its own.
-                    if (RequiredString(content, "name", allowAbsent: true) is { Length: > 0 } name)
+                    if (content["name"] is not null && RequiredString(content, "name") is { Length: > 0 } name)
                     {
                         await conversations.RenameAsync(await users.AppUserIdAsync(e.Sender, null, cancellationToken), conversationId, new UpdateConversationRequest(name), cancellationToken, e.Origin);
                     }
@@ -321,12 +321,12 @@ public sealed class MatrixInbound(
         var relation = content["m.relates_to"] as JsonObject;
         if (Json.String(relation?["rel_type"]) == "m.replace")
         {
-            await EditAsync(conversationId, e, RequiredString(relation!, "event_id")!, content, cancellationToken);
+            await EditAsync(conversationId, e, RequiredString(relation!, "event_id"), content, cancellationToken);
             return;
         }
 
         var msgtype = Json.String(content["msgtype"]);
-        var body = RequiredString(content, "body")!;
+        var body = RequiredString(content, "body");
         var parentEventId = Json.String((relation?["m.in_reply_to"] as JsonObject)?["event_id"]);
         if (parentEventId is not null)
         {
@@ -404,7 +404,7 @@ public sealed class MatrixInbound(
         {
             throw new MalformedEventException("the reaction's m.relates_to is not an m.annotation");
         }
-        var (key, target) = (RequiredString(relation!, "key")!, RequiredString(relation!, "event_id")!);
+        var (key, target) = (RequiredString(relation!, "key"), RequiredString(relation!, "event_id"));
         var message = await MessageByEventAsync(conversationId, target, cancellationToken) ?? throw new TargetNotYetKnownException(target);
         var userId = await MemberAsync(conversationId, e.Sender, cancellationToken);
         await messages.AddReactionAsync(userId, conversationId, message.MessageId, key, cancellationToken, e.Origin);
@@ -483,8 +483,8 @@ public sealed class MatrixInbound(
         userId == MatrixUsers.ExternalUserId(matrixUserId) ? matrixUserId : null;
 
     /// <summary>A field the event cannot be applied without; absent or of another type, the event is malformed.</summary>
-    private static string? RequiredString(JsonObject json, string field, bool allowAbsent = false) =>
-        Json.String(json[field]) ?? (allowAbsent && json[field] is null ? null : throw new MalformedEventException($"{field} is not a string"));
+    private static string RequiredString(JsonObject json, string field) =>
+        Json.String(json[field]) ?? throw new MalformedEventException($"{field} is not a string");
 
     private Task<MessageEvent?> MessageByEventAsync(Guid conversationId, string eventId, CancellationToken cancellationToken) =>
         matrixEvents.MessageAsync(conversationId, eventId, cancellationToken);
