@@ -153,6 +153,7 @@ public static class ChatApp
 
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready") });
+        ChatMetrics.ConfigureMeterExport();
         app.MapMetrics("/metrics");
         app.MapOpenApi();
         app.MapScalarApiReference("/docs");
