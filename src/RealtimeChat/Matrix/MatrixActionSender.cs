@@ -447,8 +447,10 @@ public sealed class MatrixActionSender(
         if (ghost is null)
         {
             await api.RegisterGhostAsync(ids.GhostLocalpart(userId), cancellationToken);
+            // No conflict target: portals registering the same new member at once collide on either unique column
+            // (the second is derived from the first), and PostgreSQL raises a collision on a column not named there.
             await connection.ExecuteAsync(
-                "INSERT INTO matrix_ghosts (user_id, matrix_user_id, registered_at) VALUES (@userId, @matrixUserId, @now) ON CONFLICT (user_id) DO NOTHING",
+                "INSERT INTO matrix_ghosts (user_id, matrix_user_id, registered_at) VALUES (@userId, @matrixUserId, @now) ON CONFLICT DO NOTHING",
                 new { userId, matrixUserId = ids.UserId(userId), now = time.UtcNowMicros() });
         }
         if (displayName is not null && ghost?.DisplayName != displayName)

@@ -46,6 +46,30 @@ public sealed class PortalTests
     }
 
     [Fact]
+    public async Task Conversations_created_at_once_with_the_same_new_members_all_get_their_rooms()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        // Each portal registers its members' ghosts. Held at the homeserver, the registrations of one user by several
+        // portals end together, so the portals record that ghost at the same moment (what a late enable of many
+        // conversations does, or a burst of new groups with the same people).
+        using var slow = bridge.Homeserver.Faults.Inject(Fault.Slow(TimeSpan.FromMilliseconds(300)).On("POST", "/register"));
+        var members = Enumerable.Range(0, 6).Select(_ => Guid.NewGuid()).ToArray();
+        var owners = Enumerable.Range(0, 8).Select(_ => Guid.NewGuid()).ToArray();
+        var conversations = await Task.WhenAll(owners.Select((owner, i) => bridge.Server.Client(owner).CreateGroupAsync($"shared {i}", members)));
+        for (var i = 0; i < conversations.Length; i++)
+        {
+            await bridge.Server.Client(members[0]).SendAsync(conversations[i], $"hello {i}");
+        }
+
+        for (var i = 0; i < conversations.Length; i++)
+        {
+            var roomId = await Eventually.Async(() => bridge.RoomOf(conversations[i]), $"room {i}");
+            await Eventually.Async(() => bridge.MessageBodies(roomId).Contains($"hello {i}"), $"message {i}");
+        }
+        Assert.Equal(0, await ScalarAsync<long>(bridge.Server, "SELECT COUNT(*) FROM matrix_outbox WHERE status = 'failed'"));
+    }
+
+    [Fact]
     public async Task A_burst_across_homeserver_restarts_reaches_the_room_once_each_in_order()
     {
         await using var bridge = await BridgeHost.StartAsync();
