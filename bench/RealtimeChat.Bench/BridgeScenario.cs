@@ -71,7 +71,7 @@ public static class BridgeScenario
             }
             if (setup.Elapsed > TimeSpan.FromSeconds(120))
             {
-                throw new TimeoutException($"Rooms not created after 2 minutes ({rooms.Count(r => r is not null)} of {rooms.Length}).");
+                throw new TimeoutException($"Rooms not created after 2 minutes ({rooms.Count(r => r is not null)} of {rooms.Length}); the service printed:\n{service.Process.Tail()}");
             }
             await Task.Delay(100);
         }

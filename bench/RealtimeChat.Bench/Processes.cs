@@ -10,10 +10,17 @@ public sealed partial class ServerProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly Queue<string> _tail = new();
+    private readonly StreamWriter? _fullLog;
 
-    private ServerProcess(Process process)
+    private ServerProcess(Process process, string name)
     {
         _process = process;
+        // CHAT_BENCH_SERVICE_LOG=<directory> keeps every line each child printed, in <name>-<pid>.log.
+        if (Environment.GetEnvironmentVariable("CHAT_BENCH_SERVICE_LOG") is { Length: > 0 } directory)
+        {
+            Directory.CreateDirectory(directory);
+            _fullLog = new StreamWriter(Path.Combine(directory, $"{name}-{process.Id}.log")) { AutoFlush = true };
+        }
     }
 
     public Uri BaseUrl { get; private set; } = null!;
@@ -40,7 +47,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
         }
         var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {dll}.");
         Children.Track(process);
-        var server = new ServerProcess(process);
+        var server = new ServerProcess(process, name);
         var listening = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
         process.OutputDataReceived += (_, e) =>
         {
@@ -107,6 +114,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
         }
         lock (_tail)
         {
+            _fullLog?.WriteLine(line);
             _tail.Enqueue(line);
             while (_tail.Count > 200)
             {
@@ -154,6 +162,10 @@ public sealed partial class ServerProcess : IAsyncDisposable
         }
         Children.Untrack(_process);
         _process.Dispose();
+        lock (_tail)
+        {
+            _fullLog?.Dispose();
+        }
     }
 
     /// <summary>Kestrel's own line (Microsoft.Hosting.Lifetime), which the baseline server prints too.</summary>
