@@ -55,6 +55,14 @@ public sealed class RateLimitOptions : IValidatableObject
     /// <summary>Media uploads (each can be tens of MB of encryption and storage work).</summary>
     public RateLimitRule Uploads { get; set; } = new(2, 10);
 
+    /// <summary>
+    /// An upload costs one unit of <see cref="Uploads"/> plus one per started multiple of this many bytes past the
+    /// first: counted alone, 2 uploads a second of the largest file allowed let one user write 50 MiB/s to the
+    /// service's disk and take its cores from everyone else's messages.
+    /// </summary>
+    [Range(typeof(long), "1024", "1099511627776")]
+    public long UploadBytesPerPermit { get; set; } = 1024 * 1024;
+
     public RateLimitRule ReadMarkers { get; set; } = new(10, 30);
 
     /// <summary>Every GET under /api and WebSocket connects: looser, but still bounded.</summary>
@@ -115,6 +123,7 @@ public sealed class ChatRateLimits
     private readonly PartitionedRateLimiter<PartitionKey> _buckets;
     private readonly PartitionedRateLimiter<PartitionKey> _writeTurns;
     private readonly int _concurrentWrites;
+    private readonly long _uploadBytesPerPermit;
     private int _held;
 
     public ChatRateLimits(IOptions<RateLimitOptions> options, IOptions<MessageOptions> messages)
@@ -132,6 +141,7 @@ public sealed class ChatRateLimits
             [RateLimitClass.Reads] = limits.Reads,
         };
         _concurrentWrites = limits.ConcurrentWrites;
+        _uploadBytesPerPermit = limits.UploadBytesPerPermit;
         _writeTurns = PartitionedRateLimiter.Create<PartitionKey, PartitionKey>(key => RateLimitPartition.GetConcurrencyLimiter(key, _ => new ConcurrencyLimiterOptions
         {
             PermitLimit = _concurrentWrites,
@@ -145,6 +155,9 @@ public sealed class ChatRateLimits
     }
 
     public PartitionedRateLimiter<HttpContext> Limiter { get; }
+
+    /// <summary>The units an upload of this many bytes costs beyond the one taken at the door.</summary>
+    public int ExtraUploadPermits(long bytes) => (int)Math.Min(int.MaxValue, Math.Max(0, bytes - 1) / _uploadBytesPerPermit);
 
     /// <summary>
     /// Adds the headers to the answer of a request the limiter let through: how many remain and when the bucket is
@@ -197,18 +210,19 @@ public sealed class ChatRateLimits
     }
 
     /// <summary>
-    /// Charges a request that does more than one unit of work (a group created with many members) the rest of its
+    /// Charges a request that does more than one unit of work (a group created with many members, a large upload) the rest of its
     /// cost, on top of the permit the middleware took.
     /// </summary>
     /// <returns>Null when charged; over budget, the 429 the middleware would have answered (headers already set).</returns>
     public Microsoft.AspNetCore.Http.HttpResults.ProblemHttpResult? ChargeExtra(HttpContext context, int permits)
     {
-        if (permits <= 0 || Classify(context) is not { } key)
+        if (permits <= 0 || Classify(context) is not { } key || _rules[key.Class].Burst == 1)
         {
             return null;
         }
         var rule = _rules[key.Class];
-        using var lease = _buckets.AttemptAcquire(key, Math.Min(permits, rule.Burst));
+        // With the unit taken at the door, at most the whole burst: the largest request allowed must be able to pass.
+        using var lease = _buckets.AttemptAcquire(key, Math.Min(permits, rule.Burst - 1));
         SetHeaders(context.Response.Headers, rule, _buckets.GetStatistics(key)?.CurrentAvailablePermits ?? 0);
         if (lease.IsAcquired)
         {

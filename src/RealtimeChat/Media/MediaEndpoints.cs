@@ -13,13 +13,13 @@ public static class MediaEndpoints
     {
         var uploads = routes.MapGroup("/api/v1/conversations/{conversationId}").WithTags("Media").RequireAuthorization();
 
-        uploads.MapPost("/media", (Guid conversationId, HttpRequest request, ClaimsPrincipal user, MediaService media, CancellationToken ct) =>
-                UploadAsync(conversationId, request, user, media, audioOnly: false, ct))
+        uploads.MapPost("/media", (Guid conversationId, HttpRequest request, ClaimsPrincipal user, MediaService media, ChatRateLimits limits, CancellationToken ct) =>
+                UploadAsync(conversationId, request, user, media, limits, audioOnly: false, ct))
             .RateLimited(RateLimitClass.Uploads)
             .WithSummary("Send a file as a message (multipart/form-data: file, optional caption, duration_ms, client_message_id, reply_to)");
 
-        uploads.MapPost("/messages/audio", (Guid conversationId, HttpRequest request, ClaimsPrincipal user, MediaService media, CancellationToken ct) =>
-                UploadAsync(conversationId, request, user, media, audioOnly: true, ct))
+        uploads.MapPost("/messages/audio", (Guid conversationId, HttpRequest request, ClaimsPrincipal user, MediaService media, ChatRateLimits limits, CancellationToken ct) =>
+                UploadAsync(conversationId, request, user, media, limits, audioOnly: true, ct))
             .RateLimited(RateLimitClass.Uploads)
             .WithSummary("Send a voice message: as /media, but only audio/* files");
 
@@ -54,9 +54,14 @@ public static class MediaEndpoints
         return routes;
     }
 
-    private static async Task<Results<Created<MessageDto>, Ok<MessageDto>>> UploadAsync(
-        Guid conversationId, HttpRequest request, ClaimsPrincipal user, MediaService media, bool audioOnly, CancellationToken ct)
+    private static async Task<Results<Created<MessageDto>, Ok<MessageDto>, ProblemHttpResult>> UploadAsync(
+        Guid conversationId, HttpRequest request, ClaimsPrincipal user, MediaService media, ChatRateLimits limits, bool audioOnly, CancellationToken ct)
     {
+        // Charged by the request's declared length, before a byte of it is read; one of unknown length as the largest allowed.
+        if (limits.ChargeExtra(request.HttpContext, limits.ExtraUploadPermits(request.ContentLength ?? media.MaxRequestBytes)) is { } refused)
+        {
+            return refused;
+        }
         var (message, created) = await media.UploadAsync(user.UserId(), conversationId, request, audioOnly, ct);
         return created
             ? TypedResults.Created($"/api/v1/conversations/{conversationId}/messages/{message.Id}", message)

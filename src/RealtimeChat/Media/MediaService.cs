@@ -37,6 +37,9 @@ public sealed class MediaService(
     private const string DefaultContentType = "application/octet-stream";
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
+    /// <summary>The largest upload request: the largest file, the largest caption, and the form around them.</summary>
+    public long MaxRequestBytes => options.Value.MaxUploadBytes + messageOptions.Value.MaxContentBytes + FormOverheadBytes;
+
     /// <param name="audioOnly">Refuse anything but <c>audio/*</c> (the voice-message endpoint).</param>
     public async Task<(MessageDto Message, bool Created)> UploadAsync(
         Guid userId, Guid conversationId, HttpRequest request, bool audioOnly, CancellationToken cancellationToken)
@@ -50,7 +53,7 @@ public sealed class MediaService(
         var limit = request.HttpContext.Features.Get<IHttpMaxRequestBodySizeFeature>();
         if (limit is { IsReadOnly: false })
         {
-            limit.MaxRequestBodySize = options.Value.MaxUploadBytes + messageOptions.Value.MaxContentBytes + FormOverheadBytes;
+            limit.MaxRequestBodySize = MaxRequestBytes;
         }
 
         StoredFile? file = null;

@@ -146,6 +146,56 @@ public sealed class RateLimitTests
     }
 
     [Fact]
+    public async Task A_large_upload_costs_one_more_unit_per_started_mebibyte_past_the_first()
+    {
+        await using var server = await ChatServer.StartAsync(new() { ["RateLimits:Uploads:PerSecond"] = "0.01", ["RateLimits:Uploads:Burst"] = "10" });
+        var dave = Guid.NewGuid();
+        var client = server.Client(dave);
+        var conversation = await client.CreateGroupAsync("big files");
+        MultipartFormDataContent File(int bytes)
+        {
+            var file = new ByteArrayContent(new byte[bytes]);
+            file.Headers.ContentType = new("application/octet-stream");
+            return new MultipartFormDataContent { { file, "file", "big.bin" } };
+        }
+
+        // 3.5 MiB of file (and the form around it): four units.
+        var big = await client.PostAsync($"/api/v1/conversations/{conversation}/media", File(3 * 1024 * 1024 + 512 * 1024));
+        await big.JsonAsync(HttpStatusCode.Created);
+        AssertHeaders(big, limit: 10, remaining: 6);
+
+        // 6 left: 6.5 MiB (seven units) is refused before a byte of it is stored; the unit it took at the door is spent.
+        var refused = await client.PostAsync($"/api/v1/conversations/{conversation}/media", File(6 * 1024 * 1024 + 512 * 1024));
+        await refused.ProblemAsync(HttpStatusCode.TooManyRequests, "rate_limited");
+        Assert.True(refused.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1));
+        AssertHeaders(refused, limit: 10, remaining: 5);
+
+        await (await client.PostAsync($"/api/v1/conversations/{conversation}/media", File(1000))).JsonAsync(HttpStatusCode.Created);
+        var history = await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
+        Assert.Equal(2, history.GetProperty("messages").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task The_largest_upload_allowed_costs_at_most_the_whole_burst()
+    {
+        await using var server = await ChatServer.StartAsync(new()
+        {
+            ["Media:MaxUploadBytes"] = (2 * 1024 * 1024).ToString(),
+            ["RateLimits:UploadBytesPerPermit"] = (256 * 1024).ToString(),
+            ["RateLimits:Uploads:PerSecond"] = "0.01",
+            ["RateLimits:Uploads:Burst"] = "3",
+        });
+        var client = server.Client(Guid.NewGuid());
+        var conversation = await client.CreateGroupAsync("largest");
+        var file = new ByteArrayContent(new byte[2 * 1024 * 1024]);
+        file.Headers.ContentType = new("application/octet-stream");
+
+        var largest = await client.PostAsync($"/api/v1/conversations/{conversation}/media", new MultipartFormDataContent { { file, "file", "max.bin" } });
+        await largest.JsonAsync(HttpStatusCode.Created);
+        AssertHeaders(largest, limit: 3, remaining: 0);
+    }
+
+    [Fact]
     public async Task A_refusal_is_held_for_the_rejection_delay_so_a_flood_slows_down()
     {
         await using var server = await ChatServer.StartAsync(new()
