@@ -152,25 +152,19 @@ public sealed class RateLimitTests
         var dave = Guid.NewGuid();
         var client = server.Client(dave);
         var conversation = await client.CreateGroupAsync("big files");
-        MultipartFormDataContent File(int bytes)
-        {
-            var file = new ByteArrayContent(new byte[bytes]);
-            file.Headers.ContentType = new("application/octet-stream");
-            return new MultipartFormDataContent { { file, "file", "big.bin" } };
-        }
 
         // 3.5 MiB of file (and the form around it): four units.
-        var big = await client.PostAsync($"/api/v1/conversations/{conversation}/media", File(3 * 1024 * 1024 + 512 * 1024));
+        var big = await client.PostAsync($"/api/v1/conversations/{conversation}/media", ZeroBytes(3 * 1024 * 1024 + 512 * 1024));
         await big.JsonAsync(HttpStatusCode.Created);
         AssertHeaders(big, limit: 10, remaining: 6);
 
         // 6 left: 6.5 MiB (seven units) is refused before a byte of it is stored; the unit it took at the door is spent.
-        var refused = await client.PostAsync($"/api/v1/conversations/{conversation}/media", File(6 * 1024 * 1024 + 512 * 1024));
+        var refused = await client.PostAsync($"/api/v1/conversations/{conversation}/media", ZeroBytes(6 * 1024 * 1024 + 512 * 1024));
         await refused.ProblemAsync(HttpStatusCode.TooManyRequests, "rate_limited");
         Assert.True(refused.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1));
         AssertHeaders(refused, limit: 10, remaining: 5);
 
-        await (await client.PostAsync($"/api/v1/conversations/{conversation}/media", File(1000))).JsonAsync(HttpStatusCode.Created);
+        await (await client.PostAsync($"/api/v1/conversations/{conversation}/media", ZeroBytes(1000))).JsonAsync(HttpStatusCode.Created);
         var history = await client.GetJsonAsync($"/api/v1/conversations/{conversation}/messages");
         Assert.Equal(2, history.GetProperty("messages").GetArrayLength());
     }
@@ -187,10 +181,8 @@ public sealed class RateLimitTests
         });
         var client = server.Client(Guid.NewGuid());
         var conversation = await client.CreateGroupAsync("largest");
-        var file = new ByteArrayContent(new byte[2 * 1024 * 1024]);
-        file.Headers.ContentType = new("application/octet-stream");
 
-        var largest = await client.PostAsync($"/api/v1/conversations/{conversation}/media", new MultipartFormDataContent { { file, "file", "max.bin" } });
+        var largest = await client.PostAsync($"/api/v1/conversations/{conversation}/media", ZeroBytes(2 * 1024 * 1024));
         await largest.JsonAsync(HttpStatusCode.Created);
         AssertHeaders(largest, limit: 3, remaining: 0);
     }
@@ -399,6 +391,13 @@ public sealed class RateLimitTests
         var file = new ByteArrayContent(Encoding.UTF8.GetBytes("some bytes"));
         file.Headers.ContentType = new("text/plain");
         return new MultipartFormDataContent { { file, "file", "note.txt" } };
+    }
+
+    private static MultipartFormDataContent ZeroBytes(int bytes)
+    {
+        var file = new ByteArrayContent(new byte[bytes]);
+        file.Headers.ContentType = new("application/octet-stream");
+        return new MultipartFormDataContent { { file, "file", "zeros.bin" } };
     }
 
     private static void AssertHeaders(HttpResponseMessage response, int limit, int remaining)
