@@ -216,11 +216,10 @@ public sealed class ChatRateLimits
     /// <returns>Null when charged; over budget, the 429 the middleware would have answered (headers already set).</returns>
     public Microsoft.AspNetCore.Http.HttpResults.ProblemHttpResult? ChargeExtra(HttpContext context, int permits)
     {
-        if (permits <= 0 || Classify(context) is not { } key || _rules[key.Class].Burst == 1)
+        if (permits <= 0 || Classify(context) is not { } key || _rules[key.Class] is not { Burst: > 1 } rule)
         {
             return null;
         }
-        var rule = _rules[key.Class];
         // With the unit taken at the door, at most the whole burst: the largest request allowed must be able to pass.
         using var lease = _buckets.AttemptAcquire(key, Math.Min(permits, rule.Burst - 1));
         SetHeaders(context.Response.Headers, rule, _buckets.GetStatistics(key)?.CurrentAvailablePermits ?? 0);
