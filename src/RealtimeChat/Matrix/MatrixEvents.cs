@@ -23,7 +23,7 @@ public sealed class MatrixEvents(ChatDatabase database, TimeProvider time) : ITr
 {
     public bool Records(string eventType, EventOrigin origin) => origin.ExternalId is not null;
 
-    public async Task OnAppendedAsync(ChatTransaction transaction, IReadOnlyList<ConversationEvent> events)
+    public Task OnAppendedAsync(ChatTransaction transaction, IReadOnlyList<ConversationEvent> events)
     {
         // One Matrix event may append several chat events (even in several calls) within its transaction; the first
         // is what the Matrix event is (a new message, a reaction) or did (an edit, a membership change).
@@ -42,23 +42,32 @@ public sealed class MatrixEvents(ChatDatabase database, TimeProvider time) : ITr
                         new EventRow(eventId, evt.ConversationId, reaction.MessageId, null, reaction.UserId, reaction.Reaction),
                     _ => new EventRow(eventId, evt.ConversationId),
                 };
-                await InsertAsync(transaction.Connection, transaction.Transaction, [row]);
+                transaction.Queue(InsertSql(ignoreKnown: false), Parameters([row]));
             }
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>What a portal posted (or found it had posted), with the statements that record the actions' outcomes.</summary>
+    public void RecordSent(StatementBatch batch, IReadOnlyList<EventRow> rows)
+    {
+        if (rows.Count > 0)
+        {
+            batch.Add(InsertSql(ignoreKnown: true), Parameters(rows));
         }
     }
 
-    /// <summary>What a portal posted (or found it had posted), in the transaction that records the actions' outcomes.</summary>
-    public Task RecordSentAsync(DbConnection connection, DbTransaction transaction, IReadOnlyList<EventRow> rows) =>
-        rows.Count == 0 ? Task.CompletedTask : InsertAsync(connection, transaction, rows, ignoreKnown: true);
+    private static string InsertSql(bool ignoreKnown) =>
+        """
+        INSERT INTO matrix_events (event_id, conversation_id, message_id, message_seq, reaction_user_id, reaction, recorded_at)
+        VALUES (@EventId, @ConversationId, @MessageId, @MessageSeq, @ReactionUserId, @Reaction, @now)
+        """ + (ignoreKnown ? " ON CONFLICT DO NOTHING" : "");
 
-    private Task InsertAsync(DbConnection connection, DbTransaction transaction, IEnumerable<EventRow> rows, bool ignoreKnown = false) =>
-        connection.ExecuteAsync(
-            """
-            INSERT INTO matrix_events (event_id, conversation_id, message_id, message_seq, reaction_user_id, reaction, recorded_at)
-            VALUES (@EventId, @ConversationId, @MessageId, @MessageSeq, @ReactionUserId, @Reaction, @now)
-            """ + (ignoreKnown ? " ON CONFLICT DO NOTHING" : ""),
-            rows.Select(r => new { r.EventId, r.ConversationId, r.MessageId, r.MessageSeq, r.ReactionUserId, r.Reaction, now = time.UtcNowMicros() }),
-            transaction);
+    private List<object> Parameters(IEnumerable<EventRow> rows)
+    {
+        var now = time.UtcNowMicros();
+        return [.. rows.Select(r => new { r.EventId, r.ConversationId, r.MessageId, r.MessageSeq, r.ReactionUserId, r.Reaction, now })];
+    }
 
     /// <summary>Which of these events the chat holds: applied from Matrix, or posted by the bridge.</summary>
     public async Task<HashSet<string>> HeldAsync(IReadOnlyCollection<string> eventIds, CancellationToken cancellationToken)

@@ -44,7 +44,7 @@ public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSin
 {
     public bool Records(string eventType, EventOrigin origin) => origin == EventOrigin.App && MatrixActions.For(eventType) is not null;
 
-    public async Task OnAppendedAsync(ChatTransaction transaction, IReadOnlyList<ConversationEvent> events)
+    public Task OnAppendedAsync(ChatTransaction transaction, IReadOnlyList<ConversationEvent> events)
     {
         var actions = events
             .Where(evt => Records(evt.Type, evt.Origin))
@@ -66,7 +66,7 @@ public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSin
             .ToList();
         if (actions.Count == 0)
         {
-            return;
+            return Task.CompletedTask;
         }
 
         const string insert =
@@ -76,7 +76,7 @@ public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSin
         if (transaction.IsPostgres)
         {
             // Rows are inserted in array order, which is each conversation's seq order (the portal sends by seq).
-            await transaction.ExecuteAsync(
+            transaction.Queue(
                 insert +
                 """
                  SELECT a.conversation_id, a.seq, a.action, a.actor_id, a.message_id, a.payload, @version, a.txn_id, 'pending', 0, a.created_at, a.created_at
@@ -98,10 +98,11 @@ public sealed class MatrixOutbox(OutboxWakeups wakeups) : ITransactionalEventSin
         }
         else
         {
-            await transaction.ExecuteAsync(
+            transaction.Queue(
                 insert + " VALUES (@ConversationId, @Seq, @Action, @ActorId, @MessageId, @Payload, @Version, @TxnId, 'pending', 0, @CreatedAt, @CreatedAt)",
-                actions.Select(a => new { a.ConversationId, a.Seq, a.Action, a.ActorId, a.MessageId, a.Payload, Version = OutboxPayloads.Version, a.TxnId, a.CreatedAt }));
+                actions.Select(a => new { a.ConversationId, a.Seq, a.Action, a.ActorId, a.MessageId, a.Payload, Version = OutboxPayloads.Version, a.TxnId, a.CreatedAt }).ToList());
         }
+        return Task.CompletedTask;
     }
 
     public void Publish(ConversationEvent evt)

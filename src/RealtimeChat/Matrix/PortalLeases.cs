@@ -76,6 +76,12 @@ public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> 
             "SELECT expires_at FROM matrix_portal_leases WHERE conversation_id = @conversationId", new { conversationId });
     }
 
+    private const string RenewSql =
+        """
+        UPDATE matrix_portal_leases SET expires_at = @expires
+         WHERE conversation_id = @ConversationId AND owner = @owner AND token = @Token
+        """;
+
     /// <summary>
     /// Renews the lease inside <paramref name="transaction"/> (on PostgreSQL the row stays locked until it commits, so a
     /// takeover cannot slip in between), or throws if it was lost: then nothing of the transaction may be kept.
@@ -84,18 +90,9 @@ public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> 
     public async Task<DateTimeOffset> RenewAsync(DbConnection connection, DbTransaction? transaction, PortalLease lease)
     {
         var now = time.UtcNowMicros();
-        var renewed = await connection.ExecuteAsync(
-            """
-            UPDATE matrix_portal_leases SET expires_at = @expires
-             WHERE conversation_id = @ConversationId AND owner = @owner AND token = @Token
-            """,
-            new { lease.ConversationId, lease.Token, owner = _owner, expires = now + Duration },
-            transaction);
-        if (renewed == 0)
+        if (await connection.ExecuteAsync(RenewSql, RenewParameters(lease, now), transaction) == 0)
         {
-            _held.TryRemove(lease.ConversationId, out _);
-            _reconciled.TryRemove(lease.ConversationId, out _);
-            throw new PortalLeaseLostException(lease.ConversationId);
+            Lost(lease);
         }
         // Trusted only once the renewal commits; until then the earlier time stands, which is shorter.
         if (transaction is null)
@@ -103,6 +100,36 @@ public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> 
             Renewed(lease, now);
         }
         return now;
+    }
+
+    /// <summary>
+    /// As <see cref="RenewAsync"/>, as the first statement of a batch that runs under the lease: once the batch ran,
+    /// <see cref="EnsureRenewed"/> throws if the lease was lost, before anything of its transaction is committed.
+    /// </summary>
+    public BatchedRenewal Renew(StatementBatch batch, PortalLease lease)
+    {
+        var now = time.UtcNowMicros();
+        return new BatchedRenewal(lease, now, batch.Add(RenewSql, RenewParameters(lease, now)));
+    }
+
+    /// <returns>When it was renewed: pass it to <see cref="Renewed"/> once the batch's transaction commits.</returns>
+    public DateTimeOffset EnsureRenewed(BatchedRenewal renewal, int[] affected)
+    {
+        if (affected[renewal.Statement] == 0)
+        {
+            Lost(renewal.Lease);
+        }
+        return renewal.At;
+    }
+
+    private object RenewParameters(PortalLease lease, DateTimeOffset now) =>
+        new { lease.ConversationId, lease.Token, owner = _owner, expires = now + Duration };
+
+    private void Lost(PortalLease lease)
+    {
+        _held.TryRemove(lease.ConversationId, out _);
+        _reconciled.TryRemove(lease.ConversationId, out _);
+        throw new PortalLeaseLostException(lease.ConversationId);
     }
 
     /// <summary>A renewal made in a transaction has committed.</summary>
@@ -125,6 +152,9 @@ public sealed class PortalLeases(ChatDatabase database, IOptions<MatrixOptions> 
         _reconciled.Clear();
     }
 }
+
+/// <summary>A renewal waiting in a <see cref="StatementBatch"/>.</summary>
+public sealed record BatchedRenewal(PortalLease Lease, DateTimeOffset At, int Statement);
 
 public sealed class PortalLeaseLostException(Guid conversationId)
     : Exception($"Another instance took over the Matrix portal of conversation {conversationId}.");

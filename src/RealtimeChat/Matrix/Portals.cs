@@ -453,11 +453,13 @@ public sealed class Portals(
         await using (var connection = await database.OpenAsync(CancellationToken.None))
         await using (var transaction = await connection.BeginTransactionAsync(CancellationToken.None))
         {
-            renewed = await leases.RenewAsync(connection, transaction, lease);
+            // One round trip for the lot: the renewal (the fence), the outcomes and the event ids.
+            var statements = new StatementBatch(connection, transaction);
+            var renewal = leases.Renew(statements, lease);
             // A statement per row: each is a primary-key update with a plan that stays right as the outbox grows, and the
             // batches are small under load (one or two actions per room).
             var now = time.UtcNowMicros();
-            await connection.ExecuteAsync(
+            statements.Add(
                 """
                 UPDATE matrix_outbox
                    SET status = @Status, attempts = attempts + 1, matrix_event_id = COALESCE(@EventId, matrix_event_id),
@@ -465,9 +467,9 @@ public sealed class Portals(
                        sent_at = CASE WHEN @Status = 'sent' THEN @now ELSE sent_at END
                  WHERE id = @Id
                 """,
-                batch.Outcomes.Select(o => new { o.Status, o.EventId, o.Error, o.NextAttemptAt, o.OutcomeUnknown, now, o.Id }).ToList(),
-                transaction);
-            await events.RecordSentAsync(connection, transaction, batch.SentEvents);
+                batch.Outcomes.Select(o => new { o.Status, o.EventId, o.Error, o.NextAttemptAt, o.OutcomeUnknown, now, o.Id }).ToList());
+            events.RecordSent(statements, batch.SentEvents);
+            renewed = leases.EnsureRenewed(renewal, await statements.ExecuteAsync());
             await transaction.CommitAsync(CancellationToken.None);
         }
         leases.Renewed(lease, renewed);

@@ -17,6 +17,7 @@ public sealed class ChatTransaction : IAsyncDisposable
     private readonly SemaphoreSlim[] _gates;
     private readonly ChatEventPipeline _pipeline;
     private readonly List<ConversationEvent> _events = [];
+    private readonly StatementBatch _queued;
 
     internal ChatTransaction(DbConnection connection, DbTransaction transaction, SemaphoreSlim[] gates, ChatEventPipeline pipeline, EventOrigin origin)
     {
@@ -25,6 +26,7 @@ public sealed class ChatTransaction : IAsyncDisposable
         _gates = gates;
         _pipeline = pipeline;
         Origin = origin;
+        _queued = new StatementBatch(connection, transaction);
     }
 
     /// <summary>Where the change came from; the bridge does not send Matrix's own changes back to Matrix.</summary>
@@ -43,15 +45,39 @@ public sealed class ChatTransaction : IAsyncDisposable
 
     public DbTransaction Transaction { get; }
 
-    public Task<int> ExecuteAsync(string sql, object? parameters = null) =>
-        Connection.ExecuteAsync(sql, parameters, Transaction);
+    public async Task<int> ExecuteAsync(string sql, object? parameters = null)
+    {
+        await FlushAsync();
+        return await Connection.ExecuteAsync(sql, parameters, Transaction);
+    }
 
-    public Task<T?> QuerySingleOrDefaultAsync<T>(string sql, object? parameters = null) =>
-        Connection.QuerySingleOrDefaultAsync<T>(sql, parameters, Transaction);
+    public async Task<T?> QuerySingleOrDefaultAsync<T>(string sql, object? parameters = null)
+    {
+        await FlushAsync();
+        return await Connection.QuerySingleOrDefaultAsync<T>(sql, parameters, Transaction);
+    }
+
+    /// <summary>
+    /// A write nothing reads before the next events are appended: it goes to the database with them, the events' own
+    /// row and what the sinks write for them, as one batch (<see cref="StatementBatch"/>), in the order queued. For the
+    /// rows a change writes beside its events (a new message) and for sinks. Reads through <see cref="Connection"/> do
+    /// not see it until <see cref="AppendEventsAsync"/> (or a statement through this class, or the commit) sent it.
+    /// </summary>
+    public void Queue(string sql, object? parameters = null) => _queued.Add(sql, parameters);
+
+    private async Task FlushAsync()
+    {
+        if (!_queued.IsEmpty)
+        {
+            await _queued.ExecuteAsync();
+        }
+    }
 
     /// <summary>Takes the conversation's next sequence number and records activity time.</summary>
-    public Task<long> NextSequenceAsync(Guid conversationId, DateTimeOffset now, Guid? lastMessageId = null) =>
-        Connection.ExecuteScalarAsync<long>(
+    public async Task<long> NextSequenceAsync(Guid conversationId, DateTimeOffset now, Guid? lastMessageId = null)
+    {
+        await FlushAsync();
+        return await Connection.ExecuteScalarAsync<long>(
             """
             UPDATE conversations
                SET last_seq = last_seq + 1,
@@ -61,6 +87,7 @@ public sealed class ChatTransaction : IAsyncDisposable
             RETURNING last_seq
             """,
             new { conversationId, now, lastMessageId }, Transaction);
+    }
 
     /// <summary>
     /// Takes each conversation's Count sequence numbers at once (group commit) and records the activity; returns each
@@ -69,6 +96,7 @@ public sealed class ChatTransaction : IAsyncDisposable
     public async Task<Dictionary<Guid, long>> ReserveSequencesAsync(
         IReadOnlyList<(Guid ConversationId, int Count, Guid LastMessageId)> reservations, DateTimeOffset now)
     {
+        await FlushAsync();
         if (IsPostgres)
         {
             var rows = await Connection.QueryAsync<(Guid Id, long LastSeq)>(
@@ -118,7 +146,10 @@ public sealed class ChatTransaction : IAsyncDisposable
         return evt;
     }
 
-    /// <summary>Stores events (each with its seq already taken) in the log, shows them to the sinks, and queues them for publication.</summary>
+    /// <summary>
+    /// Stores events (each with its seq already taken) in the log, shows them to the sinks, and queues them for
+    /// publication. What was queued before, the events and what the sinks queue go to the database together.
+    /// </summary>
     public async Task AppendEventsAsync(IReadOnlyList<ConversationEvent> events)
     {
         const string insert =
@@ -127,7 +158,7 @@ public sealed class ChatTransaction : IAsyncDisposable
             """;
         if (IsPostgres)
         {
-            await ExecuteAsync(
+            Queue(
                 insert + " SELECT * FROM unnest(@conversationIds, @seqs, @types, @actorIds, @messageIds, @payloads, @createdAts)",
                 new
                 {
@@ -142,16 +173,18 @@ public sealed class ChatTransaction : IAsyncDisposable
         }
         else
         {
-            await ExecuteAsync(
+            Queue(
                 insert + " VALUES (@ConversationId, @Seq, @Type, @ActorId, @MessageId, @Payload, @CreatedAt)",
-                events.Select(e => new { e.ConversationId, e.Seq, e.Type, e.ActorId, e.MessageId, Payload = e.StoredJson, e.CreatedAt }));
+                events.Select(e => new { e.ConversationId, e.Seq, e.Type, e.ActorId, e.MessageId, Payload = e.StoredJson, e.CreatedAt }).ToList());
         }
         await _pipeline.OnAppendedAsync(this, events);
+        await FlushAsync();
         _events.AddRange(events);
     }
 
     public async Task CommitAsync(CancellationToken cancellationToken = default)
     {
+        await FlushAsync();
         using (ChatMetrics.CommitDuration.NewTimer())
         {
             await Transaction.CommitAsync(cancellationToken);

@@ -242,6 +242,36 @@ public sealed class PortalTests
     }
 
     [Fact]
+    public async Task A_portal_whose_lease_moved_while_it_sent_records_nothing_and_the_next_holder_finds_the_event()
+    {
+        await using var bridge = await BridgeHost.StartAsync();
+        var (conversation, roomId, alice) = await bridge.BridgedConversationAsync("lease moves");
+        Guid messageId;
+        using (bridge.Homeserver.Faults.Inject(Fault.Slow(TimeSpan.FromSeconds(1)).On("PUT", "/send/m.room.message/").ForNext(1)))
+        {
+            messageId = (await alice.SendAsync(conversation, "sent as the lease moved")).GetProperty("id").GetGuid();
+            // Another instance takes the portal over while the answer is on its way (as after a pause longer than the
+            // lease). The portal renewed its lease moments ago (the room's set-up), so it sends without asking the
+            // database, whether or not it has begun already.
+            await using var connection = await bridge.Server.Services.GetRequiredService<ChatDatabase>().OpenAsync();
+            Assert.Equal(1, await connection.ExecuteAsync(
+                "UPDATE matrix_portal_leases SET owner = 'another instance', token = token + 1, expires_at = @until WHERE conversation_id = @conversation",
+                new { conversation, until = DateTimeOffset.UtcNow.AddSeconds(4) }));
+            await Eventually.Async(() => bridge.MessageBodies(roomId).Count == 1, "the homeserver to store it");
+        }
+
+        // The answer came under a lease this process no longer holds: the outcome is not its to record.
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        var waiting = await alice.GetJsonAsync($"/api/v1/conversations/{conversation}/messages/{messageId}");
+        Assert.Equal("pending", waiting.GetProperty("matrix").GetProperty("state").GetString());
+
+        // When the other's lease runs out, this process takes the portal back and finds the event rather than posting it again.
+        await BridgeHost.MatrixStateAsync(alice, conversation, messageId, "sent");
+        Assert.Equal(["sent as the lease moved"], bridge.MessageBodies(roomId));
+        Assert.Equal(1, MessagePuts(bridge, roomId));
+    }
+
+    [Fact]
     public async Task Read_markers_reach_matrix_as_the_readers_ghost()
     {
         await using var bridge = await BridgeHost.StartAsync();
