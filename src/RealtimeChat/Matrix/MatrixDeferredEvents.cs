@@ -25,6 +25,7 @@ public sealed class MatrixDeferredWorker(
     ChatDatabase database, RecordedEventIds recorded, MatrixInbound inbound, TimeProvider time, ILogger<MatrixDeferredWorker> logger) : BackgroundService
 {
     private static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan LookupDelay = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan GiveUpAfter = TimeSpan.FromDays(1);
     private const int MaxTargetsPerLookup = 500;
 
@@ -41,11 +42,13 @@ public sealed class MatrixDeferredWorker(
                 try
                 {
                     targets.Add(await recorded.Reader.ReadAsync(wait.Token));
+                    // Every sent message records an id, and almost none has an event waiting for it: the ids of the
+                    // next moment go into the same lookup, not one query each.
+                    await Task.Delay(LookupDelay, time, stoppingToken);
                 }
                 catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
                 {
                 }
-                // Every sent message records an id: look them up together, not one query each.
                 while (targets.Count < MaxTargetsPerLookup && recorded.Reader.TryRead(out var more))
                 {
                     targets.Add(more);
