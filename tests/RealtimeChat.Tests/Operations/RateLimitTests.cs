@@ -386,18 +386,15 @@ public sealed class RateLimitTests
         Assert.Empty(unlimited);
     }
 
-    private static MultipartFormDataContent Upload()
-    {
-        var file = new ByteArrayContent(Encoding.UTF8.GetBytes("some bytes"));
-        file.Headers.ContentType = new("text/plain");
-        return new MultipartFormDataContent { { file, "file", "note.txt" } };
-    }
+    private static MultipartFormDataContent Upload() => UploadForm(Encoding.UTF8.GetBytes("some bytes"), "text/plain", "note.txt");
 
-    private static MultipartFormDataContent ZeroBytes(int bytes)
+    private static MultipartFormDataContent ZeroBytes(int bytes) => UploadForm(new byte[bytes], "application/octet-stream", "zeros.bin");
+
+    private static MultipartFormDataContent UploadForm(byte[] content, string contentType, string fileName)
     {
-        var file = new ByteArrayContent(new byte[bytes]);
-        file.Headers.ContentType = new("application/octet-stream");
-        return new MultipartFormDataContent { { file, "file", "zeros.bin" } };
+        var file = new ByteArrayContent(content);
+        file.Headers.ContentType = new(contentType);
+        return new MultipartFormDataContent { { file, "file", fileName } };
     }
 
     private static void AssertHeaders(HttpResponseMessage response, int limit, int remaining)
